@@ -1,0 +1,11 @@
+.PHONY: setup demo test bench lint
+setup:
+	bash ci/setup.sh
+demo: setup
+	python3 -m pyhttp2probe demo
+test:
+	bash ci/test.sh
+bench: setup
+	python3 bench/run.py
+lint:
+	python3 -m ruff check .

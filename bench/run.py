@@ -1,0 +1,57 @@
+"""Run every benchmark and write BENCHMARKS.md: `python3 bench/run.py` (or `make bench`).
+
+Each `bench/bench_*.py` module exposes `run() -> str`, returning one Markdown section whose
+figures were all measured in this run, side by side, so ratios hold on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    go = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip()
+    return (f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} cores ({cpu}), "
+            f"{mem_kb // 1024 // 1024} GiB, Python {platform.python_version()}, {go}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("only", nargs="*", help="bench module names (default: all)")
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    names = args.only or sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
+    sections = []
+    for name in names:
+        print(f"bench: {name}", file=sys.stderr)
+        module = importlib.import_module(f"bench.{name}")
+        sections.append(module.run())
+    command = "python3 bench/run.py" + ("" if not args.only else " " + " ".join(args.only))
+    head = (f"# Benchmarks\n\nCommand: `{command}` (also `make bench`)\n\n"
+            f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.\n\n"
+            "The machine is a shared, nested VM: read the ratios measured side by side in one "
+            "run, not lone absolute times.\n")
+    Path(args.out).write_text(head + "\n" + "\n\n".join(sections) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything a fresh machine lacks, then build the project in place.
+# Idempotent and quiet: a second run only checks, and takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(clang llvm libbpf-dev bpftool pkg-config nghttp2-client prometheus)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ci/setup.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "ci/setup.sh: Go is required (go1.21+)" >&2; exit 1; }
+
+# Editable install: builds the cffi extension and the BPF objects into the tree.
+stamp=.setup-stamp
+inputs=$(cat setup.py pyproject.toml libbpf_loader/_cffi_src/* bpf_src/* 2>/dev/null | sha256sum)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] \
+    || ! python3 -c "import libbpf_loader, pyhttp2probe" 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$inputs" > "$stamp"
+fi
+# Rebuild BPF objects when their sources changed since the install.
+python3 setup.py -q build_bpf

@@ -1,0 +1,80 @@
+"""Build pyhttp2probe: the cffi extension over libbpf and the CO-RE BPF objects.
+
+The BPF objects are compiled here, not at run time, so a deployed agent needs
+neither clang nor kernel headers: only libbpf and a kernel with BTF.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from setuptools import Command, find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+BPF_SRC = ROOT / "bpf_src"
+BPF_OUT = ROOT / "pyhttp2probe" / "bpf"
+VMLINUX = ROOT / "vmlinux" / "x86"
+CLANG_FLAGS = ["-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
+
+
+class build_bpf(Command):  # noqa: N801 - setuptools command naming
+    """Compile every bpf_src/*.bpf.c into pyhttp2probe/bpf/*.bpf.o when stale."""
+
+    description = "compile CO-RE BPF objects with clang"
+    user_options: list = []
+
+    def initialize_options(self) -> None:
+        pass
+
+    def finalize_options(self) -> None:
+        pass
+
+    def run(self) -> None:
+        BPF_OUT.mkdir(exist_ok=True)
+        headers = [*BPF_SRC.glob("*.h"), VMLINUX / "vmlinux.h"]
+        newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
+        for src in sorted(BPF_SRC.glob("*.bpf.c")):
+            out = BPF_OUT / (src.name[: -len(".c")] + ".o")
+            if out.exists() and out.stat().st_mtime >= max(src.stat().st_mtime, newest_header):
+                continue
+            cmd = ["clang", *CLANG_FLAGS, f"-I{BPF_SRC}", f"-I{VMLINUX}", "-c", str(src),
+                   "-o", str(out)]
+            self.announce(" ".join(cmd), level=2)
+            subprocess.run(cmd, check=True)
+
+
+class build_py_with_bpf(build_py):  # noqa: N801
+    def run(self) -> None:
+        self.run_command("build_bpf")
+        super().run()
+
+
+setup(
+    name="pyhttp2probe",
+    version="0.1.0",
+    description="eBPF tracing of Go gRPC and HTTP/2 programs, exported as Prometheus metrics",
+    python_requires=">=3.11",
+    packages=find_packages(include=["libbpf_loader", "libbpf_loader.*", "pyhttp2probe",
+                                    "pyhttp2probe.*"]),
+    package_data={
+        "pyhttp2probe": ["bpf/*.bpf.o", "bpf/*.h", "data/*.json"],
+        "libbpf_loader": ["_cffi_src/*.h", "_cffi_src/*.c"],
+    },
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["libbpf_loader/_cffi_src/build_libbpf.py:ffi"],
+    install_requires=[
+        "cffi>=1.15",
+        "pyelftools>=0.30",
+        "capstone>=5.0",
+        "prometheus-client>=0.17",
+        "structlog>=23.1",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "requests>=2.28"],
+    },
+    entry_points={"console_scripts": ["pyhttp2probe = pyhttp2probe.cli:main"]},
+    cmdclass={"build_bpf": build_bpf, "build_py": build_py_with_bpf},
+)
