@@ -1,0 +1,39 @@
+"""Find RET instructions in a function's bytes (x86-64), for return probes.
+
+Go moves goroutine stacks, so uretprobes are unsafe; the agent puts a plain uprobe on
+every RET instead. The caller passes exactly the function's bytes (size from symtab or
+pclntab), so the int3 padding after the function is never decoded.
+"""
+
+from __future__ import annotations
+
+import capstone
+
+from .errors import GoBinaryError
+
+_RET_MNEMONICS = frozenset({"ret", "retq", "ret far", "retf"})
+
+
+def _make_cs() -> capstone.Cs:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = False
+    md.skipdata = True  # keep walking over bytes capstone cannot decode
+    return md
+
+
+def ret_offsets(code: bytes, base: int) -> list[int]:
+    """Offsets (base + position) of every RET in `code`, decoded linearly from its start.
+
+    A leading ENDBR64 (CET builds) decodes as one instruction, so no special casing is
+    needed beyond decoding from the true entry.
+    """
+    md = _make_cs()
+    out: list[int] = []
+    pos = 0
+    for addr, size, mnemonic, _ in md.disasm_lite(code, 0):
+        pos = addr + size
+        if mnemonic in _RET_MNEMONICS and code[addr] in (0xC3, 0xC2):
+            out.append(base + addr)
+    if pos < len(code) and code[pos:].strip(b"\xcc\x90"):
+        raise GoBinaryError(f"cannot disassemble function bytes at {base + pos:#x}")
+    return out

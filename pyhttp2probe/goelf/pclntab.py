@@ -1,0 +1,113 @@
+"""Function names and ranges from Go's .gopclntab, for stripped binaries.
+
+Header layouts (runtime/symtab.go pcHeader, debug/gosym):
+- Go 1.16/1.17 (magic 0xfffffffa): magic, pad, minLC, ptrSize, nfunc, nfiles, then
+  funcname/cu/filetab/pctab/pcln offsets; functab = (entry uintptr, funcoff uintptr) pairs.
+- Go 1.18/1.19 (0xfffffff0) and 1.20+ (0xfffffff1): same, plus `textStart` after nfiles;
+  functab = (entryOff uint32, funcOff uint32) pairs relative to the text start.
+- Go 1.26 keeps the slot but no longer fills it (it is 0): the text start must come from
+  the .text section (what runtime.text is), never from the header. A peer crashed on this.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .elf import ElfFile
+from .errors import GoBinaryError
+
+MAGIC_116 = 0xFFFFFFFA
+MAGIC_118 = 0xFFFFFFF0
+MAGIC_120 = 0xFFFFFFF1
+MAGIC_12 = 0xFFFFFFFB
+MAX_FUNCS = 4_000_000
+
+
+def _strip_padding(elf: ElfFile, vaddr: int, size: int) -> int:
+    """Drop the int3 fill the linker puts between functions, so sizes match .symtab."""
+    try:
+        tail = elf.read_vaddr(vaddr, size)
+    except GoBinaryError:
+        return size
+    trimmed = len(tail.rstrip(b"\xcc"))
+    return trimmed or size
+
+
+def pclntab_functions(elf: ElfFile, wanted: set[str] | None = None) -> dict[str, tuple[int, int]]:
+    """name -> (vaddr, size) for functions in .gopclntab (only `wanted` names if given)."""
+    sec = elf.section(".gopclntab")
+    if sec is None:
+        raise GoBinaryError(f"{elf.path}: no .symtab and no .gopclntab (not a Go binary?)")
+    tab = elf.section_data(sec)
+    if len(tab) < 8:
+        raise GoBinaryError(f"{elf.path}: .gopclntab truncated")
+    magic, pad1, pad2, _minlc, ptrsize = struct.unpack_from("<IBBBB", tab, 0)
+    if pad1 or pad2 or ptrsize != 8:
+        raise GoBinaryError(f"{elf.path}: bad .gopclntab header")
+    if magic == MAGIC_12:
+        from .errors import UnsupportedGoVersionError
+
+        raise UnsupportedGoVersionError(f"{elf.path}: pclntab of Go < 1.16 is not supported")
+    if magic == MAGIC_116:
+        hdr_words = 7
+    elif magic in (MAGIC_118, MAGIC_120):
+        hdr_words = 8
+    else:
+        raise GoBinaryError(f"{elf.path}: unknown .gopclntab magic {magic:#x}")
+    if len(tab) < 8 + 8 * hdr_words:
+        raise GoBinaryError(f"{elf.path}: .gopclntab truncated")
+    words = struct.unpack_from(f"<{hdr_words}Q", tab, 8)
+    nfunc = words[0]
+    if hdr_words == 8:
+        hdr_text = words[2]
+        funcname_off, _cu, _ft, _pct, pcln_off = words[3:8]
+    else:
+        hdr_text = 0
+        funcname_off, _cu, _ft, _pct, pcln_off = words[2:7]
+    if nfunc > MAX_FUNCS or funcname_off > len(tab) or pcln_off > len(tab):
+        raise GoBinaryError(f"{elf.path}: bad .gopclntab header")
+    text_sec = elf.section(".text")
+    text_start = text_sec.addr if text_sec is not None else hdr_text
+    if magic == MAGIC_116:
+        ent_fmt, ent_size = "<QQ", 16
+    else:
+        ent_fmt, ent_size = "<II", 8
+    ft_end = pcln_off + (nfunc + 1) * ent_size
+    if ft_end > len(tab):
+        raise GoBinaryError(f"{elf.path}: .gopclntab functab truncated")
+    entries = list(struct.iter_unpack(ent_fmt, tab[pcln_off:ft_end]))
+    names = tab[funcname_off:]
+    want_bytes = {w.encode(): w for w in wanted} if wanted is not None else None
+    out: dict[str, tuple[int, int]] = {}
+    base = pcln_off
+    for i in range(nfunc):
+        entry, funcoff = entries[i]
+        next_entry = entries[i + 1][0]
+        foff = base + funcoff
+        if magic == MAGIC_116:
+            if foff + 12 > len(tab):
+                raise GoBinaryError(f"{elf.path}: .gopclntab _func out of range")
+            (name_off,) = struct.unpack_from("<i", tab, foff + 8)
+            vaddr, end = entry, next_entry
+        else:
+            if foff + 8 > len(tab):
+                raise GoBinaryError(f"{elf.path}: .gopclntab _func out of range")
+            (name_off,) = struct.unpack_from("<i", tab, foff + 4)
+            vaddr, end = text_start + entry, text_start + next_entry
+        if name_off < 0 or name_off >= len(names):
+            continue
+        nul = names.find(b"\0", name_off)
+        if nul < 0:
+            continue
+        raw = names[name_off:nul]
+        if want_bytes is not None:
+            name = want_bytes.get(raw)
+            if name is None:
+                continue
+        else:
+            name = raw.decode("utf-8", "replace")
+        if end <= vaddr:
+            continue
+        if name not in out:
+            out[name] = (vaddr, _strip_padding(elf, vaddr, end - vaddr))
+    return out
