@@ -1,0 +1,91 @@
+/* Record and config types shared by every probe and by Python.
+ *
+ * This header is the one declaration of each layout (DESIGN.md rule 5). Python reads this
+ * very text into cffi's cdef (pyhttp2probe/events.py), so keep it cdef-friendly:
+ * fixed-width __uNN types only, no macros inside structs except plain integer
+ * #define constants (Python substitutes them), no bitfields, no includes.
+ * BPF programs include vmlinux.h (which defines __uNN) before this file.
+ */
+#ifndef PYHTTP2PROBE_EVENTS_H
+#define PYHTTP2PROBE_EVENTS_H
+
+/* Record types: the first __u32 of every ring-buffer record. */
+#define EV_GRPC_CLIENT 1
+
+/* Bounded copies of Go strings (method, dial target). */
+#define GO_STR_MAX 128
+/* Pointer hops a field chain may follow before its last offset. */
+#define GO_CHAIN_MAX 4
+
+/* grpc_client_event.flags */
+#define GRPC_FLAG_NO_STREAM 1        /* failed before any transport stream existed */
+#define GRPC_FLAG_STATUS_GUESSED 2   /* error was neither a status error nor in the stream */
+#define GRPC_FLAG_METHOD_TRUNCATED 4
+#define GRPC_FLAG_UNMATCHED 8        /* end without a start: start_ns is 0 */
+#define GRPC_FLAG_TARGET_TRUNCATED 16
+#define GRPC_FLAG_BAD_READ 32        /* some user-memory read failed; fields may be 0 */
+
+/* Indexes of the per-CPU loss/health counters (map "stats"). */
+#define STAT_RINGBUF_FULL 0   /* ring buffer reservation failed: record lost */
+#define STAT_UNMATCHED_END 1  /* end without an in-flight start (evicted or attached late) */
+#define STAT_DUP_END 2        /* a concurrent duplicate end lost the race: dropped */
+#define STAT_BAD_READ 3       /* a user-memory read failed */
+#define STAT_START_REUSED 4   /* a start found a stale entry for the same key: overwritten */
+#define STAT_NO_CONFIG 5      /* probe hit in a process without config */
+#define STAT_STATUS_GUESSED 6 /* status code guessed as Unknown */
+#define STAT_MAX 8
+
+/* A field reached from a base address: follow `nhops` pointer fields (hop[0..nhops-1]),
+ * then add `last`. Embedded-by-value fields are folded into offsets by Python; embedded
+ * pointers are hops. `valid` is 0 when the plan lacks the field: the read is skipped. */
+struct go_chain {
+	__u32 valid;
+	__u32 nhops;
+	__u32 hop[GO_CHAIN_MAX];
+	__u32 last;
+	__u32 _pad;
+};
+
+/* Per-process config for grpc_client.bpf.c, keyed by tgid: offsets from the attach plan. */
+struct grpc_client_config {
+	__u64 status_error_fn;          /* runtime addr of internal/status.(*Error).Error */
+	__u32 itab_fun0;                /* offset of fun[0] in runtime.itab (24 on amd64) */
+	__u32 cs_finished;              /* clientStream.finished (bool) */
+	__u32 cs_attempt;               /* clientStream.attempt (*csAttempt) */
+	__u32 attempt_stream;           /* csAttempt.s / csAttempt.transportStream */
+	struct go_chain cs_method;      /* cs -> callHdr -> Method (Go string) */
+	struct go_chain cs_target;      /* cs -> cc -> target (Go string) */
+	struct go_chain stream_id;      /* stream -> id (uint32) */
+	struct go_chain stream_ct;      /* stream -> ct (*http2Client) */
+	struct go_chain stream_code;    /* stream -> status -> s -> Code (int32) */
+	struct go_chain err_code;       /* *status.Error -> s -> s -> Code (int32) */
+	struct go_chain ct_remote_addr; /* http2Client -> remoteAddr (net.Addr iface) */
+	__u64 tcpaddr_network_fn;       /* runtime addr of net.(*TCPAddr).Network; 0: no check */
+	__u32 tcpaddr_ip;               /* net.TCPAddr.IP (slice) */
+	__u32 tcpaddr_port;             /* net.TCPAddr.Port (int) */
+	__u32 ct_next_id;               /* http2Client.nextID: ablation probe only */
+	__u32 _pad;
+};
+
+/* One finished gRPC client call. Identity reported to users: (tgid, transport, stream_id);
+ * calls that never got a stream have transport 0 and are told apart by cs. */
+struct grpc_client_event {
+	__u32 type;
+	__u32 tgid;
+	__u64 transport;
+	__u64 cs;
+	__u64 start_ns;
+	__u64 end_ns;
+	__u32 stream_id;
+	__u32 status_code;
+	__u32 flags;
+	__u16 peer_port;
+	__u16 method_len;
+	__u8 peer_ip[16];               /* IPv6 or IPv4-mapped IPv6 */
+	__u16 target_len;
+	__u16 _pad[3];
+	char method[GO_STR_MAX];
+	char target[GO_STR_MAX];
+};
+
+#endif /* PYHTTP2PROBE_EVENTS_H */

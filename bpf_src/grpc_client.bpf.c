@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0
+/* gRPC client calls of grpc-go (v1.40 .. v1.83): two uprobe hits per unary call.
+ *
+ * START: entry of (*clientStream).newAttemptLocked (RAX = cs). It runs once per attempt;
+ *   only when cs.attempt is still nil is this the call's first attempt, so retries never
+ *   restart the clock. inflight[(tgid, cs)] = now, overwritten unconditionally.
+ * END: entry of (*clientStream).finish(err) (RAX = cs, err = RBX itab + RCX data). A call
+ *   whose cs.finished is already set is a later duplicate (the ctx watcher of streaming
+ *   calls) and is ignored. Identity, method, peer and status are read HERE, where final:
+ *   attempt -> stream -> (id, transport). The span's identity is (tgid, transport, stream).
+ *
+ * Why the start-to-end pairing is keyed by (tgid, clientStream pointer): the clientStream
+ * is a per-call heap object that exists before any transport stream (so calls failing
+ * before a stream exists still get a span) and stays live until finish. Go may reuse the
+ * address of a dead one, but a new call's first newAttemptLocked always sees attempt ==
+ * nil and overwrites the slot, so stale state is never inherited. No state is keyed by a
+ * lock-protected field read at entry (http2Client.nextID is never read here). The entry
+ * is deleted when the call finishes; because the key is the per-call object and not
+ * (transport, stream id), a closed connection whose address a new one reuses leaves
+ * nothing behind to collide with, and connection close needs no hook of its own.
+ *
+ * All offsets come from the per-process config (Python, from the attach plan).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "events.h"
+#include "go_helpers.h"
+#include "grpc_client_common.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct inflight_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 cs;
+};
+
+struct inflight_val {
+	__u64 start_ns;
+};
+
+/* Calls between start and finish. 65,536 is far more than the concurrently open calls of
+ * any sane process set (the bench peaks at ~300); LRU so that leaked calls (a streaming
+ * call never finished by its owner) are evicted instead of filling the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct inflight_key);
+	__type(value, struct inflight_val);
+} inflight SEC(".maps");
+
+SEC("uprobe")
+int grpc_client_start(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg;
+	struct inflight_key key = {};
+	struct inflight_val val = {};
+	__u64 cs = GO_ARG1(ctx), attempt;
+
+	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	if (go_read_u64(cs + cfg->cs_attempt, &attempt)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	if (attempt)
+		return 0; /* a retry of a call already started */
+	key.tgid = tgid;
+	key.cs = cs;
+	if (bpf_map_lookup_elem(&inflight, &key))
+		stat_inc(STAT_START_REUSED);
+	val.start_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&inflight, &key, &val, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int grpc_client_end(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg;
+	struct grpc_client_event *ev;
+	struct inflight_key key = {};
+	struct inflight_val *v;
+	__u64 cs = GO_ARG1(ctx), start = 0;
+	__u8 finished = 0;
+
+	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	if (go_read_u8(cs + cfg->cs_finished, &finished)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	if (finished)
+		return 0;
+	key.tgid = tgid;
+	key.cs = cs;
+	v = bpf_map_lookup_elem(&inflight, &key);
+	if (v) {
+		start = v->start_ns;
+		/* Two finish calls racing past the unlocked `finished` read: one delete wins. */
+		if (bpf_map_delete_elem(&inflight, &key)) {
+			stat_inc(STAT_DUP_END);
+			return 0;
+		}
+	} else {
+		stat_inc(STAT_UNMATCHED_END);
+	}
+	ev = reserve_event();
+	if (!ev)
+		return 0;
+	ev->tgid = tgid;
+	ev->start_ns = start;
+	if (!start)
+		ev->flags |= GRPC_FLAG_UNMATCHED;
+	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}

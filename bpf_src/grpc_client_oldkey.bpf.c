@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+/* ABLATION, bench only: the old keying that DESIGN.md says never to use.
+ *
+ * START at the entry of (*http2Client).NewStream reads t.nextID (RAX = t) before the
+ * transport takes its lock, and keys the start time by that stream id ALONE. END at the
+ * entry of (*clientStream).finish reads the final stream id and looks the start up by it.
+ * Ids repeat across connections and concurrent entries read the same nextID, so starts
+ * get overwritten or paired with the wrong call: the bench measures how often.
+ * The record is the same as grpc_client.bpf.c's, so Python assembles spans the same way.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "events.h"
+#include "go_helpers.h"
+#include "grpc_client_common.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} oldkey_inflight SEC(".maps");
+
+SEC("uprobe")
+int oldkey_start(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg;
+	__u32 id = 0;
+	__u64 now;
+
+	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	if (go_read_u32(GO_ARG1(ctx) + cfg->ct_next_id, &id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&oldkey_inflight, &id, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int oldkey_end(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg;
+	struct grpc_client_event *ev;
+	__u64 cs = GO_ARG1(ctx), *start;
+	__u8 finished = 0;
+
+	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	if (go_read_u8(cs + cfg->cs_finished, &finished) || finished)
+		return 0;
+	ev = reserve_event();
+	if (!ev)
+		return 0;
+	ev->tgid = tgid;
+	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	start = ev->stream_id ? bpf_map_lookup_elem(&oldkey_inflight, &ev->stream_id) : NULL;
+	if (start) {
+		ev->start_ns = *start;
+		bpf_map_delete_elem(&oldkey_inflight, &ev->stream_id);
+	} else {
+		ev->flags |= GRPC_FLAG_UNMATCHED;
+		stat_inc(STAT_UNMATCHED_END);
+	}
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
