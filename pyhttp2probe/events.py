@@ -1,0 +1,174 @@
+"""Decode ring-buffer records using the layout declared once in bpf_src/events.h.
+
+The header text is fed to cffi's cdef (DESIGN.md rule 5: never a hand-copied format), and
+a numpy structured dtype is built from cffi's offsets so a whole batch of same-size
+records decodes with one numpy.frombuffer call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cffi
+import numpy as np
+
+_TYPEDEFS = """
+typedef uint8_t __u8; typedef uint16_t __u16; typedef uint32_t __u32; typedef uint64_t __u64;
+typedef int8_t __s8; typedef int16_t __s16; typedef int32_t __s32; typedef int64_t __s64;
+"""
+_DEFINE = re.compile(r"^\s*#\s*define\s+(\w+)\s+(0x[0-9a-fA-F]+|-?\d+)\b", re.M)
+_PREPROC = re.compile(r"^\s*#.*$", re.M)
+_NUMPY_OF = {
+    "uint8_t": "u1", "uint16_t": "u2", "uint32_t": "u4", "uint64_t": "u8",
+    "int8_t": "i1", "int16_t": "i2", "int32_t": "i4", "int64_t": "i8", "char": "S1",
+}
+
+
+def header_path() -> Path:
+    """The installed copy (pyhttp2probe/bpf/) or, in a source tree, bpf_src/."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "bpf" / "events.h", here.parent / "bpf_src" / "events.h"):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError("events.h not found in pyhttp2probe/bpf/ nor bpf_src/")
+
+
+class Layout:
+    """cffi view of events.h: struct types, integer #define constants, numpy dtypes."""
+
+    def __init__(self, text: str | None = None) -> None:
+        if text is None:
+            text = header_path().read_text()
+        self.constants: dict[str, int] = {m[1]: int(m[2], 0) for m in _DEFINE.finditer(text)}
+        body = _PREPROC.sub("", text)
+        if self.constants:
+            # Array bounds use the header's constants; cdef wants literal numbers.
+            names = re.compile(r"\b(" + "|".join(map(re.escape, self.constants)) + r")\b")
+            body = names.sub(lambda m: str(self.constants[m[1]]), body)
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(_TYPEDEFS + body)
+        self._dtypes: dict[str, np.dtype] = {}
+
+    def sizeof(self, struct: str) -> int:
+        return self.ffi.sizeof(f"struct {struct}")
+
+    def new(self, struct: str) -> Any:
+        """A zeroed struct owned by Python (cffi cdata)."""
+        return self.ffi.new(f"struct {struct} *")
+
+    def to_bytes(self, cdata: Any) -> bytes:
+        return bytes(self.ffi.buffer(cdata))
+
+    def dtype(self, struct: str) -> np.dtype:
+        """numpy structured dtype at cffi's offsets (nested structs recurse)."""
+        if struct not in self._dtypes:
+            self._dtypes[struct] = self._dtype_of(self.ffi.typeof(f"struct {struct}"))
+        return self._dtypes[struct]
+
+    def _dtype_of(self, ctype: Any) -> np.dtype:
+        names, formats, offsets = [], [], []
+        for name, field in ctype.fields:
+            names.append(name)
+            formats.append(self._format(field.type))
+            offsets.append(field.offset)
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                         "itemsize": self.ffi.sizeof(ctype)})
+
+    def _format(self, ftype: Any) -> Any:
+        if ftype.kind == "array":
+            if ftype.item.cname == "char":
+                return f"S{ftype.length}"
+            return (self._format(ftype.item), (ftype.length,))
+        if ftype.kind == "struct":
+            return self._dtype_of(ftype)
+        return _NUMPY_OF[ftype.cname]
+
+
+@dataclass(frozen=True)
+class GrpcClientEvent:
+    """One finished gRPC client call as the BPF side saw it (see struct grpc_client_event)."""
+
+    tgid: int
+    transport: int
+    cs: int
+    start_ns: int
+    end_ns: int
+    stream_id: int
+    status_code: int
+    flags: int
+    peer_ip: str
+    peer_port: int
+    method: str
+    target: str
+
+
+def _ip(raw: bytes) -> str:
+    if not any(raw):
+        return ""
+    addr = ipaddress.IPv6Address(bytes(raw))
+    return str(addr.ipv4_mapped or addr)
+
+
+class EventDecoder:
+    """Turns ring-buffer batches into event dataclasses; unknown record types are counted."""
+
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.layout = layout or Layout()
+        self.ev_grpc_client = self.layout.constants["EV_GRPC_CLIENT"]
+        self.size = self.layout.sizeof("grpc_client_event")
+        self.dtype = self.layout.dtype("grpc_client_event")
+        self.unknown = 0
+
+    def decode_buffer(self, buf: bytes, count: int | None = None) -> list[GrpcClientEvent]:
+        """Decode `count` back-to-back records of sizeof(grpc_client_event) from buf."""
+        if count is None:
+            count = len(buf) // self.size
+        arr = np.frombuffer(buf, dtype=self.dtype, count=count)
+        return list(self._events(arr))
+
+    def decode_records(self, records: Sequence[bytes]) -> list[GrpcClientEvent]:
+        """Decode records of any sizes one by one (the slow path for mixed batches)."""
+        out: list[GrpcClientEvent] = []
+        for rec in records:
+            if len(rec) < self.size:
+                self.unknown += 1
+                continue
+            arr = np.frombuffer(rec, dtype=self.dtype, count=1)
+            out.extend(self._events(arr))
+        return out
+
+    def decode_batch(self, batch: Any) -> list[GrpcClientEvent]:
+        """A libbpf_loader ring-buffer batch: one numpy pass when all records share a size."""
+        sizes = getattr(batch, "sizes", None)
+        offsets = getattr(batch, "offsets", None)
+        buf = getattr(batch, "buffer", None)
+        if buf is not None and sizes is not None and offsets is not None and len(sizes):
+            n = len(sizes)
+            sizes_a = np.asarray(sizes)
+            offs_a = np.asarray(offsets)
+            if (sizes_a == self.size).all() and (
+                    offs_a == offs_a[0] + np.arange(n) * self.size).all():
+                start = int(offs_a[0])
+                return self.decode_buffer(memoryview(buf)[start:start + n * self.size], n)
+        return self.decode_records(list(batch))
+
+    def _events(self, arr: np.ndarray) -> Iterator[GrpcClientEvent]:
+        for rec in arr:
+            if int(rec["type"]) != self.ev_grpc_client:
+                self.unknown += 1
+                continue
+            mlen, tlen = int(rec["method_len"]), int(rec["target_len"])
+            yield GrpcClientEvent(
+                tgid=int(rec["tgid"]), transport=int(rec["transport"]), cs=int(rec["cs"]),
+                start_ns=int(rec["start_ns"]), end_ns=int(rec["end_ns"]),
+                stream_id=int(rec["stream_id"]), status_code=int(rec["status_code"]),
+                flags=int(rec["flags"]), peer_ip=_ip(rec["peer_ip"].tobytes()),
+                peer_port=int(rec["peer_port"]),
+                method=bytes(rec["method"])[:mlen].decode("utf-8", "replace"),
+                target=bytes(rec["target"])[:tlen].decode("utf-8", "replace"),
+            )

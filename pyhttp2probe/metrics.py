@@ -1,0 +1,160 @@
+"""Prometheus export of RPC spans and of the agent's own health, as one custom Collector.
+
+State is updated by the drain thread and read at scrape time: collect() copies it under a
+lock and builds the metric families outside it, so a scrape never stalls the drain.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from .spans import Span
+
+# Loopback gRPC takes tens of µs; peers start at 5 ms and see nothing below.
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
+    250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0,
+)
+RPC_LABELS = ("rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code",
+              "server_address", "server_port", "service_name")
+OTHER = "_OTHER"
+
+
+@dataclass
+class _Hist:
+    counts: list[int]
+    total: float = 0.0
+
+
+@dataclass
+class _State:
+    hists: dict[tuple[str, ...], _Hist] = field(default_factory=dict)
+    events: int = 0
+    ringbuf_drops: int = 0
+    unmatched: dict[str, int] = field(default_factory=dict)
+    attached: int = 0
+    attach_errors: int = 0
+    status_guessed: int = 0
+    folded: int = 0
+
+
+class RpcMetrics:
+    """Collector of `rpc_client_duration_seconds` and `pyhttp2probe_*` self-metrics.
+
+    Distinct label sets are capped (`max_label_sets`): method names come from the traced
+    program's callers, so an excess set is folded into rpc_service/rpc_method="_OTHER".
+    """
+
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS, max_label_sets: int = 1000,
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.buckets = tuple(sorted(float(b) for b in buckets))
+        self.max_label_sets = max_label_sets
+        self._lock = threading.Lock()
+        self._state = _State()
+        if registry is not None:
+            registry.register(self)
+
+    # -- updates (drain thread) -------------------------------------------------------
+    def observe_spans(self, spans: Iterable[Span]) -> None:
+        """Add finished client spans to the histogram (unmatched ones are not timed)."""
+        prepared = []
+        for s in spans:
+            if "unmatched" in s.flags:
+                continue
+            labels = ("grpc", s.service, s.method, str(s.status_code), s.server_address,
+                      str(s.server_port), s.service_name)
+            prepared.append((labels, s.duration_s, "status_guessed" in s.flags))
+        with self._lock:
+            st = self._state
+            for labels, dur, guessed in prepared:
+                h = st.hists.get(labels)
+                if h is None:
+                    if len(st.hists) >= self.max_label_sets:
+                        labels = (labels[0], OTHER, OTHER, *labels[3:])
+                        st.folded += 1
+                        h = st.hists.get(labels)
+                    if h is None:
+                        h = st.hists[labels] = _Hist([0] * (len(self.buckets) + 1))
+                h.counts[bisect.bisect_left(self.buckets, dur)] += 1
+                h.total += dur
+                st.status_guessed += guessed
+
+    def add_events(self, n: int) -> None:
+        with self._lock:
+            self._state.events += n
+
+    def set_ringbuf_drops(self, total: int) -> None:
+        """Kernel-side cumulative count of failed reservations."""
+        with self._lock:
+            self._state.ringbuf_drops = max(self._state.ringbuf_drops, total)
+
+    def set_unmatched(self, kind: str, total: int) -> None:
+        with self._lock:
+            self._state.unmatched[kind] = max(self._state.unmatched.get(kind, 0), total)
+
+    def set_attached(self, n: int) -> None:
+        with self._lock:
+            self._state.attached = n
+
+    def add_attach_error(self) -> None:
+        with self._lock:
+            self._state.attach_errors += 1
+
+    # -- scrape -------------------------------------------------------------------------
+    def _snapshot(self) -> _State:
+        with self._lock:
+            st = self._state
+            return _State(
+                hists={k: _Hist(list(v.counts), v.total) for k, v in st.hists.items()},
+                events=st.events, ringbuf_drops=st.ringbuf_drops,
+                unmatched=dict(st.unmatched), attached=st.attached,
+                attach_errors=st.attach_errors, status_guessed=st.status_guessed,
+                folded=st.folded)
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._snapshot()
+        hist = HistogramMetricFamily(
+            "rpc_client_duration_seconds", "Duration of gRPC client calls, traced by uprobes",
+            labels=RPC_LABELS, unit="seconds")
+        bounds = [*(_fmt(b) for b in self.buckets), "+Inf"]
+        for labels, h in st.hists.items():
+            acc, cum = 0, []
+            for bound, c in zip(bounds, h.counts, strict=True):
+                acc += c
+                cum.append((bound, acc))
+            hist.add_metric(list(labels), cum, h.total)
+        yield hist
+        yield _counter("pyhttp2probe_events", "Records decoded from the ring buffer", st.events)
+        yield _counter("pyhttp2probe_ringbuf_drops",
+                       "Records lost because the ring buffer was full", st.ringbuf_drops)
+        un = CounterMetricFamily("pyhttp2probe_unmatched", "Ends without a start, and other "
+                                 "pairing failures", labels=["kind"])
+        for kind, n in sorted(st.unmatched.items()):
+            un.add_metric([kind], n)
+        yield un
+        yield GaugeMetricFamily("pyhttp2probe_attached_processes", "Processes traced now",
+                                value=st.attached)
+        yield _counter("pyhttp2probe_attach_errors", "Failed attaches", st.attach_errors)
+        yield _counter("pyhttp2probe_status_guessed",
+                       "Calls whose status code was guessed as Unknown", st.status_guessed)
+        yield _counter("pyhttp2probe_label_sets_folded",
+                       "Observations folded into _OTHER by the label-set cap", st.folded)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _fmt(b: float) -> str:
+    return repr(b) if b != int(b) else f"{b:.1f}"
