@@ -88,4 +88,110 @@ struct grpc_client_event {
 	char target[GO_STR_MAX];
 };
 
+/* ==== Section: gRPC server and generic HTTP/2 (grpc_server.bpf.c, http2.bpf.c) ==== */
+
+#define EV_GRPC_SERVER 2
+#define EV_HTTP2_CLIENT 3
+#define EV_HTTP2_SERVER 4
+
+/* Bounded copies for HTTP/2 request fields. */
+#define H2_METHOD_MAX 16
+#define H2_HOST_MAX 64
+#define H2_PATH_MAX 128
+
+/* grpc_server_event.flags and http2_event.flags */
+#define SRV_FLAG_UNMATCHED 1        /* end without a start: start_ns is 0 */
+#define SRV_FLAG_BAD_READ 2         /* some user-memory read failed; fields may be 0 */
+#define SRV_FLAG_METHOD_TRUNCATED 4
+#define SRV_FLAG_HOST_TRUNCATED 8
+#define SRV_FLAG_PATH_TRUNCATED 16
+#define SRV_FLAG_VIA_SERVE_HTTP 32  /* gRPC served by (*grpc.Server).ServeHTTP */
+#define SRV_FLAG_ERROR 64           /* HTTP/2 client: the request ended with an error */
+#define SRV_FLAG_NO_RESPONSE 128    /* HTTP/2 client: no response headers were received */
+
+/* Which HTTP/2 implementation a probe belongs to (attach cookie, config key low byte). */
+#define H2_FLAVOR_BUNDLED 0         /* net/http's h2_bundle.go (symbols net/http.(*http2...)) */
+#define H2_FLAVOR_XNET 1            /* golang.org/x/net/http2 */
+
+/* Per-process config for grpc_server.bpf.c, keyed by tgid. */
+struct grpc_server_config {
+	struct go_chain stream_id;      /* *ServerStream (or *Stream) -> id (uint32) */
+	struct go_chain stream_method;  /* *ServerStream (or *Stream) -> method (Go string) */
+	struct go_chain status_code;    /* *status.Status -> s -> Code (int32) */
+	struct go_chain t_local_addr;   /* *http2Server -> localAddr (net.Addr iface) */
+	struct go_chain ht_host;        /* *serverHandlerTransport -> req -> Host (Go string) */
+	__u64 tcpaddr_network_fn;       /* runtime addr of net.(*TCPAddr).Network; 0: no check */
+	__u32 itab_fun0;                /* offset of fun[0] in runtime.itab (24 on amd64) */
+	__u32 tcpaddr_ip;               /* net.TCPAddr.IP (slice) */
+	__u32 tcpaddr_port;             /* net.TCPAddr.Port (int) */
+	__u32 _pad;
+};
+
+/* One finished server RPC. Identity: (tgid, transport, stream_id); ServeHTTP streams have
+ * id 0 and a transport object of their own per request. */
+struct grpc_server_event {
+	__u32 type;
+	__u32 tgid;
+	__u64 transport;
+	__u64 start_ns;
+	__u64 end_ns;
+	__u32 stream_id;
+	__u32 status_code;
+	__u32 flags;
+	__u16 local_port;
+	__u16 method_len;
+	__u8 local_ip[16];              /* IPv6 or IPv4-mapped IPv6; zero when unknown */
+	__u16 host_len;                 /* ServeHTTP: the request's Host (listener address) */
+	__u16 _pad[3];
+	char method[GO_STR_MAX];
+	char host[H2_HOST_MAX];
+};
+
+/* Per-(process, flavor) config for http2.bpf.c, keyed by tgid << 8 | flavor. */
+struct http2_config {
+	/* server: runHandler(sc, rw, req, h) entry and (*responseWriter).handlerDone(w) entry */
+	struct go_chain rw_stream_id;   /* *responseWriter -> rws -> stream -> id */
+	__u32 w_rws;                    /* responseWriter.rws */
+	__u32 rws_conn;                 /* responseWriterState.conn (*serverConn) */
+	__u32 rws_req;                  /* responseWriterState.req (*Request) */
+	__u32 rws_status;               /* responseWriterState.status (int) */
+	struct go_chain rws_stream_id;  /* *responseWriterState -> stream -> id */
+	/* client: (*clientStream).encodeAndWriteHeaders(req) and cleanupWriteRequest(err) */
+	__u32 cs_cc;                    /* clientStream.cc (*ClientConn) */
+	__u32 cs_id;                    /* clientStream.ID (uint32) */
+	__u32 cs_res;                   /* clientStream.res (*Response) */
+	/* net/http and net/url (shared by both flavors) */
+	__u32 res_status;               /* Response.StatusCode (int) */
+	__u32 req_method;               /* Request.Method (string) */
+	__u32 req_url;                  /* Request.URL (*url.URL) */
+	__u32 req_host;                 /* Request.Host (string) */
+	__u32 url_host;                 /* url.URL.Host (string) */
+	__u32 url_path;                 /* url.URL.Path (string) */
+	__u32 _pad;
+};
+
+/* One finished HTTP/2 request (client or server, by type). Identity: (tgid, conn,
+ * stream_id), conn being the *ClientConn or *serverConn. */
+struct http2_event {
+	__u32 type;
+	__u32 tgid;
+	__u64 conn;
+	__u64 start_ns;
+	__u64 end_ns;
+	__u32 stream_id;
+	__u32 status;                   /* HTTP status code; 0 when none was received */
+	__u32 flags;
+	__u8 flavor;                    /* H2_FLAVOR_* */
+	__u8 _pad0;
+	__u16 method_len;
+	__u16 host_len;
+	__u16 path_len;
+	__u32 _pad1;
+	char method[H2_METHOD_MAX];
+	char host[H2_HOST_MAX];
+	char path[H2_PATH_MAX];
+};
+
+/* ==== End of section: gRPC server and generic HTTP/2 ==== */
+
 #endif /* PYHTTP2PROBE_EVENTS_H */

@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* grpc_server: one span per RPC handled by a grpc-go server, 2 uprobe hits per RPC.
+ *
+ * Probe points (decided from grpc-go v1.40 .. v1.83 sources):
+ *   START  entry of grpc.(*Server).handleStream(s, t ServerTransport, stream, ...)
+ *          Go ABI: s=RAX, t=RBX(itab)+RCX(data), stream=RDI — in every version (v1.40 adds
+ *          trInfo after stream). Runs once per stream, on the handler goroutine, after
+ *          operateHeaders created the stream: the transport pointer (t's data word) and
+ *          stream.id are final there. Stream->id comes from the plan (field of
+ *          transport.Stream, embedded by value in transport.ServerStream since v1.69).
+ *   END    entry of the transport's writeStatus(s, st *status.Status), one program per
+ *          transport: (*http2Server).writeStatus (WriteStatus before v1.69) and
+ *          (*serverHandlerTransport).writeStatus for (*grpc.Server).ServeHTTP.
+ *          Receiver=RAX, s=RBX, st=RCX. Every handled RPC ends there exactly once, with the
+ *          exact code: st.s.Code (a nil st or nil st.s is OK, like (*Status).Code).
+ *          The method (s.method) and the local listener address (http2Server.localAddr,
+ *          or the ServeHTTP request's Host) are read here too, so the start stores only
+ *          its timestamp.
+ * Identity: (tgid, transport pointer, stream id). ServeHTTP streams all have id 0 but
+ * each request gets its own serverHandlerTransport, so the key is still unique while
+ * the RPC is in flight. The end's receiver is the same pointer as the start's t.data.
+ * Rejected: operateHeaders (huge, runs on the reader goroutine, stream built inside it:
+ * no argument carries it), the handle closure (inlined/varies by version), and ending
+ * at closeStream/deleteStream (no status there; would make 3 hits).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "events.h"
+#include "go_helpers.h"
+#include "srv_common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+DEFINE_GO_READ_STR(read_str_method, GO_STR_MAX)
+DEFINE_GO_READ_STR(read_str_host, H2_HOST_MAX)
+
+/* Per-process offsets, keyed by tgid (see grpc_client_common.h for the sizing). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct grpc_server_config);
+} grpc_server_config SEC(".maps");
+
+/* In-flight RPCs: start time by (tgid, transport, stream id). 64k covers 64k concurrent
+ * RPCs (grpc-go's default MaxConcurrentStreams is unbounded, but a node rarely holds more);
+ * LRU eviction of a never-ended RPC shows up as an unmatched end, never as a wrong span. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct stream_key);
+	__type(value, __u64);
+} grpc_server_inflight SEC(".maps");
+
+/* One record per finished RPC; ~300 B each, 8 MiB holds ~27k: half a second at peak. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+SEC("uprobe")
+int grpc_server_handle_stream(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	struct stream_key key = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	key.tgid = tgid;
+	key.conn = GO_ARG3(ctx); /* t's data word: the transport object */
+	if (go_chain_u32(GO_ARG4(ctx), &cfg->stream_id, &key.stream_id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	if (bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_NOEXIST)) {
+		/* A stale entry (its RPC never ended, address reused): the new RPC wins. */
+		stat_inc(STAT_START_REUSED);
+		bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_ANY);
+	}
+	return 0;
+}
+
+static __always_inline void read_local_addr(const struct grpc_server_config *cfg, __u64 t,
+					    struct grpc_server_event *ev)
+{
+	__u64 addr, tab, data, port = 0, fn, slice[2] = {};
+
+	if (go_chain_addr(t, &cfg->t_local_addr, &addr) || go_read_iface(addr, &tab, &data) ||
+	    !tab || !data)
+		return;
+	if (cfg->tcpaddr_network_fn &&
+	    (go_read_u64(tab + cfg->itab_fun0, &fn) || fn != cfg->tcpaddr_network_fn))
+		return; /* not a *net.TCPAddr (a unix socket): no address */
+	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + cfg->tcpaddr_ip)) ||
+	    go_read_u64(data + cfg->tcpaddr_port, &port)) {
+		ev->flags |= SRV_FLAG_BAD_READ;
+		return;
+	}
+	ev->local_port = (__u16)port;
+	if (slice[1] == 16) {
+		bpf_probe_read_user(ev->local_ip, 16, (const void *)slice[0]);
+	} else if (slice[1] == 4) {
+		ev->local_ip[10] = 0xff;
+		ev->local_ip[11] = 0xff;
+		bpf_probe_read_user(&ev->local_ip[12], 4, (const void *)slice[0]);
+	}
+}
+
+static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start;
+	struct stream_key key = {};
+	struct grpc_server_event *ev;
+	__u32 code = 0;
+	int trunc = 0, r;
+
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	key.tgid = tgid;
+	key.conn = t;
+	if (go_chain_u32(s, &cfg->stream_id, &key.stream_id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(STAT_RINGBUF_FULL);
+		bpf_map_delete_elem(&grpc_server_inflight, &key);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = EV_GRPC_SERVER;
+	ev->tgid = tgid;
+	ev->transport = t;
+	ev->stream_id = key.stream_id;
+	ev->end_ns = bpf_ktime_get_ns();
+	start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
+	if (start) {
+		ev->start_ns = *start;
+		bpf_map_delete_elem(&grpc_server_inflight, &key);
+	} else {
+		ev->flags |= SRV_FLAG_UNMATCHED;
+		stat_inc(STAT_UNMATCHED_END);
+	}
+	/* nil *Status or nil inner proto: OK, like (*Status).Code. */
+	r = go_chain_u32(st, &cfg->status_code, &code);
+	if (r < 0)
+		ev->flags |= SRV_FLAG_BAD_READ;
+	ev->status_code = r ? 0 : code;
+	if (go_chain_addr(s, &cfg->stream_method, &addr) == 0 &&
+	    read_str_method(addr, ev->method, &ev->method_len, &trunc) == 0) {
+		if (trunc)
+			ev->flags |= SRV_FLAG_METHOD_TRUNCATED;
+	} else {
+		ev->flags |= SRV_FLAG_BAD_READ;
+	}
+	if (via_serve_http) {
+		ev->flags |= SRV_FLAG_VIA_SERVE_HTTP;
+		if (go_chain_addr(t, &cfg->ht_host, &addr) == 0 &&
+		    read_str_host(addr, ev->host, &ev->host_len, &trunc) == 0) {
+			if (trunc)
+				ev->flags |= SRV_FLAG_HOST_TRUNCATED;
+		}
+	} else {
+		read_local_addr(cfg, t, ev);
+	}
+	if (ev->flags & SRV_FLAG_BAD_READ)
+		stat_inc(STAT_BAD_READ);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+SEC("uprobe")
+int grpc_server_write_status(struct pt_regs *ctx)
+{
+	return finish(ctx, 0);
+}
+
+SEC("uprobe")
+int grpc_server_write_status_ht(struct pt_regs *ctx)
+{
+	return finish(ctx, 1);
+}

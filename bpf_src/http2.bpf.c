@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* http2: one span per HTTP/2 request, client and server, for net/http's bundled HTTP/2
+ * (h2_bundle.go, symbols net/http.(*http2...)) and golang.org/x/net/http2: 2 hits each.
+ * Both flavors share these programs; the attach cookie says which (H2_FLAVOR_*), and the
+ * config is keyed by tgid << 8 | flavor since one process may link both.
+ *
+ * SERVER (same functions in both flavors since x/net v0.10 and Go 1.21 .. 1.26):
+ *   START  entry of (*serverConn).runHandler(sc, rw, req, handler): sc=RAX, rw=RBX.
+ *          Once per request, on the handler goroutine; rw.rws.stream.id is final (set by
+ *          newStream on the serve goroutine before the handler goroutine started).
+ *   END    entry of (*responseWriter).handlerDone(w): w=RAX. Called once, after the
+ *          handler returned (not on handler panic: that stream is reset, no span). rws
+ *          holds everything final: conn (sc), stream.id, status (0 = nothing written
+ *          yet: handlerDone's flush writes 200), req (Method, URL.Path, Host).
+ *          Read before handlerDone returns rws to its sync.Pool — reading it at the
+ *          runHandler RET instead would race with the pool's next user.
+ *   HTTP/1.1 never reaches these functions: it produces no HTTP/2 span by construction.
+ *   TLS and h2c both sit below serverConn, so both are covered the same way.
+ * CLIENT:
+ *   START  entry of (*clientStream).encodeAndWriteHeaders(cs, req): cs=RAX, req=RBX.
+ *          writeRequest assigned cs.ID under cc.mu (addStreamLocked) on this same
+ *          goroutine just before: final here. The request's method/host/path are copied
+ *          here since RoundTrip's caller may reuse the Request once a response arrives.
+ *   END    entry of (*clientStream).cleanupWriteRequest(cs, err): cs=RAX, err=RBX+RCX.
+ *          doRequest calls it exactly once per stream, after END_STREAM from the peer or
+ *          an abort/cancel/error; cs.res (response headers, StatusCode) is set by then if
+ *          they arrived. Rejected: forgetStreamID (id only, no stream), endStream (reader
+ *          goroutine, misses aborts), handleResponse (a third hit).
+ * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "events.h"
+#include "go_helpers.h"
+#include "srv_common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+DEFINE_GO_READ_STR(read_str_method, H2_METHOD_MAX)
+DEFINE_GO_READ_STR(read_str_host, H2_HOST_MAX)
+DEFINE_GO_READ_STR(read_str_path, H2_PATH_MAX)
+
+/* Per-(process, flavor) offsets: 1024 processes x 2 flavors. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2048);
+	__type(key, __u64);
+	__type(value, struct http2_config);
+} http2_config SEC(".maps");
+
+/* Server in-flight: start time. 64k concurrent requests per node (default
+ * MaxConcurrentStreams is 250 per connection); eviction shows as an unmatched end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct stream_key);
+	__type(value, __u64);
+} http2_server_inflight SEC(".maps");
+
+/* Client in-flight: start time and the request fields copied at start (~230 B each). */
+struct h2_client_start {
+	__u64 start_ns;
+	__u16 method_len;
+	__u16 host_len;
+	__u16 path_len;
+	__u16 flags;
+	char method[H2_METHOD_MAX];
+	char host[H2_HOST_MAX];
+	char path[H2_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct stream_key);
+	__type(value, struct h2_client_start);
+} http2_client_inflight SEC(".maps");
+
+/* Scratch for building a client start (too big for the 512 B BPF stack with the rest). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct h2_client_start);
+} http2_scratch SEC(".maps");
+
+/* One record per finished request, ~250 B; 8 MiB holds ~32k: half a second at peak. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+static __always_inline struct http2_config *h2_config(struct pt_regs *ctx, __u32 tgid, __u8 *flavor)
+{
+	__u64 key;
+	struct http2_config *cfg;
+
+	*flavor = (__u8)bpf_get_attach_cookie(ctx);
+	key = ((__u64)tgid << 8) | *flavor;
+	cfg = bpf_map_lookup_elem(&http2_config, &key);
+	if (!cfg)
+		stat_inc(STAT_NO_CONFIG);
+	return cfg;
+}
+
+/* Copy Request.Method, the host (URL.Host, else Host) and URL.Path. */
+static __always_inline int read_request(const struct http2_config *cfg, __u64 req,
+					char *method, __u16 *method_len, char *host,
+					__u16 *host_len, char *path, __u16 *path_len, __u32 *flags)
+{
+	__u64 url = 0;
+	int trunc = 0, bad = 0;
+
+	if (!req)
+		return -1;
+	if (read_str_method(req + cfg->req_method, method, method_len, &trunc))
+		bad = 1;
+	if (trunc)
+		*flags |= SRV_FLAG_METHOD_TRUNCATED;
+	if (go_read_u64(req + cfg->req_url, &url))
+		bad = 1;
+	if (url && read_str_host(url + cfg->url_host, host, host_len, &trunc))
+		bad = 1;
+	if (*host_len == 0 && read_str_host(req + cfg->req_host, host, host_len, &trunc))
+		bad = 1;
+	if (trunc)
+		*flags |= SRV_FLAG_HOST_TRUNCATED;
+	if (url && read_str_path(url + cfg->url_path, path, path_len, &trunc))
+		bad = 1;
+	if (trunc)
+		*flags |= SRV_FLAG_PATH_TRUNCATED;
+	if (bad)
+		*flags |= SRV_FLAG_BAD_READ;
+	return bad ? -1 : 0;
+}
+
+static __always_inline struct http2_event *reserve(void)
+{
+	struct http2_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev) {
+		stat_inc(STAT_RINGBUF_FULL);
+		return NULL;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	return ev;
+}
+
+/* ---- server ---------------------------------------------------------------------- */
+
+SEC("uprobe")
+int http2_server_run_handler(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct stream_key key = {};
+	__u64 now = bpf_ktime_get_ns();
+	struct http2_config *cfg;
+	__u8 flavor;
+
+	cfg = h2_config(ctx, tgid, &flavor);
+	if (!cfg)
+		return 0;
+	key.tgid = tgid;
+	key.conn = GO_ARG1(ctx);
+	if (go_chain_u32(GO_ARG2(ctx), &cfg->rw_stream_id, &key.stream_id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	if (bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_NOEXIST)) {
+		stat_inc(STAT_START_REUSED);
+		bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("uprobe")
+int http2_server_handler_done(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 rws = 0, req = 0, status = 0, *start;
+	struct stream_key key = {};
+	struct http2_config *cfg;
+	struct http2_event *ev;
+	__u8 flavor;
+
+	cfg = h2_config(ctx, tgid, &flavor);
+	if (!cfg)
+		return 0;
+	key.tgid = tgid;
+	if (go_read_u64(GO_ARG1(ctx) + cfg->w_rws, &rws) ||
+	    go_read_u64(rws + cfg->rws_conn, &key.conn) ||
+	    go_chain_u32(rws, &cfg->rws_stream_id, &key.stream_id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	ev = reserve();
+	if (!ev) {
+		bpf_map_delete_elem(&http2_server_inflight, &key);
+		return 0;
+	}
+	ev->type = EV_HTTP2_SERVER;
+	ev->tgid = tgid;
+	ev->flavor = flavor;
+	ev->conn = key.conn;
+	ev->stream_id = key.stream_id;
+	ev->end_ns = bpf_ktime_get_ns();
+	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
+	if (start) {
+		ev->start_ns = *start;
+		bpf_map_delete_elem(&http2_server_inflight, &key);
+	} else {
+		ev->flags |= SRV_FLAG_UNMATCHED;
+		stat_inc(STAT_UNMATCHED_END);
+	}
+	if (go_read_u64(rws + cfg->rws_status, &status))
+		ev->flags |= SRV_FLAG_BAD_READ;
+	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
+	ev->status = status ? (__u32)status : 200;
+	go_read_u64(rws + cfg->rws_req, &req);
+	read_request(cfg, req, ev->method, &ev->method_len, ev->host, &ev->host_len, ev->path,
+		     &ev->path_len, &ev->flags);
+	if (ev->flags & SRV_FLAG_BAD_READ)
+		stat_inc(STAT_BAD_READ);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* ---- client ---------------------------------------------------------------------- */
+
+SEC("uprobe")
+int http2_client_write_headers(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, flags = 0;
+	__u64 cs = GO_ARG1(ctx);
+	struct h2_client_start *st;
+	struct stream_key key = {};
+	struct http2_config *cfg;
+	__u8 flavor;
+
+	cfg = h2_config(ctx, tgid, &flavor);
+	if (!cfg)
+		return 0;
+	st = bpf_map_lookup_elem(&http2_scratch, &zero);
+	if (!st)
+		return 0;
+	key.tgid = tgid;
+	if (go_read_u64(cs + cfg->cs_cc, &key.conn) || go_read_u32(cs + cfg->cs_id, &key.stream_id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	__builtin_memset(st, 0, sizeof(*st));
+	st->start_ns = bpf_ktime_get_ns();
+	read_request(cfg, GO_ARG2(ctx), st->method, &st->method_len, st->host, &st->host_len,
+		     st->path, &st->path_len, &flags);
+	st->flags = flags;
+	if (flags & SRV_FLAG_BAD_READ)
+		stat_inc(STAT_BAD_READ);
+	if (bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_NOEXIST)) {
+		stat_inc(STAT_START_REUSED);
+		bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("uprobe")
+int http2_client_cleanup(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 cs = GO_ARG1(ctx), res = 0, status = 0;
+	struct h2_client_start *st;
+	struct stream_key key = {};
+	struct http2_config *cfg;
+	struct http2_event *ev;
+	__u8 flavor;
+
+	cfg = h2_config(ctx, tgid, &flavor);
+	if (!cfg)
+		return 0;
+	key.tgid = tgid;
+	if (go_read_u64(cs + cfg->cs_cc, &key.conn) || go_read_u32(cs + cfg->cs_id, &key.stream_id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	if (key.stream_id == 0)
+		return 0; /* canceled before a stream existed: no start was recorded */
+	ev = reserve();
+	if (!ev) {
+		bpf_map_delete_elem(&http2_client_inflight, &key);
+		return 0;
+	}
+	ev->type = EV_HTTP2_CLIENT;
+	ev->tgid = tgid;
+	ev->flavor = flavor;
+	ev->conn = key.conn;
+	ev->stream_id = key.stream_id;
+	ev->end_ns = bpf_ktime_get_ns();
+	st = bpf_map_lookup_elem(&http2_client_inflight, &key);
+	if (st) {
+		ev->start_ns = st->start_ns;
+		ev->flags |= st->flags;
+		ev->method_len = st->method_len;
+		ev->host_len = st->host_len;
+		ev->path_len = st->path_len;
+		__builtin_memcpy(ev->method, st->method, sizeof(ev->method));
+		__builtin_memcpy(ev->host, st->host, sizeof(ev->host));
+		__builtin_memcpy(ev->path, st->path, sizeof(ev->path));
+		bpf_map_delete_elem(&http2_client_inflight, &key);
+	} else {
+		ev->flags |= SRV_FLAG_UNMATCHED;
+		stat_inc(STAT_UNMATCHED_END);
+	}
+	if (GO_ARG2(ctx))
+		ev->flags |= SRV_FLAG_ERROR;
+	if (go_read_u64(cs + cfg->cs_res, &res))
+		ev->flags |= SRV_FLAG_BAD_READ;
+	if (res && go_read_u64(res + cfg->res_status, &status) == 0)
+		ev->status = (__u32)status;
+	else
+		ev->flags |= SRV_FLAG_NO_RESPONSE;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
