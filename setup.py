@@ -7,6 +7,7 @@ neither clang nor kernel headers: only libbpf and a kernel with BTF.
 from __future__ import annotations
 
 import shutil
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,6 +37,12 @@ class build_bpf(Command):  # noqa: N801 - setuptools command naming
         BPF_OUT.mkdir(exist_ok=True)
         headers = [*BPF_SRC.glob("*.h"), VMLINUX / "vmlinux.h"]
         newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
+        # Python decodes records from the same header the BPF side writes them with
+        # (DESIGN.md rule 5), so the headers ship beside the objects.
+        for header in BPF_SRC.glob("*.h"):
+            target = BPF_OUT / header.name
+            if not target.exists() or target.read_bytes() != header.read_bytes():
+                shutil.copyfile(header, target)
         for src in sorted(BPF_SRC.glob("*.bpf.c")):
             out = BPF_OUT / (src.name[: -len(".c")] + ".o")
             if out.exists() and out.stat().st_mtime >= max(src.stat().st_mtime, newest_header):
