@@ -1,0 +1,46 @@
+"""Shared test fixtures: built BPF objects and compiling throwaway BPF C in a test.
+
+Nothing is skipped: these tests need root, BTF and uprobes, and fail loudly without them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BPF_OUT = ROOT / "pyhttp2probe" / "bpf"
+CLANG = ["clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86",
+         f"-I{ROOT / 'bpf_src'}", f"-I{ROOT / 'vmlinux' / 'x86'}"]
+
+
+@pytest.fixture(scope="session")
+def bpf_objects() -> Callable[[str], Path]:
+    """Build stale bpf_src/*.bpf.c once, then map a name ("calltrace") to its object."""
+    subprocess.run([sys.executable, "setup.py", "-q", "build_bpf"], cwd=ROOT, check=True,
+                   capture_output=True)
+
+    def path(name: str) -> Path:
+        obj = BPF_OUT / f"{name}.bpf.o"
+        assert obj.exists(), f"{obj} was not built"
+        return obj
+
+    return path
+
+
+@pytest.fixture
+def compile_bpf(tmp_path: Path) -> Callable[[str], Path]:
+    """Compile BPF C source text (a test's own, e.g. one the verifier must reject)."""
+
+    def build(source: str, name: str = "test") -> Path:
+        src = tmp_path / f"{name}.bpf.c"
+        src.write_text(source)
+        out = tmp_path / f"{name}.bpf.o"
+        subprocess.run([*CLANG, "-c", str(src), "-o", str(out)], check=True)
+        return out
+
+    return build

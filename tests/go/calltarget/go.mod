@@ -1,0 +1,3 @@
+module calltarget
+
+go 1.26
