@@ -51,9 +51,6 @@ class build_bpf(Command):  # noqa: N801 - setuptools command naming
                    "-o", str(out)]
             self.announce(" ".join(cmd), level=2)
             subprocess.run(cmd, check=True)
-        # Python decodes records from the same header text (cffi cdef): ship it too.
-        for header in BPF_SRC.glob("events*.h"):
-            shutil.copy2(header, BPF_OUT / header.name)
 
 
 class build_py_with_bpf(build_py):  # noqa: N801

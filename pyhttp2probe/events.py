@@ -144,17 +144,8 @@ class EventDecoder:
 
     def decode_batch(self, batch: Any) -> list[GrpcClientEvent]:
         """A libbpf_loader ring-buffer batch: one numpy pass when all records share a size."""
-        sizes = getattr(batch, "sizes", None)
-        offsets = getattr(batch, "offsets", None)
-        buf = getattr(batch, "buffer", None)
-        if buf is not None and sizes is not None and offsets is not None and len(sizes):
-            n = len(sizes)
-            sizes_a = np.asarray(sizes)
-            offs_a = np.asarray(offsets)
-            if (sizes_a == self.size).all() and (
-                    offs_a == offs_a[0] + np.arange(n) * self.size).all():
-                start = int(offs_a[0])
-                return self.decode_buffer(memoryview(buf)[start:start + n * self.size], n)
+        if getattr(batch, "uniform_size", None) == self.size:
+            return list(self._events(batch.as_array(self.dtype)))
         return self.decode_records(list(batch))
 
     def _events(self, arr: np.ndarray) -> Iterator[GrpcClientEvent]:
