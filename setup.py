@@ -7,7 +7,6 @@ neither clang nor kernel headers: only libbpf and a kernel with BTF.
 from __future__ import annotations
 
 import shutil
-import shutil
 import subprocess
 from pathlib import Path
 
