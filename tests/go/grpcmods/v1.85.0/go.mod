@@ -1,4 +1,4 @@
-module pyhttp2probe/testprog
+module grpcprog
 
 go 1.26.0
 

@@ -1,0 +1,3 @@
+module offsetsprobe
+
+go 1.22
