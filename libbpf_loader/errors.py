@@ -60,7 +60,25 @@ class ClosedError(BpfError):
         super().__init__(errno_mod.EBADF, f"{what} is closed")
 
 
-def error_from_errno(cls: type[BpfError], err: int, what: str) -> BpfError:
-    """Build `cls` from a positive or negative errno: the single place they are converted."""
+LIBBPF_ERRNO_BASE = 4000  # libbpf's own codes (bad ELF, relocation, ...) start here
+
+
+def strerror(err: int) -> str:
+    """Text for an errno, including libbpf's own codes (e.g. 4001: invalid ELF format)."""
+    from libbpf_loader._libbpf import ffi, lib
+
+    buf = ffi.new("char[]", 256)
+    if lib.libbpf_strerror(abs(err), buf, 256) == 0:
+        return ffi.string(buf).decode()
+    return os.strerror(abs(err))
+
+
+def normalize_errno(err: int) -> int:
+    """Positive errno from a positive/negative one; libbpf-only codes become EINVAL."""
     err = abs(err) or errno_mod.EIO
-    return cls(err, f"{what}: {os.strerror(err)}")
+    return errno_mod.EINVAL if err >= LIBBPF_ERRNO_BASE else err
+
+
+def error_from_errno(cls: type[BpfError], err: int, what: str, detail: str = "") -> BpfError:
+    """Build `cls` from a positive or negative errno: the single place they are converted."""
+    return cls(normalize_errno(err), f"{what}: {strerror(err or errno_mod.EIO)}{detail}")

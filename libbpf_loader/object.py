@@ -20,6 +20,8 @@ from libbpf_loader.errors import (
     LoadError,
     ObjectOpenError,
     error_from_errno,
+    normalize_errno,
+    strerror,
 )
 from libbpf_loader.links import Link
 from libbpf_loader.maps import Map
@@ -33,7 +35,8 @@ PF_X = 1
 
 
 def _libbpf_tail(lines: list[str], n: int = 3) -> str:
-    kept = [line for line in lines if line.strip() and "PROG LOAD LOG" not in line]
+    kept = [line.removeprefix("libbpf: ") for line in lines
+            if line.strip() and "PROG LOAD LOG" not in line]
     return ("; libbpf: " + " | ".join(kept[-n:])) if kept else ""
 
 
@@ -101,7 +104,10 @@ class Program:
                 f" pid {pid}")
         if self.fd < 0:
             raise AttachError(errno.EBADF, f"{what}: object {self._obj.path} is not loaded")
-        ranges = executable_ranges(binary)
+        try:
+            ranges = executable_ranges(binary)
+        except AttachError as exc:
+            raise AttachError(exc.errno, f"{what}: {exc.strerror}") from exc
         if not any(lo <= file_offset < hi for lo, hi in ranges):
             spans = ", ".join(f"0x{lo:x}-0x{hi:x}" for lo, hi in ranges) or "none"
             raise AttachError(errno.EINVAL, f"{what}: offset is outside the executable "
@@ -112,8 +118,7 @@ class Program:
             ptr = lib.lbl_attach_uprobe(prog, pid, binary.encode(), file_offset, cookie)
             err = ffi.errno
         if ptr == ffi.NULL:
-            raise AttachError(err or errno.EIO, f"{what}: {os.strerror(err or errno.EIO)}"
-                                                f"{_libbpf_tail(lines)}")
+            raise error_from_errno(AttachError, err, what, _libbpf_tail(lines))
         link = Link(ptr, self._obj, f"{self.name}@{binary}+0x{file_offset:x}")
         self._obj._links.append(link)
         return link
@@ -171,9 +176,8 @@ class BpfObject:
             ptr = lib.lbl_open(spath.encode(), btf, log_buf, VERIFIER_LOG_SIZE)
             err = ffi.errno
         if ptr == ffi.NULL:
-            err = err or errno.EINVAL
-            raise ObjectOpenError(err, f"open BPF object {spath!r}: {os.strerror(err)}"
-                                       f"{_libbpf_tail(lines)}")
+            raise error_from_errno(ObjectOpenError, err, f"open BPF object {spath!r}",
+                                   _libbpf_tail(lines))
         return cls(ptr, spath, log_buf)
 
     def _check_open(self) -> None:
@@ -198,8 +202,8 @@ class BpfObject:
             ret = lib.bpf_object__load(self._ptr)
         if ret < 0:
             log = ffi.string(self._log_buf).decode("utf-8", "replace")
-            raise LoadError(-ret, f"load BPF object {self.path!r}: {os.strerror(-ret)}"
-                                  f"{_libbpf_tail(lines)}", verifier_log=log,
+            raise LoadError(normalize_errno(ret), f"load BPF object {self.path!r}: "
+                            f"{strerror(ret)}{_libbpf_tail(lines)}", verifier_log=log,
                             libbpf_log=tuple(lines))
         self._loaded = True
         return self
