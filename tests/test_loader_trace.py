@@ -109,5 +109,6 @@ def test_every_call_arrives_with_its_registers(bpf_objects: Callable[[str], Path
             i, i % 3, 7, len(s))
         assert x["rax"].astype(np.int64) == expected_return(i, i % 3, 7, s)
         assert e["r14"] != 0 and e["r14"] == x["r14"], "one goroutine per call"
-        assert e["tid"] == x["tid"] and e["ktime_ns"] <= x["ktime_ns"]
+        # not tid: Go may preempt the goroutine and resume it on another thread
+        assert e["ktime_ns"] <= x["ktime_ns"]
     assert len(set(exits["cookie"].tolist())) >= 3, "several return paths were taken"
