@@ -7,27 +7,31 @@ pclntab), so the int3 padding after the function is never decoded.
 
 from __future__ import annotations
 
-import capstone
+from typing import Any
 
 from .errors import GoBinaryError
 
 _RET_MNEMONICS = frozenset({"ret", "retq", "ret far", "retf"})
 
 
-def _make_cs() -> capstone.Cs:
+def make_disassembler() -> Any:
+    """One capstone handle, reused for every function of a plan (creating one is slow)."""
+    import capstone  # local: a cached plan load must not pay for importing capstone
+
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = False
     md.skipdata = True  # keep walking over bytes capstone cannot decode
     return md
 
 
-def ret_offsets(code: bytes, base: int) -> list[int]:
+def ret_offsets(code: bytes, base: int, md: Any = None) -> list[int]:
     """Offsets (base + position) of every RET in `code`, decoded linearly from its start.
 
     A leading ENDBR64 (CET builds) decodes as one instruction, so no special casing is
     needed beyond decoding from the true entry.
     """
-    md = _make_cs()
+    if md is None:
+        md = make_disassembler()
     out: list[int] = []
     pos = 0
     for addr, size, mnemonic, _ in md.disasm_lite(code, 0):

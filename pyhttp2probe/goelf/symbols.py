@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from .disasm import ret_offsets
 from .elf import EM_X86_64, PF_X, PT_LOAD, ElfFile
@@ -22,7 +23,7 @@ class FunctionOffsets:
     size: int = 0
 
 
-def offsets_for(elf: ElfFile, vaddr: int, size: int) -> FunctionOffsets:
+def offsets_for(elf: ElfFile, vaddr: int, size: int, md: Any = None) -> FunctionOffsets:
     """Build FunctionOffsets for one function's address range."""
     if size <= 0 or size > MAX_FUNC_SIZE:
         raise GoBinaryError(f"{elf.path}: implausible function size {size} at {vaddr:#x}")
@@ -34,7 +35,8 @@ def offsets_for(elf: ElfFile, vaddr: int, size: int) -> FunctionOffsets:
     code = elf.read(entry, size)
     if elf.machine != EM_X86_64:
         raise GoBinaryError(f"{elf.path}: RET search supports x86-64 only")
-    return FunctionOffsets(entry=entry, returns=ret_offsets(code, entry), vaddr=vaddr, size=size)
+    return FunctionOffsets(entry=entry, returns=ret_offsets(code, entry, md), vaddr=vaddr,
+                           size=size)
 
 
 def find_functions(elf: ElfFile, names: set[str]) -> dict[str, tuple[int, int]]:

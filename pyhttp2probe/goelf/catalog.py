@@ -1,0 +1,122 @@
+"""What the probes need from a target: function symbols and struct fields (data only).
+
+Extend by appending names. Versions differ: a name absent from a binary is simply
+reported as absent in the plan, never an error. Field keys are "pkg/path.Type.field".
+"""
+
+from __future__ import annotations
+
+GRPC = "google.golang.org/grpc"
+TRANSPORT = "google.golang.org/grpc/internal/transport"
+XNET_H2 = "golang.org/x/net/http2"
+
+GRPC_CLIENT_FUNCTIONS: tuple[str, ...] = (
+    f"{GRPC}.(*clientStream).newAttemptLocked",
+    f"{GRPC}.(*clientStream).finish",
+    f"{GRPC}/internal/status.(*Error).Error",
+    f"{TRANSPORT}.(*http2Client).NewStream",
+    f"{TRANSPORT}.(*http2Client).CloseStream",
+    f"{TRANSPORT}.(*ClientStream).Close",
+)
+
+GRPC_SERVER_FUNCTIONS: tuple[str, ...] = (
+    f"{TRANSPORT}.(*http2Server).operateHeaders",
+    f"{TRANSPORT}.(*http2Server).WriteStatus",
+    f"{TRANSPORT}.(*http2Server).writeStatus",
+    f"{GRPC}.(*Server).handleStream",
+    f"{GRPC}.(*Server).ServeHTTP",
+    f"{TRANSPORT}.(*serverHandlerTransport).WriteStatus",
+    f"{TRANSPORT}.(*serverHandlerTransport).writeStatus",
+)
+
+NET_HTTP_H2_FUNCTIONS: tuple[str, ...] = (
+    "net/http.(*http2ClientConn).RoundTrip",
+    "net/http.(*http2clientStream).cleanupWriteRequest",
+    "net/http.(*http2serverConn).processHeaders",
+    "net/http.(*http2serverConn).closeStream",
+    "net/http.(*http2responseWriterState).writeChunk",
+)
+
+XNET_H2_FUNCTIONS: tuple[str, ...] = (
+    f"{XNET_H2}.(*ClientConn).RoundTrip",
+    f"{XNET_H2}.(*clientStream).cleanupWriteRequest",
+    f"{XNET_H2}.(*serverConn).processHeaders",
+    f"{XNET_H2}.(*serverConn).closeStream",
+    f"{XNET_H2}.(*responseWriterState).writeChunk",
+)
+
+FUNCTIONS: tuple[str, ...] = (GRPC_CLIENT_FUNCTIONS + GRPC_SERVER_FUNCTIONS
+                              + NET_HTTP_H2_FUNCTIONS + XNET_H2_FUNCTIONS)
+
+GRPC_FIELDS: tuple[str, ...] = (
+    f"{GRPC}.clientStream.callHdr",
+    f"{GRPC}.clientStream.attempt",
+    f"{GRPC}.clientStream.finished",
+    f"{GRPC}.clientStream.cc",
+    f"{GRPC}.csAttempt.s",
+    f"{GRPC}.csAttempt.transportStream",
+    f"{GRPC}.ClientConn.target",
+    f"{TRANSPORT}.CallHdr.Method",
+    f"{TRANSPORT}.Stream.id",
+    f"{TRANSPORT}.Stream.ct",
+    f"{TRANSPORT}.Stream.st",
+    f"{TRANSPORT}.Stream.status",
+    f"{TRANSPORT}.Stream.method",
+    f"{TRANSPORT}.ClientStream.Stream",
+    f"{TRANSPORT}.ClientStream.ct",
+    f"{TRANSPORT}.ClientStream.status",
+    f"{TRANSPORT}.ServerStream.Stream",
+    f"{TRANSPORT}.ServerStream.st",
+    f"{TRANSPORT}.http2Client.remoteAddr",
+    f"{TRANSPORT}.http2Client.localAddr",
+    f"{TRANSPORT}.http2Client.nextID",
+    f"{TRANSPORT}.http2Server.remoteAddr",
+    f"{TRANSPORT}.http2Server.localAddr",
+    f"{GRPC}/internal/status.Error.s",
+    f"{GRPC}/internal/status.Status.s",
+    # module google.golang.org/genproto, later google.golang.org/genproto/googleapis/rpc
+    "google.golang.org/genproto/googleapis/rpc/status.Status.Code",
+)
+
+STD_FIELDS: tuple[str, ...] = (
+    "net.TCPAddr.IP",
+    "net.TCPAddr.Port",
+    "net/http.http2clientStream.cc",
+    "net/http.http2clientStream.ID",
+    "net/http.http2ClientConn.tconn",
+    "net/http.http2stream.id",
+    "net/http.http2stream.sc",
+    "net/http.http2serverConn.conn",
+)
+
+XNET_FIELDS: tuple[str, ...] = (
+    f"{XNET_H2}.clientStream.cc",
+    f"{XNET_H2}.clientStream.ID",
+    f"{XNET_H2}.ClientConn.tconn",
+    f"{XNET_H2}.stream.id",
+    f"{XNET_H2}.stream.sc",
+    f"{XNET_H2}.serverConn.conn",
+)
+
+FIELDS: tuple[str, ...] = GRPC_FIELDS + STD_FIELDS + XNET_FIELDS
+
+
+def split_field(key: str) -> tuple[str, str]:
+    """("pkg/path.Type", "field") from "pkg/path.Type.field"."""
+    type_name, _, fld = key.rpartition(".")
+    return type_name, fld
+
+
+def package_of(key: str) -> str:
+    """The Go package path of a field key ("pkg/path" of "pkg/path.Type.field")."""
+    type_name, _ = split_field(key)
+    slash = type_name.rfind("/")
+    dot = type_name.find(".", slash + 1)
+    return type_name[:dot]
+
+
+def function_package(symbol: str) -> str:
+    """The Go package path of a function symbol ("pkg/path" of "pkg/path.(*T).m")."""
+    slash = symbol.rfind("/")
+    dot = symbol.find(".", slash + 1)
+    return symbol[:dot]

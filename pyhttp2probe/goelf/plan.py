@@ -1,0 +1,154 @@
+"""The attach plan: everything the agent needs from a binary, computed once and cached."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import catalog
+from .buildinfo import read_buildinfo
+from .disasm import make_disassembler
+from .dwarf import has_dwarf, struct_fields
+from .elf import ElfFile
+from .errors import GoBinaryError
+from .offsets import OffsetsTable, load_table, table_fields
+from .symbols import FunctionOffsets, find_functions, offsets_for
+
+PLAN_FORMAT = 1
+
+
+@dataclass
+class AttachPlan:
+    """Offsets for one binary. `functions`/`fields` hold only what this build has."""
+
+    path: str
+    go_version: str
+    main_module: str
+    modules: dict[str, str]
+    build_id: str
+    functions: dict[str, FunctionOffsets]
+    fields: dict[str, int]
+    field_types: dict[str, str]
+    offsets_source: str  # "dwarf" or "table"
+    absent_functions: list[str] = field(default_factory=list)
+    absent_fields: list[str] = field(default_factory=list)
+    replaced: dict[str, str] = field(default_factory=dict)
+    is_pie: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """The command-line JSON shape (plus the extra keys)."""
+        d = dataclasses.asdict(self)
+        d["functions"] = {k: {"entry": f.entry, "returns": f.returns, "vaddr": f.vaddr,
+                              "size": f.size} for k, f in self.functions.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> AttachPlan:
+        """Inverse of to_json (used by the on-disk cache)."""
+        d = dict(d)
+        funcs = d.pop("functions")
+        assert isinstance(funcs, dict)
+        plan = cls(**d, functions={})  # type: ignore[arg-type]
+        plan.functions = {k: FunctionOffsets(**v) for k, v in funcs.items()}
+        return plan
+
+
+def cache_dir() -> Path:
+    """$XDG_CACHE_HOME/pyhttp2probe/plans (default ~/.cache/...)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pyhttp2probe" / "plans"
+
+
+def _want_digest(functions: tuple[str, ...], fields: tuple[str, ...]) -> str:
+    import hashlib
+
+    h = hashlib.sha256(repr((PLAN_FORMAT, functions, fields)).encode())
+    return h.hexdigest()[:12]
+
+
+def _cache_path(st: os.stat_result, build_id: str, want: str) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(f"{build_id}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode())
+    return cache_dir() / f"{key.hexdigest()[:24]}-{want}.json"
+
+
+def _stat(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as e:
+        raise GoBinaryError(f"{path}: cannot read: {e.strerror or e}") from e
+
+
+def _quick_build_id(path: str) -> str:
+    """The Go build id without parsing the whole ELF: it sits in the first 4 KiB."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise GoBinaryError(f"{path}: cannot read: {e.strerror or e}") from e
+    i = head.find(b"Go\0\0\x04\0\0\0")
+    if i < 8:
+        return ""
+    n = int.from_bytes(head[i - 8:i - 4], "little")
+    return head[i + 8:i + 8 + min(n, 200)].decode("latin-1")
+
+
+def build_plan(path: str | os.PathLike[str], functions: Iterable[str] | None = None,
+               fields: Iterable[str] | None = None, use_cache: bool = True,
+               table: OffsetsTable | None = None, prefer: str = "dwarf") -> AttachPlan:
+    """Inspect `path` and return its attach plan (cached by build id, size and mtime).
+
+    `prefer="table"` forces table offsets even when DWARF exists (used by tests to compare
+    both sources). Raises GoBinaryError (or a subclass) for anything unusable.
+    """
+    path = str(path)
+    funcs = tuple(functions if functions is not None else catalog.FUNCTIONS)
+    flds = tuple(fields if fields is not None else catalog.FIELDS)
+    cpath = None
+    if use_cache and prefer == "dwarf":
+        st = _stat(path)
+        cpath = _cache_path(st, _quick_build_id(path), _want_digest(funcs, flds))
+        try:
+            return AttachPlan.from_json(json.loads(cpath.read_text()))
+        except (OSError, ValueError, TypeError, KeyError, AssertionError):
+            pass
+    plan = _inspect(path, funcs, flds, table, prefer)
+    if cpath is not None:
+        try:
+            cpath.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cpath.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(plan.to_json()))
+            tmp.replace(cpath)
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return plan
+
+
+def _inspect(path: str, funcs: tuple[str, ...], flds: tuple[str, ...],
+             table: OffsetsTable | None, prefer: str) -> AttachPlan:
+    with ElfFile(path) as elf:
+        info = read_buildinfo(elf)
+        found = find_functions(elf, set(funcs))
+        md = make_disassembler()
+        functions = {name: offsets_for(elf, *found[name], md) for name in funcs if name in found}
+        if prefer == "dwarf" and has_dwarf(elf):
+            infos = struct_fields(elf, flds)
+            absent = [k for k in flds if k not in infos]
+            source = "dwarf"
+        else:
+            infos, absent = table_fields(path, info.go_version, info.modules, list(flds),
+                                         table if table is not None else load_table())
+            source = "table"
+        return AttachPlan(
+            path=path, go_version=info.go_version, main_module=info.main_module,
+            modules=info.modules, build_id=info.build_id, functions=functions,
+            fields={k: v.offset for k, v in infos.items()},
+            field_types={k: v.type_name for k, v in infos.items()},
+            offsets_source=source,
+            absent_functions=[n for n in funcs if n not in found],
+            absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie)
