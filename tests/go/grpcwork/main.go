@@ -3,6 +3,25 @@
 // connection, connection churn, every status code, client-side failures, nested calls) and
 // writes ground truth: one JSON line per client RPC (-truth) and per server RPC
 // (-server-truth), with CLOCK_MONOTONIC timestamps comparable with bpf_ktime_get_ns.
+//
+// Client truth line (one per RPC made by the client side, nested ones included):
+//
+//	id, kind (unary|server_stream|client_stream|bidi), method ("/pyhttp2probe.test.Work/Unary"),
+//	service, short_method, server_port (for failure=unavailable: the port dialled, nothing
+//	listens), code (status.Code(err) seen by the client), expected_code (what the plan asked
+//	for; equal unless something is wrong), server_delay_ns (requested; for deadline/cancel
+//	failures it is a long delay the call never waits out), client_start_ns, client_end_ns,
+//	nested, nested_via ("" | "handler" | "interceptor"), parent_id (-1 unless nested),
+//	conn_id (one per ClientConn; churn connections get fresh ids), churn, failure
+//	("" | deadline | cancel | unavailable | deadline_past), n_msgs.
+//
+// Server truth line (one per RPC a handler ran): method, service, short_method, kind,
+// server_port, code (returned by the handler), server_start_ns, server_end_ns (handler entry
+// and exit), client_id (links to the client line), server_delay_ns.
+//
+// Counts are exact for the main goroutines (servers*conns-per-server*goroutines*rpcs plus
+// nested calls); churn goroutines keep going until the main ones finish unless
+// -churn-conns fixes their number. Read the truth files, not the flags, for totals.
 package main
 
 import (
