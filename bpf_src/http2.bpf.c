@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* http2: one span per HTTP/2 request, client and server, for net/http's bundled HTTP/2
  * (h2_bundle.go, symbols net/http.(*http2...)) and golang.org/x/net/http2: 2 hits each.
- * Both flavors share these programs; the attach cookie says which (H2_FLAVOR_*), and the
- * config is keyed by tgid << 8 | flavor since one process may link both.
+ * Both flavors share this code; each has its own programs (suffix _bundled / _xnet) so the
+ * flavor is a constant, and the config is keyed by tgid << 8 | flavor since one process
+ * may link both.
  *
  * SERVER (same functions in both flavors since x/net v0.10 and Go 1.21 .. 1.26):
  *   START  entry of (*serverConn).runHandler(sc, rw, req, handler): sc=RAX, rw=RBX.
@@ -91,13 +92,11 @@ struct {
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
 
-static __always_inline struct http2_config *h2_config(struct pt_regs *ctx, __u32 tgid, __u8 *flavor)
+static __always_inline struct http2_config *h2_config(__u32 tgid, __u8 flavor)
 {
-	__u64 key;
+	__u64 key = ((__u64)tgid << 8) | flavor;
 	struct http2_config *cfg;
 
-	*flavor = (__u8)bpf_get_attach_cookie(ctx);
-	key = ((__u64)tgid << 8) | *flavor;
 	cfg = bpf_map_lookup_elem(&http2_config, &key);
 	if (!cfg)
 		stat_inc(STAT_NO_CONFIG);
@@ -149,16 +148,14 @@ static __always_inline struct http2_event *reserve(void)
 
 /* ---- server ---------------------------------------------------------------------- */
 
-SEC("uprobe")
-int http2_server_run_handler(struct pt_regs *ctx)
+static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct stream_key key = {};
 	__u64 now = bpf_ktime_get_ns();
 	struct http2_config *cfg;
-	__u8 flavor;
 
-	cfg = h2_config(ctx, tgid, &flavor);
+	cfg = h2_config(tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -174,17 +171,15 @@ int http2_server_run_handler(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uprobe")
-int http2_server_handler_done(struct pt_regs *ctx)
+static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 rws = 0, req = 0, status = 0, *start;
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
-	__u8 flavor;
 
-	cfg = h2_config(ctx, tgid, &flavor);
+	cfg = h2_config(tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -228,17 +223,15 @@ int http2_server_handler_done(struct pt_regs *ctx)
 
 /* ---- client ---------------------------------------------------------------------- */
 
-SEC("uprobe")
-int http2_client_write_headers(struct pt_regs *ctx)
+static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, flags = 0;
 	__u64 cs = GO_ARG1(ctx);
 	struct h2_client_start *st;
 	struct stream_key key = {};
 	struct http2_config *cfg;
-	__u8 flavor;
 
-	cfg = h2_config(ctx, tgid, &flavor);
+	cfg = h2_config(tgid, flavor);
 	if (!cfg)
 		return 0;
 	st = bpf_map_lookup_elem(&http2_scratch, &zero);
@@ -263,8 +256,7 @@ int http2_client_write_headers(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uprobe")
-int http2_client_cleanup(struct pt_regs *ctx)
+static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 cs = GO_ARG1(ctx), res = 0, status = 0;
@@ -272,9 +264,8 @@ int http2_client_cleanup(struct pt_regs *ctx)
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
-	__u8 flavor;
 
-	cfg = h2_config(ctx, tgid, &flavor);
+	cfg = h2_config(tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -321,3 +312,18 @@ int http2_client_cleanup(struct pt_regs *ctx)
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
+
+/* ---- programs: one per function and flavor ----------------------------------------- */
+
+#define H2_PROGRAMS(SUFFIX, FLAVOR)                                                      \
+	SEC("uprobe") int http2_server_start_##SUFFIX(struct pt_regs *ctx)                \
+	{ return http2_server_run_handler(ctx, FLAVOR); }                                 \
+	SEC("uprobe") int http2_server_end_##SUFFIX(struct pt_regs *ctx)                  \
+	{ return http2_server_handler_done(ctx, FLAVOR); }                                \
+	SEC("uprobe") int http2_client_start_##SUFFIX(struct pt_regs *ctx)                \
+	{ return http2_client_write_headers(ctx, FLAVOR); }                               \
+	SEC("uprobe") int http2_client_end_##SUFFIX(struct pt_regs *ctx)                  \
+	{ return http2_client_cleanup(ctx, FLAVOR); }
+
+H2_PROGRAMS(bundled, H2_FLAVOR_BUNDLED)
+H2_PROGRAMS(xnet, H2_FLAVOR_XNET)

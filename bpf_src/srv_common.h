@@ -14,9 +14,10 @@ struct stream_key {
 	__u64 conn;
 };
 
-/* Loss and health counters, indexes STAT_* in events.h; per-CPU so hits never contend. */
+/* Loss and health counters, indexes STAT_* in events.h. A plain array (atomic adds) so
+ * user space reads one value per index; these paths are rare, contention does not matter. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -27,7 +28,7 @@ static __always_inline void stat_inc(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
 }
 
 /* Copy the Go string header at `addr` into buf[0..max): max must be a power of two known

@@ -1,0 +1,215 @@
+"""gRPC server probes: attach plan -> struct grpc_server_config + attach points, and the
+decoding of struct grpc_server_event into spans.
+
+Two hits per RPC (bpf_src/grpc_server.bpf.c says why these points): the entry of
+grpc.(*Server).handleStream and the entry of the transport's writeStatus. Layout
+decisions that differ across grpc-go versions are made here, from the plan's fields:
+  <1.69      handleStream(t, *Stream, trInfo); WriteStatus; Stream{id, method}
+  1.69-1.76  *ServerStream{*Stream (pointer)}; writeStatus
+  >=1.77     *ServerStream{Stream (value)}; writeStatus
+  local address: http2Server.localAddr (old) or http2Server.peer.LocalAddr (newer)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..events import Layout, _ip
+from ..spans import Span, split_method
+from . import AttachPoint
+from .grpc_client import ITAB_FUN0_AMD64, ProbePlanError, _chain, _Fields, _is_pointer
+
+GRPC = "google.golang.org/grpc"
+TRANSPORT = GRPC + "/internal/transport"
+STATUS = GRPC + "/internal/status"
+SPB = "google.golang.org/genproto/googleapis/rpc/status"
+PEER = GRPC + "/peer"
+
+FN_HANDLE_STREAM = GRPC + ".(*Server).handleStream"
+# Renamed WriteStatus -> writeStatus in v1.69; the first present wins.
+FN_WRITE_STATUS = (TRANSPORT + ".(*http2Server).writeStatus",
+                   TRANSPORT + ".(*http2Server).WriteStatus")
+FN_WRITE_STATUS_HT = (TRANSPORT + ".(*serverHandlerTransport).writeStatus",
+                      TRANSPORT + ".(*serverHandlerTransport).WriteStatus")
+FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
+
+FUNCTIONS = (FN_HANDLE_STREAM, *FN_WRITE_STATUS, *FN_WRITE_STATUS_HT, FN_TCPADDR_NETWORK)
+FIELDS = (
+    f"{TRANSPORT}.ServerStream.Stream", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.method",
+    f"{STATUS}.Status.s", f"{SPB}.Status.Code",
+    f"{TRANSPORT}.http2Server.localAddr", f"{TRANSPORT}.http2Server.peer",
+    f"{PEER}.Peer.LocalAddr", f"{TRANSPORT}.serverHandlerTransport.req",
+    "net/http.Request.Host", "net.TCPAddr.IP", "net.TCPAddr.Port",
+)
+
+OBJECT = "grpc_server.bpf.o"
+CONFIG_MAP = "grpc_server_config"
+PROG_START = "grpc_server_handle_stream"
+PROG_END = "grpc_server_write_status"
+PROG_END_HT = "grpc_server_write_status_ht"
+PROGRAMS = (PROG_START, PROG_END, PROG_END_HT)
+
+
+@dataclass
+class ServerProbes:
+    """What the tracer loads: config bytes for the tgid key, and where to attach."""
+
+    config: bytes
+    points: list[AttachPoint]
+    layout_name: str
+    notes: list[str] = field(default_factory=list)
+
+
+def present(plan: Any) -> bool:
+    """Whether the binary serves gRPC at all (handleStream is linked)."""
+    return FN_HANDLE_STREAM in plan.functions
+
+
+def _first(functions: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, int] | None:
+    for name in names:
+        fo = functions.get(name)
+        if fo is not None:
+            return name, int(fo.entry)
+    return None
+
+
+def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
+          binary: str = "") -> ServerProbes:
+    """Config and attach points for one process serving gRPC."""
+    functions: Mapping[str, Any] = plan.functions
+    f = _Fields(plan.fields, binary)
+    cfg = layout.new("grpc_server_config")
+    notes: list[str] = []
+
+    sid, method = f[f"{TRANSPORT}.Stream.id"], f[f"{TRANSPORT}.Stream.method"]
+    embed = f"{TRANSPORT}.ServerStream.Stream"
+    if f.has(embed) and _is_pointer(f.raw(embed)):
+        layout_name = "ServerStream{*Stream}"
+        _chain(cfg, "stream_id", [f[embed]], sid)
+        _chain(cfg, "stream_method", [f[embed]], method)
+    elif f.has(embed):
+        layout_name = "ServerStream{Stream}"
+        _chain(cfg, "stream_id", [], f[embed] + sid)
+        _chain(cfg, "stream_method", [], f[embed] + method)
+    else:
+        layout_name = "Stream"
+        _chain(cfg, "stream_id", [], sid)
+        _chain(cfg, "stream_method", [], method)
+    _chain(cfg, "status_code", [f[f"{STATUS}.Status.s"]], f[f"{SPB}.Status.Code"])
+
+    if f.has(f"{TRANSPORT}.http2Server.localAddr"):
+        _chain(cfg, "t_local_addr", [], f[f"{TRANSPORT}.http2Server.localAddr"])
+    elif f.has(f"{TRANSPORT}.http2Server.peer") and f.has(f"{PEER}.Peer.LocalAddr"):
+        _chain(cfg, "t_local_addr", [],
+               f[f"{TRANSPORT}.http2Server.peer"] + f[f"{PEER}.Peer.LocalAddr"])
+    else:
+        notes.append("http2Server has neither localAddr nor peer.LocalAddr: no server address")
+    if f.has(f"{TRANSPORT}.serverHandlerTransport.req") and f.has("net/http.Request.Host"):
+        _chain(cfg, "ht_host", [f[f"{TRANSPORT}.serverHandlerTransport.req"]],
+               f["net/http.Request.Host"])
+    cfg.itab_fun0 = ITAB_FUN0_AMD64
+    if f.has("net.TCPAddr.IP"):
+        cfg.tcpaddr_ip = f["net.TCPAddr.IP"]
+        cfg.tcpaddr_port = f["net.TCPAddr.Port"]
+    fo = functions.get(FN_TCPADDR_NETWORK)
+    if fo is not None:
+        cfg.tcpaddr_network_fn = runtime_addr(int(fo.entry))
+    else:
+        notes.append("net.(*TCPAddr).Network absent: local address read without type check")
+
+    start = functions.get(FN_HANDLE_STREAM)
+    if start is None:
+        raise ProbePlanError(f"{binary}: function {FN_HANDLE_STREAM} not found in the binary")
+    points = [AttachPoint(PROG_START, FN_HANDLE_STREAM, int(start.entry))]
+    end = _first(functions, FN_WRITE_STATUS)
+    if end is None:
+        raise ProbePlanError(f"{binary}: none of {', '.join(FN_WRITE_STATUS)} in the binary")
+    points.append(AttachPoint(PROG_END, *end))
+    end_ht = _first(functions, FN_WRITE_STATUS_HT)
+    if end_ht is not None:  # linked only when the program can use ServeHTTP
+        points.append(AttachPoint(PROG_END_HT, *end_ht))
+    return ServerProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,
+                        notes=notes)
+
+
+# ---- decoding ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GrpcServerEvent:
+    """One finished server RPC as the BPF side saw it (struct grpc_server_event)."""
+
+    tgid: int
+    transport: int
+    start_ns: int
+    end_ns: int
+    stream_id: int
+    status_code: int
+    flags: int
+    local_ip: str
+    local_port: int
+    method: str
+    host: str
+
+
+def decode(layout: Layout, records: Any) -> Iterator[GrpcServerEvent]:
+    """Decode grpc_server_event records (an iterable of bytes-like records)."""
+    size = layout.sizeof("grpc_server_event")
+    dtype = layout.dtype("grpc_server_event")
+    for raw in records:
+        if len(raw) < size:
+            continue
+        rec = np.frombuffer(raw, dtype=dtype, count=1)[0]
+        mlen, hlen = int(rec["method_len"]), int(rec["host_len"])
+        yield GrpcServerEvent(
+            tgid=int(rec["tgid"]), transport=int(rec["transport"]),
+            start_ns=int(rec["start_ns"]), end_ns=int(rec["end_ns"]),
+            stream_id=int(rec["stream_id"]), status_code=int(rec["status_code"]),
+            flags=int(rec["flags"]), local_ip=_ip(rec["local_ip"].tobytes()),
+            local_port=int(rec["local_port"]),
+            method=bytes(rec["method"])[:mlen].decode("utf-8", "replace"),
+            host=bytes(rec["host"])[:hlen].decode("utf-8", "replace"))
+
+
+SRV_FLAG_NAMES = ("unmatched", "bad_read", "method_truncated", "host_truncated",
+                  "path_truncated", "via_serve_http", "error", "no_response")
+
+
+def srv_flag_names(flags: int, constants: Mapping[str, int]) -> tuple[str, ...]:
+    """Names of the set SRV_FLAG_* bits, with their values from events.h."""
+    return tuple(n for n in SRV_FLAG_NAMES
+                 if flags & constants.get("SRV_FLAG_" + n.upper(), 0))
+
+
+def split_hostport(hostport: str) -> tuple[str, int]:
+    """'h:p' or '[v6]:p' -> (host, port); no port -> (host, 0)."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end > 0:
+            tail = hostport[end + 1:]
+            return hostport[1:end], int(tail[1:]) if tail[1:].isdigit() else 0
+    host, sep, port = hostport.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return hostport, 0
+
+
+def span_from_event(ev: GrpcServerEvent, constants: Mapping[str, int],
+                    service_name: str = "") -> Span:
+    """The server span of one RPC; server_address/port are the local listener's."""
+    service, method = split_method(ev.method)
+    names = srv_flag_names(ev.flags, constants)
+    if ev.local_port:
+        address, port = ev.local_ip, ev.local_port
+    else:
+        address, port = split_hostport(ev.host)
+    start = ev.start_ns
+    return Span(
+        pid=ev.tgid, transport=ev.transport, stream_id=ev.stream_id, kind="grpc_server",
+        service=service, method=method, full_method=ev.method, status_code=ev.status_code,
+        start_ns=start, end_ns=ev.end_ns,
+        duration_s=(ev.end_ns - start) / 1e9 if start else 0.0,
+        server_address=address, server_port=port, flags=names, service_name=service_name)

@@ -1,0 +1,216 @@
+"""Generic HTTP/2 probes (net/http's bundled HTTP/2 and golang.org/x/net/http2), client and
+server: attach plan -> one struct http2_config per flavor present + attach points, and
+the decoding of struct http2_event into spans.
+
+Two hits per request on each side (bpf_src/http2.bpf.c says why these points). A
+process may link both flavors (net/http always bundles its own; x/net/http2 comes in
+with gRPC or explicit use), so each flavor has its own programs and config key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..events import Layout
+from ..spans import Span
+from . import AttachPoint
+from .grpc_client import _chain, _Fields
+from .grpc_server import split_hostport, srv_flag_names
+
+OBJECT = "http2.bpf.o"
+CONFIG_MAP = "http2_config"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """Names of one HTTP/2 implementation's functions and types."""
+
+    name: str
+    code: int  # H2_FLAVOR_* in events.h
+    fn_prefix: str  # e.g. "net/http.(*http2"
+    type_prefix: str  # e.g. "net/http.http2"
+
+    def fn(self, recv: str, method: str) -> str:
+        return f"{self.fn_prefix}{recv}).{method}"
+
+    def ty(self, name: str) -> str:
+        return self.type_prefix + name
+
+    @property
+    def server_start(self) -> str:
+        return self.fn("serverConn", "runHandler")
+
+    @property
+    def server_end(self) -> str:
+        return self.fn("responseWriter", "handlerDone")
+
+    @property
+    def client_start(self) -> str:
+        return self.fn("clientStream", "encodeAndWriteHeaders")
+
+    @property
+    def client_end(self) -> str:
+        return self.fn("clientStream", "cleanupWriteRequest")
+
+    def functions(self) -> tuple[str, ...]:
+        return (self.server_start, self.server_end, self.client_start, self.client_end)
+
+    def fields(self) -> tuple[str, ...]:
+        t = self.ty
+        return (t("responseWriter.rws"), t("responseWriterState.stream"),
+                t("responseWriterState.conn"), t("responseWriterState.req"),
+                t("responseWriterState.status"), t("stream.id"), t("clientStream.cc"),
+                t("clientStream.ID"), t("clientStream.res"))
+
+
+BUNDLED = Flavor("net/http", 0, "net/http.(*http2", "net/http.http2")
+XNET = Flavor("x/net/http2", 1, "golang.org/x/net/http2.(*", "golang.org/x/net/http2.")
+FLAVORS = (BUNDLED, XNET)
+
+STD_FIELDS = ("net/http.Response.StatusCode", "net/http.Request.Method", "net/http.Request.URL",
+              "net/http.Request.Host", "net/url.URL.Host", "net/url.URL.Path")
+FUNCTIONS = tuple(fn for fl in FLAVORS for fn in fl.functions())
+FIELDS = (*STD_FIELDS, *(f for fl in FLAVORS for f in fl.fields()))
+
+
+def _suffix(fl: Flavor) -> str:
+    return "bundled" if fl is BUNDLED else "xnet"
+
+
+@dataclass
+class FlavorProbes:
+    """One flavor's config (map key = tgid << 8 | flavor.code) and attach points."""
+
+    flavor: Flavor
+    config: bytes
+    points: list[AttachPoint]
+    sides: tuple[str, ...]  # "server", "client"
+
+    def config_key(self, tgid: int) -> int:
+        return (tgid << 8) | self.flavor.code
+
+
+@dataclass
+class Http2Probes:
+    """Every flavor found in one binary."""
+
+    flavors: list[FlavorProbes] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def points(self) -> list[AttachPoint]:
+        return [p for fp in self.flavors for p in fp.points]
+
+
+def _entry(functions: Mapping[str, Any], name: str) -> int | None:
+    fo = functions.get(name)
+    return None if fo is None else int(fo.entry)
+
+
+def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
+    """Config and attach points for each HTTP/2 flavor (and side) linked into the binary."""
+    functions: Mapping[str, Any] = plan.functions
+    f = _Fields(plan.fields, binary)
+    out = Http2Probes()
+    for fl in FLAVORS:
+        sides: list[str] = []
+        points: list[AttachPoint] = []
+        sfx = _suffix(fl)
+        pairs = (("server", fl.server_start, fl.server_end),
+                 ("client", fl.client_start, fl.client_end))
+        for side, start_fn, end_fn in pairs:
+            start, end = _entry(functions, start_fn), _entry(functions, end_fn)
+            if start is None or end is None:
+                if (start is None) != (end is None):
+                    out.notes.append(f"{fl.name} {side}: only one of {start_fn}, {end_fn} "
+                                     "is linked (inlined?): side not traced")
+                continue
+            sides.append(side)
+            points.append(AttachPoint(f"http2_{side}_start_{sfx}", start_fn, start))
+            points.append(AttachPoint(f"http2_{side}_end_{sfx}", end_fn, end))
+        if not sides:
+            continue
+        t = fl.ty
+        cfg = layout.new("http2_config")
+        if "server" in sides:
+            sid = f[t("stream.id")]
+            rws_stream = f[t("responseWriterState.stream")]
+            _chain(cfg, "rw_stream_id", [f[t("responseWriter.rws")], rws_stream], sid)
+            _chain(cfg, "rws_stream_id", [rws_stream], sid)
+            cfg.w_rws = f[t("responseWriter.rws")]
+            cfg.rws_conn = f[t("responseWriterState.conn")]
+            cfg.rws_req = f[t("responseWriterState.req")]
+            cfg.rws_status = f[t("responseWriterState.status")]
+        if "client" in sides:
+            cfg.cs_cc = f[t("clientStream.cc")]
+            cfg.cs_id = f[t("clientStream.ID")]
+            cfg.cs_res = f[t("clientStream.res")]
+            cfg.res_status = f["net/http.Response.StatusCode"]
+        cfg.req_method = f["net/http.Request.Method"]
+        cfg.req_url = f["net/http.Request.URL"]
+        cfg.req_host = f["net/http.Request.Host"]
+        cfg.url_host = f["net/url.URL.Host"]
+        cfg.url_path = f["net/url.URL.Path"]
+        out.flavors.append(FlavorProbes(fl, layout.to_bytes(cfg), points, tuple(sides)))
+    return out
+
+
+# ---- decoding ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Http2Event:
+    """One finished HTTP/2 request (struct http2_event); side is "client" or "server"."""
+
+    side: str
+    tgid: int
+    conn: int
+    start_ns: int
+    end_ns: int
+    stream_id: int
+    status: int
+    flags: int
+    flavor: int
+    method: str
+    host: str
+    path: str
+
+
+def decode(layout: Layout, records: Any) -> Iterator[Http2Event]:
+    """Decode http2_event records (an iterable of bytes-like records)."""
+    size = layout.sizeof("http2_event")
+    dtype = layout.dtype("http2_event")
+    client = layout.constants["EV_HTTP2_CLIENT"]
+    for raw in records:
+        if len(raw) < size:
+            continue
+        rec = np.frombuffer(raw, dtype=dtype, count=1)[0]
+        yield Http2Event(
+            side="client" if int(rec["type"]) == client else "server",
+            tgid=int(rec["tgid"]), conn=int(rec["conn"]), start_ns=int(rec["start_ns"]),
+            end_ns=int(rec["end_ns"]), stream_id=int(rec["stream_id"]),
+            status=int(rec["status"]), flags=int(rec["flags"]), flavor=int(rec["flavor"]),
+            method=bytes(rec["method"])[:int(rec["method_len"])].decode("utf-8", "replace"),
+            host=bytes(rec["host"])[:int(rec["host_len"])].decode("utf-8", "replace"),
+            path=bytes(rec["path"])[:int(rec["path_len"])].decode("utf-8", "replace"))
+
+
+def span_from_event(ev: Http2Event, constants: Mapping[str, int],
+                    service_name: str = "") -> Span:
+    """One HTTP/2 span: method = HTTP method, full_method = path, status_code = HTTP status.
+
+    server_address/port: the request's host (client: URL host; server: :authority, as
+    OpenTelemetry's HTTP server conventions take it).
+    """
+    address, port = split_hostport(ev.host)
+    start = ev.start_ns
+    return Span(
+        pid=ev.tgid, transport=ev.conn, stream_id=ev.stream_id, kind=f"http_{ev.side}",
+        service="", method=ev.method, full_method=ev.path, status_code=ev.status,
+        start_ns=start, end_ns=ev.end_ns,
+        duration_s=(ev.end_ns - start) / 1e9 if start else 0.0,
+        server_address=address, server_port=port,
+        flags=srv_flag_names(ev.flags, constants), service_name=service_name)

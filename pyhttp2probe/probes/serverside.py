@@ -1,0 +1,128 @@
+"""The gRPC-server and generic HTTP/2 probe objects of one process, loaded side by side with
+the gRPC client object: build configs from the plan, load, attach, decode, count.
+
+The tracer owns one ring-buffer manager; this class hands it its ring maps and splits each
+batch by record type (the first __u32 of every record), so client records keep their
+fast path and these become spans of kinds grpc_server, http_client and http_server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..events import Layout
+from ..spans import Span
+from . import AttachPoint, grpc_server, http2
+
+
+@dataclass
+class LoadedObject:
+    """One loaded BPF object with its attached points (closed with the family)."""
+
+    name: str
+    obj: Any
+    points: list[AttachPoint]
+
+
+@dataclass
+class ServerSideProbes:
+    """gRPC server + HTTP/2 probes for process `pid` (built from its attach plan)."""
+
+    pid: int
+    plan: Any
+    layout: Layout
+    runtime_addr: Callable[[int], int]
+    exe: str
+    bpf_dir: Path
+    service_name: str = ""
+    loaded: list[LoadedObject] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> ServerSideProbes:
+        """Load and attach what the binary has; on failure, release what was acquired."""
+        from libbpf_loader import BpfObject
+
+        try:
+            if grpc_server.present(self.plan):
+                sp = grpc_server.build(self.plan, self.layout, self.runtime_addr, self.exe)
+                self.notes += sp.notes
+                obj = BpfObject.open(self.bpf_dir / grpc_server.OBJECT).load()
+                self.loaded.append(LoadedObject("grpc_server", obj, sp.points))
+                obj.map(grpc_server.CONFIG_MAP).update(self.pid.to_bytes(4, "little"),
+                                                       sp.config)
+                self._attach(obj, sp.points)
+            else:
+                self.skipped["grpc_server"] = f"{grpc_server.FN_HANDLE_STREAM} not linked"
+            hp = http2.build(self.plan, self.layout, self.exe)
+            self.notes += hp.notes
+            if hp.flavors:
+                obj = BpfObject.open(self.bpf_dir / http2.OBJECT).load()
+                self.loaded.append(LoadedObject("http2", obj, hp.points))
+                for fp in hp.flavors:
+                    obj.map(http2.CONFIG_MAP).update(fp.config_key(self.pid).to_bytes(8, "little"),
+                                                     fp.config)
+                self._attach(obj, hp.points)
+            else:
+                self.skipped["http2"] = "no HTTP/2 client or server functions linked"
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _attach(self, obj: Any, points: Iterable[AttachPoint]) -> None:
+        target = f"/proc/{self.pid}/exe"
+        for p in points:
+            obj.program(p.program).attach_uprobe(target, p.file_offset, pid=self.pid)
+
+    @property
+    def points(self) -> list[AttachPoint]:
+        return [p for lo in self.loaded for p in lo.points]
+
+    def ring_maps(self) -> list[Any]:
+        return [lo.obj.map("events") for lo in self.loaded]
+
+    def split(self, records: Iterable[Any]) -> tuple[list[Any], list[Span]]:
+        """(records of other types, spans decoded from this family's records)."""
+        c = self.layout.constants
+        srv, h2 = c["EV_GRPC_SERVER"], (c["EV_HTTP2_CLIENT"], c["EV_HTTP2_SERVER"])
+        rest: list[Any] = []
+        srv_recs: list[Any] = []
+        h2_recs: list[Any] = []
+        for rec in records:
+            t = int.from_bytes(bytes(rec[:4]), "little")
+            if t == srv:
+                srv_recs.append(rec)
+            elif t in h2:
+                h2_recs.append(rec)
+            else:
+                rest.append(rec)
+        spans = [grpc_server.span_from_event(e, c, self.service_name)
+                 for e in grpc_server.decode(self.layout, srv_recs)]
+        spans += [http2.span_from_event(e, c, self.service_name)
+                  for e in http2.decode(self.layout, h2_recs)]
+        return rest, spans
+
+    def stats(self) -> dict[str, int]:
+        """Kernel-side counters by object: {"http2.unmatched_end": n}."""
+        out: dict[str, int] = {}
+        for lo in self.loaded:
+            m = lo.obj.map("stats")
+            for name, idx in self.layout.constants.items():
+                if name.startswith("STAT_") and name != "STAT_MAX":
+                    raw = m.lookup(idx.to_bytes(4, "little")) or b"\0" * 8
+                    out[f"{lo.name}.{name[5:].lower()}"] = int.from_bytes(raw, "little")
+        return out
+
+    def run_counts(self) -> dict[str, int]:
+        """run_cnt per program (needs libbpf_loader.bpf_stats_enabled())."""
+        return {p.program: lo.obj.program(p.program).run_count()[0]
+                for lo in self.loaded for p in lo.points}
+
+    def close(self) -> None:
+        """Detach and free every object; idempotent."""
+        while self.loaded:
+            self.loaded.pop().obj.close()
