@@ -19,6 +19,14 @@
  * (transport, stream id), a closed connection whose address a new one reuses leaves
  * nothing behind to collide with, and connection close needs no hook of its own.
  *
+ * FAIL (grpc-go >= 1.50, error path only): calls whose stream creation fails (no server:
+ *   Unavailable) return from newClientStream without reaching finish; their last attempt
+ *   ends at a RET of (*csAttempt).shouldRetry returning false. That RET has no receiver
+ *   in registers, so the start also notes goroutine -> cs (R14 pairs the entry and the
+ *   RETs of one synchronous call path only, as DESIGN.md allows); the record is emitted
+ *   only when that cs is in flight, unfinished, and its attempt has no stream. Healthy
+ *   calls never run shouldRetry: they stay at two hits.
+ *
  * All offsets come from the per-process config (Python, from the attach plan).
  */
 #include "vmlinux.h"
@@ -49,6 +57,21 @@ struct {
 	__type(value, struct inflight_val);
 } inflight SEC(".maps");
 
+struct g_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
+/* goroutine -> the clientStream it last started: read only by the FAIL probe, which runs
+ * on the starting goroutine. Sized like inflight; stale entries are harmless (checked). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct g_key);
+	__type(value, __u64);
+} g_cs SEC(".maps");
+
 SEC("uprobe")
 int grpc_client_start(struct pt_regs *ctx)
 {
@@ -56,6 +79,7 @@ int grpc_client_start(struct pt_regs *ctx)
 	struct grpc_client_config *cfg;
 	struct inflight_key key = {};
 	struct inflight_val val = {};
+	struct g_key gk = {};
 	__u64 cs = GO_ARG1(ctx), attempt;
 
 	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
@@ -75,6 +99,9 @@ int grpc_client_start(struct pt_regs *ctx)
 		stat_inc(STAT_START_REUSED);
 	val.start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&inflight, &key, &val, BPF_ANY);
+	gk.tgid = tgid;
+	gk.g = GO_GOROUTINE(ctx);
+	bpf_map_update_elem(&g_cs, &gk, &cs, BPF_ANY);
 	return 0;
 }
 
@@ -120,6 +147,57 @@ int grpc_client_end(struct pt_regs *ctx)
 	ev->start_ns = start;
 	if (!start)
 		ev->flags |= GRPC_FLAG_UNMATCHED;
+	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* At each RET of (*csAttempt).shouldRetry(err) (bool, error): RAX = retry, RBX:RCX = err. */
+SEC("uprobe")
+int grpc_client_fail(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg;
+	struct grpc_client_event *ev;
+	struct inflight_key key = {};
+	struct inflight_val *v;
+	struct g_key gk = {};
+	__u64 *csp, cs, attempt = 0, stream = 0, start;
+	__u8 finished = 1;
+
+	if (GO_ARG1(ctx) & 0xff)
+		return 0; /* another attempt follows */
+	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	if (!cfg)
+		return 0;
+	gk.tgid = tgid;
+	gk.g = GO_GOROUTINE(ctx);
+	csp = bpf_map_lookup_elem(&g_cs, &gk);
+	if (!csp)
+		return 0;
+	cs = *csp;
+	key.tgid = tgid;
+	key.cs = cs;
+	v = bpf_map_lookup_elem(&inflight, &key);
+	if (!v)
+		return 0; /* that call already finished: this is an error of a later stream op */
+	if (go_read_u8(cs + cfg->cs_finished, &finished) || finished)
+		return 0;
+	if (go_read_u64(cs + cfg->cs_attempt, &attempt) ||
+	    (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream)))
+		return 0;
+	if (stream)
+		return 0; /* has a stream: finish() will end it */
+	start = v->start_ns;
+	if (bpf_map_delete_elem(&inflight, &key)) {
+		stat_inc(STAT_DUP_END);
+		return 0;
+	}
+	ev = reserve_event();
+	if (!ev)
+		return 0;
+	ev->tgid = tgid;
+	ev->start_ns = start;
 	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;

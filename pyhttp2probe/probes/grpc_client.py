@@ -27,10 +27,14 @@ FN_END = GRPC + ".(*clientStream).finish"
 FN_STATUS_ERROR = STATUS + ".(*Error).Error"
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 FN_NEWSTREAM = TRANSPORT + ".(*http2Client).NewStream"  # ablation only
+# >= 1.50: failed stream creation returns without finish(); its last attempt ends where
+# shouldRetry returns false (RET probes; error path only). Older versions call finish().
+FN_SHOULD_RETRY = GRPC + ".(*csAttempt).shouldRetry"
 
 ITAB_FUN0_AMD64 = 24  # runtime.itab{inter, _type, hash uint32, _ [4]byte, fun [1]uintptr}
 
-FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_NEWSTREAM)
+FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_NEWSTREAM,
+             FN_SHOULD_RETRY)
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
@@ -170,5 +174,10 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     else:
         start = AttachPoint(start_prog, FN_START, entry(FN_START))
     points = [start, AttachPoint(end_prog, FN_END, entry(FN_END))]
+    if variant == "ours" and FN_SHOULD_RETRY in functions:
+        rets = list(functions[FN_SHOULD_RETRY].returns)
+        if not rets:
+            raise ProbePlanError(f"{binary}: no RET found in {FN_SHOULD_RETRY}")
+        points += [AttachPoint("grpc_client_fail", FN_SHOULD_RETRY, int(r)) for r in rets]
     return ClientProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,
                         notes=notes)
