@@ -120,3 +120,35 @@ def function_package(symbol: str) -> str:
     slash = symbol.rfind("/")
     dot = symbol.find(".", slash + 1)
     return symbol[:dot]
+
+
+# ---- gRPC server and generic HTTP/2 probes (issue 5; pyhttp2probe/probes/grpc_server.py
+# and http2.py say why each is needed). Appended to FUNCTIONS/FIELDS below.
+SERVER_H2_FUNCTIONS: tuple[str, ...] = (
+    "net.(*TCPAddr).Network",
+    "net/http.(*http2serverConn).runHandler",
+    "net/http.(*http2responseWriter).handlerDone",
+    "net/http.(*http2clientStream).encodeAndWriteHeaders",
+    f"{XNET_H2}.(*serverConn).runHandler",
+    f"{XNET_H2}.(*responseWriter).handlerDone",
+    f"{XNET_H2}.(*clientStream).encodeAndWriteHeaders",
+)
+
+SERVER_H2_FIELDS: tuple[str, ...] = (
+    f"{TRANSPORT}.http2Server.peer",
+    f"{GRPC}/peer.Peer.LocalAddr",
+    f"{TRANSPORT}.serverHandlerTransport.req",
+    "net/http.Request.Method",
+    "net/http.Request.URL",
+    "net/http.Request.Host",
+    "net/url.URL.Host",
+    "net/url.URL.Path",
+    "net/http.Response.StatusCode",
+    *(f"{pfx}{name}" for pfx in ("net/http.http2", f"{XNET_H2}.") for name in (
+        "responseWriter.rws", "responseWriterState.stream", "responseWriterState.conn",
+        "responseWriterState.req", "responseWriterState.status", "stream.id",
+        "clientStream.cc", "clientStream.ID", "clientStream.res")),
+)
+
+FUNCTIONS = FUNCTIONS + tuple(f for f in SERVER_H2_FUNCTIONS if f not in FUNCTIONS)
+FIELDS = FIELDS + tuple(f for f in SERVER_H2_FIELDS if f not in FIELDS)
