@@ -28,6 +28,19 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )
 RPC_LABELS = ("rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code",
               "server_address", "server_port", "service_name")
+HTTP_LABELS = ("http_request_method", "http_response_status_code", "server_address",
+               "server_port", "network_protocol_version", "service_name")
+# span.kind -> (histogram name, help, label names); rpc_client stays the default family.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "grpc_client": ("rpc_client_duration_seconds",
+                    "Duration of gRPC client calls, traced by uprobes", RPC_LABELS),
+    "grpc_server": ("rpc_server_duration_seconds",
+                    "Duration of gRPC server calls, traced by uprobes", RPC_LABELS),
+    "http_client": ("http_client_request_duration_seconds",
+                    "Duration of HTTP/2 client requests, traced by uprobes", HTTP_LABELS),
+    "http_server": ("http_server_request_duration_seconds",
+                    "Duration of HTTP/2 server requests, traced by uprobes", HTTP_LABELS),
+}
 OTHER = "_OTHER"
 
 
@@ -50,7 +63,7 @@ class _State:
 
 
 class RpcMetrics:
-    """Collector of `rpc_client_duration_seconds` and `pyhttp2probe_*` self-metrics.
+    """Collector of the span histograms (FAMILIES, by span kind) and `pyhttp2probe_*`.
 
     Distinct label sets are capped (`max_label_sets`): method names come from the traced
     program's callers, so an excess set is folded into rpc_service/rpc_method="_OTHER".
@@ -72,8 +85,14 @@ class RpcMetrics:
         for s in spans:
             if "unmatched" in s.flags:
                 continue
-            labels = ("grpc", s.service, s.method, str(s.status_code), s.server_address,
-                      str(s.server_port), s.service_name)
+            kind = s.kind if s.kind in FAMILIES else "grpc_client"
+            if kind.startswith("http_"):
+                labels: tuple[str, ...] = (kind, s.method, str(s.status_code),
+                                           s.server_address, str(s.server_port), "2",
+                                           s.service_name)
+            else:
+                labels = (kind, "grpc", s.service, s.method, str(s.status_code),
+                          s.server_address, str(s.server_port), s.service_name)
             prepared.append((labels, s.duration_s, "status_guessed" in s.flags))
         with self._lock:
             st = self._state
@@ -81,7 +100,7 @@ class RpcMetrics:
                 h = st.hists.get(labels)
                 if h is None:
                     if len(st.hists) >= self.max_label_sets:
-                        labels = (labels[0], OTHER, OTHER, *labels[3:])
+                        labels = _fold(labels)
                         st.folded += 1
                         h = st.hists.get(labels)
                     if h is None:
@@ -124,17 +143,18 @@ class RpcMetrics:
 
     def collect(self) -> Iterator[Metric]:
         st = self._snapshot()
-        hist = HistogramMetricFamily(
-            "rpc_client_duration_seconds", "Duration of gRPC client calls, traced by uprobes",
-            labels=RPC_LABELS, unit="seconds")
         bounds = [*(_fmt(b) for b in self.buckets), "+Inf"]
-        for labels, h in st.hists.items():
-            acc, cum = 0, []
-            for bound, c in zip(bounds, h.counts, strict=True):
-                acc += c
-                cum.append((bound, acc))
-            hist.add_metric(list(labels), cum, h.total)
-        yield hist
+        for kind, (name, doc, names) in FAMILIES.items():
+            hist = HistogramMetricFamily(name, doc, labels=names, unit="seconds")
+            for labels, h in st.hists.items():
+                if labels[0] != kind:
+                    continue
+                acc, cum = 0, []
+                for bound, c in zip(bounds, h.counts, strict=True):
+                    acc += c
+                    cum.append((bound, acc))
+                hist.add_metric(list(labels[1:]), cum, h.total)
+            yield hist
         yield _counter("pyhttp2probe_events", "Records decoded from the ring buffer", st.events)
         yield _counter("pyhttp2probe_ringbuf_drops",
                        "Records lost because the ring buffer was full", st.ringbuf_drops)
@@ -150,6 +170,13 @@ class RpcMetrics:
                        "Calls whose status code was guessed as Unknown", st.status_guessed)
         yield _counter("pyhttp2probe_label_sets_folded",
                        "Observations folded into _OTHER by the label-set cap", st.folded)
+
+
+def _fold(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The _OTHER label set of an observation (labels[0] is the span kind)."""
+    if labels[0].startswith("http_"):  # method is the untrusted one; status is bounded
+        return (labels[0], OTHER, *labels[2:])
+    return (labels[0], labels[1], OTHER, OTHER, *labels[4:])
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

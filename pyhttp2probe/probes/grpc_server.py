@@ -77,6 +77,14 @@ def _first(functions: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, i
     return None
 
 
+def _embedded_pointer(plan: Any, key: str, raw: Any) -> bool:
+    """Whether an embedded field is a pointer: the plan's field_types, else the field itself."""
+    types = getattr(plan, "field_types", None)
+    if isinstance(types, Mapping) and isinstance(types.get(key), str):
+        return types[key].startswith("*")
+    return _is_pointer(raw)
+
+
 def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
           binary: str = "") -> ServerProbes:
     """Config and attach points for one process serving gRPC."""
@@ -87,7 +95,7 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
 
     sid, method = f[f"{TRANSPORT}.Stream.id"], f[f"{TRANSPORT}.Stream.method"]
     embed = f"{TRANSPORT}.ServerStream.Stream"
-    if f.has(embed) and _is_pointer(f.raw(embed)):
+    if f.has(embed) and _embedded_pointer(plan, embed, f.raw(embed)):
         layout_name = "ServerStream{*Stream}"
         _chain(cfg, "stream_id", [f[embed]], sid)
         _chain(cfg, "stream_method", [f[embed]], method)
