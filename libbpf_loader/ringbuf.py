@@ -111,6 +111,9 @@ class RingBuffer:
     def add(self, map: Map) -> None:
         """Drain another ring-buffer map (of the same object) into the same batches."""
         rb = self._live()
+        if map._obj is not self._obj:
+            raise ValueError(f"map {map.name!r} is not from the same BpfObject as this "
+                             "ring buffer (close order would be undefined)")
         if lib.lbl_ringbuf_add(rb, self._ringbuf_fd(map), self._batch) < 0:
             raise error_from_errno(MapError, ffi.errno, f"add map {map.name!r} to ring buffer")
 
