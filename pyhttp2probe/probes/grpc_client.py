@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Layout
-from . import AttachPoint
+from . import AttachPoint, after_stack_check
 
 GRPC = "google.golang.org/grpc"
 TRANSPORT = GRPC + "/internal/transport"
@@ -168,12 +168,16 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
         notes.append("net.(*TCPAddr).Network absent: peer address read without type check")
 
     start_prog, end_prog = PROGRAMS[variant]
+    def body(sym: str) -> int:
+        """Past the stack check: an entry probe there fires once per call (see helper)."""
+        return after_stack_check(binary, entry(sym)) if binary else entry(sym)
+
     if variant == "oldkey":
         cfg.ct_next_id = f[f"{TRANSPORT}.http2Client.nextID"]
-        start = AttachPoint(start_prog, FN_NEWSTREAM, entry(FN_NEWSTREAM))
+        start = AttachPoint(start_prog, FN_NEWSTREAM, body(FN_NEWSTREAM))
     else:
-        start = AttachPoint(start_prog, FN_START, entry(FN_START))
-    points = [start, AttachPoint(end_prog, FN_END, entry(FN_END))]
+        start = AttachPoint(start_prog, FN_START, body(FN_START))
+    points = [start, AttachPoint(end_prog, FN_END, body(FN_END))]
     if variant == "ours" and FN_SHOULD_RETRY in functions:
         rets = list(functions[FN_SHOULD_RETRY].returns)
         if not rets:
