@@ -66,6 +66,7 @@ int grpc_server_handle_stream(struct pt_regs *ctx)
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
 	struct stream_key key = {};
 	__u64 now = bpf_ktime_get_ns();
+	int rep;
 
 	if (!cfg) {
 		stat_inc(STAT_NO_CONFIG);
@@ -77,8 +78,11 @@ int grpc_server_handle_stream(struct pt_regs *ctx)
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
+	rep = g_repeat(ctx, &key, 0);
 	if (bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_NOEXIST)) {
-		/* A stale entry (its RPC never ended, address reused): the new RPC wins. */
+		if (rep)
+			return 0; /* morestack re-entry: keep the first start */
+		/* A stale entry (its request never ended, address reused): the new one wins. */
 		stat_inc(STAT_START_REUSED);
 		bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_ANY);
 	}
@@ -115,7 +119,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
-	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start;
+	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start, start_ns = 0;
 	struct stream_key key = {};
 	struct grpc_server_event *ev;
 	__u32 code = 0;
@@ -131,10 +135,18 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
+	start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
+	if (start) {
+		start_ns = *start;
+		bpf_map_delete_elem(&grpc_server_inflight, &key);
+		g_repeat(ctx, &key, 1);
+	} else if (g_repeat(ctx, &key, 1)) {
+		stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
+		return 0;
+	}
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		stat_inc(STAT_RINGBUF_FULL);
-		bpf_map_delete_elem(&grpc_server_inflight, &key);
 		return 0;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
@@ -143,11 +155,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	ev->transport = t;
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
-	start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
-	if (start) {
-		ev->start_ns = *start;
-		bpf_map_delete_elem(&grpc_server_inflight, &key);
-	} else {
+	ev->start_ns = start_ns;
+	if (!start_ns) {
 		ev->flags |= SRV_FLAG_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}

@@ -154,6 +154,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	struct stream_key key = {};
 	__u64 now = bpf_ktime_get_ns();
 	struct http2_config *cfg;
+	int rep;
 
 	cfg = h2_config(tgid, flavor);
 	if (!cfg)
@@ -164,7 +165,11 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
+	rep = g_repeat(ctx, &key, 0);
 	if (bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_NOEXIST)) {
+		if (rep)
+			return 0; /* morestack re-entry: keep the first start */
+		/* A stale entry (its request never ended, address reused): the new one wins. */
 		stat_inc(STAT_START_REUSED);
 		bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_ANY);
 	}
@@ -174,7 +179,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 rws = 0, req = 0, status = 0, *start;
+	__u64 rws = 0, req = 0, status = 0, *start, start_ns = 0;
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
@@ -189,22 +194,26 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	ev = reserve();
-	if (!ev) {
+	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
+	if (start) {
+		start_ns = *start;
 		bpf_map_delete_elem(&http2_server_inflight, &key);
+		g_repeat(ctx, &key, 1);
+	} else if (g_repeat(ctx, &key, 1)) {
+		stat_inc(STAT_DUP_END); /* morestack re-entry of the end just reported */
 		return 0;
 	}
+	ev = reserve();
+	if (!ev)
+		return 0;
 	ev->type = EV_HTTP2_SERVER;
 	ev->tgid = tgid;
 	ev->flavor = flavor;
 	ev->conn = key.conn;
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
-	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
-	if (start) {
-		ev->start_ns = *start;
-		bpf_map_delete_elem(&http2_server_inflight, &key);
-	} else {
+	ev->start_ns = start_ns;
+	if (!start_ns) {
 		ev->flags |= SRV_FLAG_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
@@ -230,6 +239,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	struct h2_client_start *st;
 	struct stream_key key = {};
 	struct http2_config *cfg;
+	int rep;
 
 	cfg = h2_config(tgid, flavor);
 	if (!cfg)
@@ -249,7 +259,10 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	st->flags = flags;
 	if (flags & SRV_FLAG_BAD_READ)
 		stat_inc(STAT_BAD_READ);
+	rep = g_repeat(ctx, &key, 0);
 	if (bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_NOEXIST)) {
+		if (rep)
+			return 0; /* morestack re-entry: keep the first start */
 		stat_inc(STAT_START_REUSED);
 		bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_ANY);
 	}
@@ -275,6 +288,11 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	}
 	if (key.stream_id == 0)
 		return 0; /* canceled before a stream existed: no start was recorded */
+	st = bpf_map_lookup_elem(&http2_client_inflight, &key);
+	if (!st && g_repeat(ctx, &key, 1)) {
+		stat_inc(STAT_DUP_END); /* morestack re-entry of the end just reported */
+		return 0;
+	}
 	ev = reserve();
 	if (!ev) {
 		bpf_map_delete_elem(&http2_client_inflight, &key);
@@ -286,8 +304,8 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	ev->conn = key.conn;
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
-	st = bpf_map_lookup_elem(&http2_client_inflight, &key);
 	if (st) {
+		g_repeat(ctx, &key, 1);
 		ev->start_ns = st->start_ns;
 		ev->flags |= st->flags;
 		ev->method_len = st->method_len;

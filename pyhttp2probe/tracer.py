@@ -22,6 +22,7 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 from .events import EventDecoder, Layout
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
 from .probes import grpc_client
+from .probes.serverside import ServerSideProbes
 from .sinks import JsonLinesSink
 from .spans import Span, span_from_event
 
@@ -38,7 +39,7 @@ def _plan_binary(path: str) -> Any:
     """The attach plan from goelf (cached there by build id)."""
     from . import goelf
 
-    planner = getattr(goelf, "plan", None) or getattr(goelf, "attach_plan", None)
+    planner = getattr(goelf, "build_plan", None)
     if planner is None:
         raise TracerError("goelf has no plan() yet: the binary inspection module is missing")
     return planner(path)
@@ -110,6 +111,7 @@ class Tracer:
         self._closed = False
         self._started = False
         self.probes: grpc_client.ClientProbes | None = None
+        self.serverside: ServerSideProbes | None = None  # gRPC server + HTTP/2 (issue 5)
         self.exe = ""
         self.events = 0
         self.unmatched = 0
@@ -132,32 +134,48 @@ class Tracer:
         self.log = self.log.bind(binary=self.exe)
         plan = self._plan if self._plan is not None else self._plan_or_raise()
         modules = getattr(plan, "modules", None)
-        if modules is not None and grpc_client.GRPC not in modules:
-            names = ", ".join(sorted(modules)) or "none"
-            raise TracerError(f"{self.exe} (pid {pid}) does not use grpc-go "
-                              f"({grpc_client.GRPC}); its modules: {names}")
-        try:
-            self.probes = grpc_client.build(plan, self.layout, runtime_address_fn(pid, self.exe),
-                                            self.variant, binary=self.exe)
-        except grpc_client.ProbePlanError as exc:
-            raise TracerError(str(exc)) from exc
+        runtime_addr = runtime_address_fn(pid, self.exe)
+        has_client = grpc_client.FN_START in getattr(plan, "functions", {})
+        if has_client:
+            try:
+                self.probes = grpc_client.build(plan, self.layout, runtime_addr,
+                                                self.variant, binary=f"/proc/{pid}/exe")
+            except grpc_client.ProbePlanError as exc:
+                raise TracerError(f"{self.exe} (pid {pid}): {exc}") from exc
         from libbpf_loader import BpfObject, RingBuffer
 
-        obj_path = self._bpf_dir / OBJECTS[self.variant]
-        if not obj_path.exists():
-            raise TracerError(f"{obj_path} is missing: run `python3 setup.py build_bpf`")
-        self._obj = BpfObject.open(obj_path).load()
         try:
-            self._obj.map("grpc_client_config").update(pid.to_bytes(4, "little"),
-                                                       self.probes.config)
-            target = f"/proc/{pid}/exe"
-            for p in self.probes.points:
-                self._obj.program(p.program).attach_uprobe(target, p.file_offset, pid=pid)
-            self._rb = RingBuffer(self._obj.map("events"), self._on_batch)
+            if self.probes is not None:
+                obj_path = self._bpf_dir / OBJECTS[self.variant]
+                if not obj_path.exists():
+                    raise TracerError(f"{obj_path} is missing: run `python3 setup.py build_bpf`")
+                self._obj = BpfObject.open(obj_path).load()
+                self._obj.map("grpc_client_config").update(pid.to_bytes(4, "little"),
+                                                           self.probes.config)
+                target = f"/proc/{pid}/exe"
+                for p in self.probes.points:
+                    self._obj.program(p.program).attach_uprobe(target, p.file_offset, pid=pid)
+            if self.variant == "ours":
+                self.serverside = ServerSideProbes(
+                    pid, plan, self.layout, runtime_addr, self.exe, self._bpf_dir,
+                    self.service_name).start()
+            rings = ([self._obj.map("events")] if self._obj is not None else []) + (
+                self.serverside.ring_maps() if self.serverside is not None else [])
+            if not rings:
+                names = ", ".join(sorted(modules or ())) or "none"
+                raise TracerError(f"{self.exe} (pid {pid}) has neither grpc-go nor HTTP/2 "
+                                  f"code to trace; its modules: {names}")
+            self._rb = RingBuffer(rings[0], self._on_batch)
+            for m in rings[1:]:
+                self._rb.add(m)
         except BaseException:
             self.metrics.add_attach_error()
-            self._obj.close()
-            self._obj = None
+            if self.serverside is not None:
+                self.serverside.close()
+                self.serverside = None
+            if self._obj is not None:
+                self._obj.close()
+                self._obj = None
             raise
         self.metrics.set_attached(1)
         if self._registry is not None:
@@ -165,8 +183,11 @@ class Tracer:
         self._thread = threading.Thread(target=self._run, name=f"pyhttp2probe-drain-{pid}",
                                         daemon=True)
         self._thread.start()
-        self.log.info("attached", probes=[p.symbol for p in self.probes.points],
-                      layout=self.probes.layout_name, notes=self.probes.notes)
+        ss = self.serverside
+        self.log.info("attached", probes=[p.symbol for p in self.attach_points],
+                      layout=self.probes.layout_name if self.probes else None,
+                      notes=(self.probes.notes if self.probes else [])
+                      + (ss.notes if ss else []), skipped=ss.skipped if ss else {})
         return self
 
     def _plan_or_raise(self) -> Any:
@@ -180,9 +201,23 @@ class Tracer:
             raise TracerError(f"{self.exe} (pid {self.pid}): {exc}") from exc
 
     # -- draining -------------------------------------------------------------------------
+    @property
+    def attach_points(self) -> list[Any]:
+        """Every attached uprobe (client, gRPC server, HTTP/2)."""
+        return (list(self.probes.points) if self.probes else []) + (
+            self.serverside.points if self.serverside else [])
+
     def _on_batch(self, batch: Any) -> None:
-        evs = self.decoder.decode_batch(batch)
+        extra: list[Span] = []
+        if self.serverside is not None and self.serverside.loaded:
+            rest, extra = self.serverside.split(batch)
+            evs = self.decoder.decode_records(rest)
+        else:
+            evs = self.decoder.decode_batch(batch)
         spans = [span_from_event(e, self.layout.constants, self.service_name) for e in evs]
+        spans += extra
+        self.events += len(extra)
+        self.metrics.add_events(len(extra))
         self.events += len(evs)
         self.metrics.add_events(len(evs))
         self.metrics.observe_spans(spans)
@@ -217,11 +252,12 @@ class Tracer:
         return n
 
     def stats(self) -> dict[str, int]:
-        """Kernel-side loss/health counters by name (STAT_* of events.h, lowercased)."""
+        """Kernel-side loss/health counters by name (STAT_* of events.h, lowercased); the
+        gRPC server and HTTP/2 objects' counters are prefixed "grpc_server." / "http2."."""
+        out = self.serverside.stats() if self.serverside is not None else {}
         if self._obj is None:
-            return {}
+            return out
         m = self._obj.map("stats")
-        out = {}
         for name, idx in self.layout.constants.items():
             if name.startswith("STAT_") and name != "STAT_MAX":
                 raw = m.lookup(idx.to_bytes(4, "little"))
@@ -232,18 +268,26 @@ class Tracer:
         st = self.stats()
         if not st:
             return
-        self.metrics.set_ringbuf_drops(st.get("ringbuf_full", 0))
+        self.metrics.set_ringbuf_drops(st.get("ringbuf_full", 0) + st.get(
+            "grpc_server.ringbuf_full", 0) + st.get("http2.ringbuf_full", 0))
         self.metrics.set_unmatched("end", st.get("unmatched_end", 0))
         self.metrics.set_unmatched("duplicate_end", st.get("dup_end", 0))
         self.metrics.set_unmatched("start_reused", st.get("start_reused", 0))
         self.metrics.set_unmatched("bad_read", st.get("bad_read", 0))
+        for obj in ("grpc_server", "http2"):
+            if f"{obj}.unmatched_end" in st:
+                self.metrics.set_unmatched(f"{obj}_end", st[f"{obj}.unmatched_end"])
+                self.metrics.set_unmatched(f"{obj}_start_reused", st[f"{obj}.start_reused"])
+                self.metrics.set_unmatched(f"{obj}_bad_read", st[f"{obj}.bad_read"])
 
     def program_run_counts(self) -> dict[str, int]:
         """run_cnt of each attached program (needs libbpf_loader.bpf_stats_enabled())."""
+        out = self.serverside.run_counts() if self.serverside is not None else {}
         if self._obj is None or self.probes is None:
-            return {}
-        return {p.program: self._obj.program(p.program).run_count()[0]
-                for p in self.probes.points}
+            return out
+        out.update({p.program: self._obj.program(p.program).run_count()[0]
+                    for p in self.probes.points})
+        return out
 
     def spans(self, timeout: float | None = None) -> Iterator[Span]:
         """Spans as they finish; ends when the tracer closes (or after `timeout` idle s)."""
@@ -278,6 +322,8 @@ class Tracer:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
+            if self.serverside is not None:
+                self.serverside.close()
             if self._sink is not None:
                 self._sink.close()
             self.metrics.set_attached(0)

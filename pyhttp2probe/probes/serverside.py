@@ -16,6 +16,7 @@ from typing import Any
 from ..events import Layout
 from ..spans import Span
 from . import AttachPoint, grpc_server, http2
+from .grpc_client import ProbePlanError
 
 
 @dataclass
@@ -47,17 +48,26 @@ class ServerSideProbes:
         from libbpf_loader import BpfObject
 
         try:
+            sp = None
             if grpc_server.present(self.plan):
-                sp = grpc_server.build(self.plan, self.layout, self.runtime_addr, self.exe)
+                try:
+                    sp = grpc_server.build(self.plan, self.layout, self.runtime_addr, self.exe)
+                except ProbePlanError as exc:  # the other probes still go on
+                    self.skipped["grpc_server"] = str(exc)
+            else:
+                self.skipped["grpc_server"] = f"{grpc_server.FN_HANDLE_STREAM} not linked"
+            if sp is not None:
                 self.notes += sp.notes
                 obj = BpfObject.open(self.bpf_dir / grpc_server.OBJECT).load()
                 self.loaded.append(LoadedObject("grpc_server", obj, sp.points))
                 obj.map(grpc_server.CONFIG_MAP).update(self.pid.to_bytes(4, "little"),
                                                        sp.config)
                 self._attach(obj, sp.points)
-            else:
-                self.skipped["grpc_server"] = f"{grpc_server.FN_HANDLE_STREAM} not linked"
-            hp = http2.build(self.plan, self.layout, self.exe)
+            try:
+                hp = http2.build(self.plan, self.layout, self.exe)
+            except ProbePlanError as exc:
+                self.skipped["http2"] = str(exc)
+                hp = http2.Http2Probes()
             self.notes += hp.notes
             if hp.flavors:
                 obj = BpfObject.open(self.bpf_dir / http2.OBJECT).load()
