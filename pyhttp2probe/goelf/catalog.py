@@ -17,6 +17,9 @@ GRPC_CLIENT_FUNCTIONS: tuple[str, ...] = (
     f"{TRANSPORT}.(*http2Client).NewStream",
     f"{TRANSPORT}.(*http2Client).CloseStream",
     f"{TRANSPORT}.(*ClientStream).Close",
+    # >= 1.50: where a call whose stream creation failed ends (RETs; error path only)
+    f"{GRPC}.(*csAttempt).shouldRetry",
+    "net.(*TCPAddr).Network",  # tells a *net.TCPAddr in a net.Addr apart by itab fun[0]
 )
 
 GRPC_SERVER_FUNCTIONS: tuple[str, ...] = (
