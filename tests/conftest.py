@@ -40,7 +40,9 @@ def compile_bpf(tmp_path: Path) -> Callable[[str], Path]:
         src = tmp_path / f"{name}.bpf.c"
         src.write_text(source)
         out = tmp_path / f"{name}.bpf.o"
-        subprocess.run([*CLANG, "-c", str(src), "-o", str(out)], check=True)
+        proc = subprocess.run([*CLANG, "-c", str(src), "-o", str(out)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, f"clang failed on {src}:\n{proc.stderr}"
         return out
 
     return build

@@ -1,0 +1,81 @@
+"""Map access after load and configuration before load (.rodata, sizes)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import cffi
+import pytest
+
+from libbpf_loader import BpfObject, MapError
+
+HASH_MAP = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+
+struct tkey { __u32 pid; __u32 pad; __u64 conn; };
+
+/* 64 entries: room for the few keys a test writes */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct tkey);
+	__type(value, __u64);
+} table SEC(".maps");
+
+const volatile __u64 knob = 7;
+
+SEC("uprobe")
+int touch(struct pt_regs *ctx)
+{
+	struct tkey k = { .pid = 1, .conn = knob };
+	__u64 one = 1;
+	bpf_map_update_elem(&table, &k, &one, BPF_ANY);
+	return 0;
+}
+"""
+
+KEY = cffi.FFI()
+KEY.cdef("struct tkey { uint32_t pid; uint32_t pad; uint64_t conn; };")
+
+
+def test_hash_map_roundtrip(compile_bpf: Callable[..., Path]) -> None:
+    with BpfObject.open(compile_bpf(HASH_MAP, "hashmap")) as obj:
+        obj.load()
+        table = obj.map("table")
+        assert (table.key_size, table.value_size, table.max_entries) == (16, 8, 64)
+        key = KEY.new("struct tkey *", {"pid": 5, "conn": 0xDEAD})
+        assert table.lookup(key[0]) is None
+        table.update(key[0], (42).to_bytes(8, "little"))
+        raw_key = bytes(KEY.buffer(key))
+        assert table.lookup(raw_key) == (42).to_bytes(8, "little")
+        table.update(struct.pack("<IIQ", 6, 0, 1), 43)
+        assert sorted(table.keys()) == sorted([raw_key, struct.pack("<IIQ", 6, 0, 1)])
+        assert dict(table.items())[raw_key] == (42).to_bytes(8, "little")
+        table.delete(raw_key)
+        assert table.lookup(raw_key) is None
+        with pytest.raises(MapError) as info:
+            table.delete(raw_key)
+        assert info.value.errno == errno.ENOENT and "table" in str(info.value)
+        with pytest.raises(MapError, match=r"key for map 'table'.* must be 16 bytes, got 4"):
+            table.lookup(b"\0" * 4)
+
+
+def test_rodata_and_sizes_are_set_before_load(compile_bpf: Callable[..., Path]) -> None:
+    with BpfObject.open(compile_bpf(HASH_MAP, "hashmap")) as obj:
+        rodata = obj.map(".rodata")
+        assert struct.unpack("<Q", rodata.initial_value) == (7,)
+        rodata.set_initial_value(struct.pack("<Q", 9))
+        assert struct.unpack("<Q", rodata.initial_value) == (9,)
+        with pytest.raises(MapError, match="must be 8 bytes"):
+            rodata.set_initial_value(b"\0")
+        obj.map("table").resize(128)
+        with pytest.raises(MapError, match="not loaded"):
+            obj.map("table").lookup(b"\0" * 16)
+        obj.load()
+        assert obj.map("table").max_entries == 128
+        assert struct.unpack("<Q", obj.map(".rodata").lookup(0)) == (9,)
