@@ -69,19 +69,6 @@ def _offset(v: Any) -> int:
     return int(v) if isinstance(v, int) else int(v.offset)
 
 
-def _is_pointer(v: Any) -> bool:
-    """Whether a field holds a pointer; the plan may give a flag or a Go type name."""
-    for attr in ("is_pointer", "pointer"):
-        flag = getattr(v, attr, None)
-        if isinstance(flag, bool):
-            return flag
-    for attr in ("type", "type_name", "go_type"):
-        name = getattr(v, attr, None)
-        if isinstance(name, str):
-            return name.startswith("*")
-    raise ProbePlanError(f"plan field {v!r} says neither pointer nor value")
-
-
 class _Fields:
     def __init__(self, fields: Mapping[str, Any], binary: str) -> None:
         self.fields = fields
@@ -94,9 +81,6 @@ class _Fields:
         if not self.has(key):
             raise ProbePlanError(f"{self.binary}: no offset for field {key} in the attach plan")
         return _offset(self.fields[key])
-
-    def raw(self, key: str) -> Any:
-        return self.fields[key]
 
 
 def _chain(cfg: Any, name: str, hops: list[int], last: int) -> None:
@@ -137,7 +121,11 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     embed = f"{TRANSPORT}.ClientStream.Stream"
     sid = f[f"{TRANSPORT}.Stream.id"]
     if f.has(embed):
-        if _is_pointer(f.raw(embed)):
+        gotype = getattr(plan, "field_types", {}).get(embed)
+        if gotype is None:
+            raise ProbePlanError(f"{binary}: the plan does not say whether {embed} is "
+                                 "embedded by pointer or by value")
+        if gotype.startswith("*"):
             layout_name = "ClientStream{*Stream}"
             _chain(cfg, "stream_id", [f[embed]], sid)
         else:
