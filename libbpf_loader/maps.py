@@ -20,6 +20,8 @@ def as_bytes(value: Any) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     try:
+        if ffi.typeof(value).kind in ("struct", "union"):
+            value = ffi.addressof(value)
         return bytes(ffi.buffer(value))
     except TypeError as exc:
         raise TypeError(f"expected bytes or a cffi struct, got {type(value).__name__}") from exc
