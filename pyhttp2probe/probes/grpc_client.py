@@ -69,6 +69,20 @@ def _offset(v: Any) -> int:
     return int(v) if isinstance(v, int) else int(v.offset)
 
 
+def _is_pointer(v: Any) -> bool:
+    """Whether a field holds a pointer, when the plan gives a flag or a Go type name
+    (kept for the server-side probes, which share these helpers)."""
+    for attr in ("is_pointer", "pointer"):
+        flag = getattr(v, attr, None)
+        if isinstance(flag, bool):
+            return flag
+    for attr in ("type", "type_name", "go_type"):
+        name = getattr(v, attr, None)
+        if isinstance(name, str):
+            return name.startswith("*")
+    raise ProbePlanError(f"plan field {v!r} says neither pointer nor value")
+
+
 class _Fields:
     def __init__(self, fields: Mapping[str, Any], binary: str) -> None:
         self.fields = fields
@@ -81,6 +95,9 @@ class _Fields:
         if not self.has(key):
             raise ProbePlanError(f"{self.binary}: no offset for field {key} in the attach plan")
         return _offset(self.fields[key])
+
+    def raw(self, key: str) -> Any:
+        return self.fields[key]
 
 
 def _chain(cfg: Any, name: str, hops: list[int], last: int) -> None:
