@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,34 @@ def runtime_address_fn(pid: int, exe_path: str) -> Callable[[int], int]:
         raise TracerError(f"pid {pid}: file offset {file_offset:#x} of {exe_path} is not mapped")
 
     return addr
+
+
+class _Rings:
+    """Several ring buffers (one per BPF object) drained as one: epoll on their fds."""
+
+    def __init__(self, rbs: list[Any]) -> None:
+        self.rbs = rbs
+        self._ep = select.epoll()
+        for rb in rbs:
+            self._ep.register(rb.fileno(), select.EPOLLIN)
+
+    @property
+    def closed(self) -> bool:
+        return all(rb.closed for rb in self.rbs)
+
+    def poll(self, timeout_ms: int) -> int:
+        if len(self.rbs) == 1:
+            return self.rbs[0].poll(timeout_ms)
+        self._ep.poll(timeout_ms / 1000)
+        return self.consume()
+
+    def consume(self) -> int:
+        return sum(rb.consume() for rb in self.rbs if not rb.closed)
+
+    def close(self) -> None:
+        for rb in self.rbs:
+            rb.close()
+        self._ep.close()
 
 
 class Tracer:
@@ -165,9 +194,8 @@ class Tracer:
                 names = ", ".join(sorted(modules or ())) or "none"
                 raise TracerError(f"{self.exe} (pid {pid}) has neither grpc-go nor HTTP/2 "
                                   f"code to trace; its modules: {names}")
-            self._rb = RingBuffer(rings[0], self._on_batch)
-            for m in rings[1:]:
-                self._rb.add(m)
+            # One RingBuffer per object: libbpf_loader ties a manager to one object.
+            self._rb = _Rings([RingBuffer(m, self._on_batch) for m in rings])
         except BaseException:
             self.metrics.add_attach_error()
             if self.serverside is not None:
