@@ -20,8 +20,8 @@ import numpy as np
 
 from ..events import Layout, _ip
 from ..spans import Span, split_method
-from . import AttachPoint
-from .grpc_client import ITAB_FUN0_AMD64, ProbePlanError, _chain, _Fields, _is_pointer
+from . import AttachPoint, after_stack_check
+from .grpc_client import ITAB_FUN0_AMD64, ProbePlanError
 
 GRPC = "google.golang.org/grpc"
 TRANSPORT = GRPC + "/internal/transport"
@@ -54,6 +54,44 @@ PROG_END_HT = "grpc_server_write_status_ht"
 PROGRAMS = (PROG_START, PROG_END, PROG_END_HT)
 
 
+class PlanFields:
+    """Field offsets of a plan by "pkg.Type.field", with the field's Go type when known."""
+
+    def __init__(self, plan: Any, binary: str) -> None:
+        self.fields: Mapping[str, Any] = plan.fields
+        self.types: Mapping[str, str] = getattr(plan, "field_types", None) or {}
+        self.binary = binary
+
+    def has(self, key: str) -> bool:
+        return self.fields.get(key) is not None
+
+    def __getitem__(self, key: str) -> int:
+        if not self.has(key):
+            raise ProbePlanError(f"{self.binary}: no offset for field {key} in the attach plan")
+        v = self.fields[key]
+        return int(v) if isinstance(v, int) else int(v.offset)
+
+    def is_pointer(self, key: str) -> bool:
+        """Whether the field holds a pointer (an embedded *T rather than T)."""
+        name = self.types.get(key)
+        if name is None:
+            v = self.fields.get(key)
+            name = getattr(v, "type_name", None) or getattr(v, "type", None)
+        if not isinstance(name, str):
+            raise ProbePlanError(f"{self.binary}: plan gives no type for field {key}")
+        return name.startswith("*")
+
+
+def set_chain(cfg: Any, name: str, hops: list[int], last: int) -> None:
+    """Fill the struct go_chain `name` of a config: follow `hops` pointers, then add `last`."""
+    c = getattr(cfg, name)
+    c.valid = 1
+    c.nhops = len(hops)
+    for i, h in enumerate(hops):
+        c.hop[i] = h
+    c.last = last
+
+
 @dataclass
 class ServerProbes:
     """What the tracer loads: config bytes for the tgid key, and where to attach."""
@@ -69,55 +107,53 @@ def present(plan: Any) -> bool:
     return FN_HANDLE_STREAM in plan.functions
 
 
-def _first(functions: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, int] | None:
+def _body(binary: str, entry: int) -> int:
+    """Past Go's stack check, where an entry probe fires once per call (see probes/)."""
+    return after_stack_check(binary, entry) if binary else entry
+
+
+def _first(functions: Mapping[str, Any], names: tuple[str, ...],
+           binary: str) -> tuple[str, int] | None:
     for name in names:
         fo = functions.get(name)
         if fo is not None:
-            return name, int(fo.entry)
+            return name, _body(binary, int(fo.entry))
     return None
-
-
-def _embedded_pointer(plan: Any, key: str, raw: Any) -> bool:
-    """Whether an embedded field is a pointer: the plan's field_types, else the field itself."""
-    types = getattr(plan, "field_types", None)
-    if isinstance(types, Mapping) and isinstance(types.get(key), str):
-        return types[key].startswith("*")
-    return _is_pointer(raw)
 
 
 def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
           binary: str = "") -> ServerProbes:
     """Config and attach points for one process serving gRPC."""
     functions: Mapping[str, Any] = plan.functions
-    f = _Fields(plan.fields, binary)
+    f = PlanFields(plan, binary)
     cfg = layout.new("grpc_server_config")
     notes: list[str] = []
 
     sid, method = f[f"{TRANSPORT}.Stream.id"], f[f"{TRANSPORT}.Stream.method"]
     embed = f"{TRANSPORT}.ServerStream.Stream"
-    if f.has(embed) and _embedded_pointer(plan, embed, f.raw(embed)):
+    if f.has(embed) and f.is_pointer(embed):
         layout_name = "ServerStream{*Stream}"
-        _chain(cfg, "stream_id", [f[embed]], sid)
-        _chain(cfg, "stream_method", [f[embed]], method)
+        set_chain(cfg, "stream_id", [f[embed]], sid)
+        set_chain(cfg, "stream_method", [f[embed]], method)
     elif f.has(embed):
         layout_name = "ServerStream{Stream}"
-        _chain(cfg, "stream_id", [], f[embed] + sid)
-        _chain(cfg, "stream_method", [], f[embed] + method)
+        set_chain(cfg, "stream_id", [], f[embed] + sid)
+        set_chain(cfg, "stream_method", [], f[embed] + method)
     else:
         layout_name = "Stream"
-        _chain(cfg, "stream_id", [], sid)
-        _chain(cfg, "stream_method", [], method)
-    _chain(cfg, "status_code", [f[f"{STATUS}.Status.s"]], f[f"{SPB}.Status.Code"])
+        set_chain(cfg, "stream_id", [], sid)
+        set_chain(cfg, "stream_method", [], method)
+    set_chain(cfg, "status_code", [f[f"{STATUS}.Status.s"]], f[f"{SPB}.Status.Code"])
 
     if f.has(f"{TRANSPORT}.http2Server.localAddr"):
-        _chain(cfg, "t_local_addr", [], f[f"{TRANSPORT}.http2Server.localAddr"])
+        set_chain(cfg, "t_local_addr", [], f[f"{TRANSPORT}.http2Server.localAddr"])
     elif f.has(f"{TRANSPORT}.http2Server.peer") and f.has(f"{PEER}.Peer.LocalAddr"):
-        _chain(cfg, "t_local_addr", [],
+        set_chain(cfg, "t_local_addr", [],
                f[f"{TRANSPORT}.http2Server.peer"] + f[f"{PEER}.Peer.LocalAddr"])
     else:
         notes.append("http2Server has neither localAddr nor peer.LocalAddr: no server address")
     if f.has(f"{TRANSPORT}.serverHandlerTransport.req") and f.has("net/http.Request.Host"):
-        _chain(cfg, "ht_host", [f[f"{TRANSPORT}.serverHandlerTransport.req"]],
+        set_chain(cfg, "ht_host", [f[f"{TRANSPORT}.serverHandlerTransport.req"]],
                f["net/http.Request.Host"])
     cfg.itab_fun0 = ITAB_FUN0_AMD64
     if f.has("net.TCPAddr.IP"):
@@ -132,12 +168,12 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     start = functions.get(FN_HANDLE_STREAM)
     if start is None:
         raise ProbePlanError(f"{binary}: function {FN_HANDLE_STREAM} not found in the binary")
-    points = [AttachPoint(PROG_START, FN_HANDLE_STREAM, int(start.entry))]
-    end = _first(functions, FN_WRITE_STATUS)
+    points = [AttachPoint(PROG_START, FN_HANDLE_STREAM, _body(binary, int(start.entry)))]
+    end = _first(functions, FN_WRITE_STATUS, binary)
     if end is None:
         raise ProbePlanError(f"{binary}: none of {', '.join(FN_WRITE_STATUS)} in the binary")
     points.append(AttachPoint(PROG_END, *end))
-    end_ht = _first(functions, FN_WRITE_STATUS_HT)
+    end_ht = _first(functions, FN_WRITE_STATUS_HT, binary)
     if end_ht is not None:  # linked only when the program can use ServeHTTP
         points.append(AttachPoint(PROG_END_HT, *end_ht))
     return ServerProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,

@@ -17,9 +17,8 @@ import numpy as np
 
 from ..events import Layout
 from ..spans import Span
-from . import AttachPoint
-from .grpc_client import _chain, _Fields
-from .grpc_server import split_hostport, srv_flag_names
+from . import AttachPoint, after_stack_check
+from .grpc_server import PlanFields, set_chain, split_hostport, srv_flag_names
 
 OBJECT = "http2.bpf.o"
 CONFIG_MAP = "http2_config"
@@ -106,15 +105,18 @@ class Http2Probes:
         return [p for fp in self.flavors for p in fp.points]
 
 
-def _entry(functions: Mapping[str, Any], name: str) -> int | None:
+def _entry(functions: Mapping[str, Any], name: str, binary: str) -> int | None:
+    """Past Go's stack check, where an entry probe fires once per call (see probes/)."""
     fo = functions.get(name)
-    return None if fo is None else int(fo.entry)
+    if fo is None:
+        return None
+    return after_stack_check(binary, int(fo.entry)) if binary else int(fo.entry)
 
 
 def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
     """Config and attach points for each HTTP/2 flavor (and side) linked into the binary."""
     functions: Mapping[str, Any] = plan.functions
-    f = _Fields(plan.fields, binary)
+    f = PlanFields(plan, binary)
     out = Http2Probes()
     for fl in FLAVORS:
         sides: list[str] = []
@@ -123,7 +125,7 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
         pairs = (("server", fl.server_start, fl.server_end),
                  ("client", fl.client_start, fl.client_end))
         for side, start_fn, end_fn in pairs:
-            start, end = _entry(functions, start_fn), _entry(functions, end_fn)
+            start, end = _entry(functions, start_fn, binary), _entry(functions, end_fn, binary)
             if start is None or end is None:
                 if (start is None) != (end is None):
                     out.notes.append(f"{fl.name} {side}: only one of {start_fn}, {end_fn} "
@@ -139,8 +141,8 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
         if "server" in sides:
             sid = f[t("stream.id")]
             rws_stream = f[t("responseWriterState.stream")]
-            _chain(cfg, "rw_stream_id", [f[t("responseWriter.rws")], rws_stream], sid)
-            _chain(cfg, "rws_stream_id", [rws_stream], sid)
+            set_chain(cfg, "rw_stream_id", [f[t("responseWriter.rws")], rws_stream], sid)
+            set_chain(cfg, "rws_stream_id", [rws_stream], sid)
             cfg.w_rws = f[t("responseWriter.rws")]
             cfg.rws_conn = f[t("responseWriterState.conn")]
             cfg.rws_req = f[t("responseWriterState.req")]
