@@ -9,8 +9,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define RECORDS_PER_RUN 16
 
-__u64 dropped = 0;
-__u64 seq = 0;
+__u64 dropped = 0;                 /* .bss: reservation failures */
+__u64 seq SEC(".data.seq") = 0;    /* own map, so the two counters never share a layout */
 
 /* 64 MiB: ~500k records, so one fill-then-drain round measures the drain, not the ends. */
 struct {
