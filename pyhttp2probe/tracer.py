@@ -244,6 +244,11 @@ class Tracer:
             evs = self.decoder.decode_batch(batch)
         spans = [span_from_event(e, self.layout.constants, self.service_name) for e in evs]
         spans += extra
+        # An end without a start has no duration: counted (kernel STAT_UNMATCHED_END and
+        # self.unmatched), never exported as a span or an observation.
+        timed = [s for s in spans if "unmatched" not in s.flags]
+        self.unmatched += len(spans) - len(timed)
+        spans = timed
         self.events += len(extra)
         self.metrics.add_events(len(extra))
         self.events += len(evs)
