@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .goelf.errors import GoBinaryError
+from .run import add_run_parser, cmd_run
 
 EXIT_BAD_INPUT = 2
 
@@ -67,6 +68,7 @@ Subcommand = tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Na
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     (add_inspect_parser, cmd_inspect),
+    (add_run_parser, cmd_run),
 )
 
 
