@@ -1,0 +1,115 @@
+"""Shared pieces of the gRPC-server and HTTP/2 tests: run a workload under the Tracer with
+BPF run counts on, and match spans to ground truth one to one.
+
+Matching is a bipartite matching (Kuhn's augmenting paths) between truth lines and spans
+that agree on a key and whose times are compatible, so a span can serve one truth line at
+most: lost, duplicated or misattributed spans all show up as unmatched on one side.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from libbpf_loader import bpf_stats_enabled
+from pyhttp2probe.spans import Span
+from pyhttp2probe.tracer import Tracer
+from tests.truth import Workload
+
+CACHE = Path(os.environ.get("PYHTTP2PROBE_TOOL_CACHE",
+                            Path.home() / ".cache" / "pyhttp2probe" / "tools"))
+GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
+
+
+@dataclass
+class TracedRun:
+    """What one traced workload run produced."""
+
+    spans: list[Span]
+    run_counts: dict[str, int]
+    stats: dict[str, int]
+    summary: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def of_kind(self, kind: str, include_unmatched: bool = False) -> list[Span]:
+        return [s for s in self.spans if s.kind == kind
+                and (include_unmatched or "unmatched" not in s.flags)]
+
+
+def traced(wl: Workload, during: Callable[[], Any] | None = None,
+           settle_s: float = 0.3) -> TracedRun:
+    """Attach to a started workload (-wait-start -hold), run it, collect every span.
+
+    `during` runs instead of the workload's own go/DONE when the load comes from outside
+    (h2load, ghz); its return value lands in TracedRun.extra["during"].
+    """
+    assert wl.pid is not None
+    extra: dict[str, Any] = {}
+    with Tracer(pid=wl.pid, registry=None) as t, bpf_stats_enabled():
+        if during is None:
+            wl.go()
+            wl.wait_done()
+        else:
+            extra["during"] = during()
+        time.sleep(settle_s)
+        t.drain()
+        counts = t.program_run_counts()
+        stats = t.stats()
+    spans = list(t.spans(timeout=0.1))
+    summary = wl.finish()
+    return TracedRun(spans, counts, stats, summary, extra)
+
+
+def match_one_to_one(truth: Sequence[dict[str, Any]], spans: Sequence[Span],
+                     truth_key: Callable[[dict[str, Any]], Hashable],
+                     span_key: Callable[[Span], Hashable],
+                     compatible: Callable[[dict[str, Any], Span], bool],
+                     ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Maximum matching truth[i] <-> spans[j] with equal keys and compatible times.
+
+    Returns (pairs, unmatched truth indexes, unmatched span indexes).
+    """
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    by_key: dict[Hashable, list[int]] = defaultdict(list)
+    for j, s in enumerate(spans):
+        by_key[span_key(s)].append(j)
+    cands = [[j for j in by_key.get(truth_key(t), ()) if compatible(t, spans[j])]
+             for t in truth]
+    owner: dict[int, int] = {}  # span index -> truth index
+
+    def assign(i: int, seen: set[int]) -> bool:
+        for j in cands[i]:
+            if j in seen:
+                continue
+            seen.add(j)
+            if j not in owner or assign(owner[j], seen):
+                owner[j] = i
+                return True
+        return False
+
+    for i in sorted(range(len(truth)), key=lambda i: len(cands[i])):
+        assign(i, set())
+    pairs = sorted((ti, j) for j, ti in owner.items())
+    got_t = {ti for ti, _ in pairs}
+    got_s = {j for _, j in pairs}
+    return (pairs, [i for i in range(len(truth)) if i not in got_t],
+            [j for j in range(len(spans)) if j not in got_s])
+
+
+def ghz_binary() -> Path:
+    """Build ghz (a Go gRPC load tool) from the Go module proxy into the cache, once."""
+    out = CACHE / "ghz"
+    if out.exists():
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(CACHE), "CGO_ENABLED": "0", "GOFLAGS": ""}
+    subprocess.run(["go", "install", GHZ_MODULE], check=True, env=env, cwd=str(CACHE),
+                   capture_output=True, timeout=900)
+    return out
