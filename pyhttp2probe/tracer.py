@@ -106,7 +106,8 @@ class Tracer:
     registry: where the collector registers (None: don't register; `tracer.metrics` still
     works). spans_out: a path, '-' or a text file for JSON lines. keep_spans: queue spans
     for spans() (turn off when nobody iterates, or the queue grows without bound).
-    variant: "ours" or "oldkey" (the bench's ablation).
+    variant: "ours" or "oldkey" (the bench's ablation). server_side: also load the gRPC
+    server and HTTP/2 probes (off: client probes alone, e.g. to measure their cost).
     """
 
     def __init__(self, pid: int, registry: CollectorRegistry | None = REGISTRY,
@@ -114,7 +115,7 @@ class Tracer:
                  variant: str = "ours", poll_ms: int = 100, plan: Any = None,
                  service_name: str | None = None,
                  buckets: tuple[float, ...] = DEFAULT_BUCKETS, max_label_sets: int = 1000,
-                 bpf_dir: Path | None = None) -> None:
+                 bpf_dir: Path | None = None, server_side: bool = True) -> None:
         if variant not in OBJECTS:
             raise ValueError(f"variant must be one of {sorted(OBJECTS)}")
         self.pid = pid
@@ -123,6 +124,7 @@ class Tracer:
         self.keep_spans = keep_spans
         self._plan = plan
         self._bpf_dir = bpf_dir or BPF_DIR
+        self.server_side = server_side
         self._registry = registry
         self.metrics = RpcMetrics(buckets=buckets, max_label_sets=max_label_sets,
                                   registry=None)
@@ -184,7 +186,7 @@ class Tracer:
                 target = f"/proc/{pid}/exe"
                 for p in self.probes.points:
                     self._obj.program(p.program).attach_uprobe(target, p.file_offset, pid=pid)
-            if self.variant == "ours":
+            if self.variant == "ours" and self.server_side:
                 self.serverside = ServerSideProbes(
                     pid, plan, self.layout, runtime_addr, self.exe, self._bpf_dir,
                     self.service_name).start()
