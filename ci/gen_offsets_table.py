@@ -53,13 +53,15 @@ def list_versions(module: str) -> list[str]:
 
 
 def grpc_versions() -> list[str]:
-    """Latest patch of every grpc-go minor from v1.40."""
+    """Latest patch of every grpc-go minor from v1.40, plus v1.40.0."""
     latest: dict[int, str] = {}
     for v in list_versions(GRPC):
         major, minor, _ = _semver(v)
         if major == 1 and minor >= MIN_GRPC_MINOR:
             latest[minor] = v
-    return [latest[m] for m in sorted(latest)]
+    picked = [latest[m] for m in sorted(latest)]
+    # v1.40.0 itself too: it is the floor many programs (and our tests) pin exactly.
+    return ([XNET_BASE_GRPC] if XNET_BASE_GRPC not in picked else []) + picked
 
 
 def xnet_versions() -> list[str]:

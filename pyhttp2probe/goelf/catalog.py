@@ -125,6 +125,14 @@ def function_package(symbol: str) -> str:
     return symbol[:dot]
 
 
+# Types with no methods of their own: present in a binary when one of these functions is.
+# (Every other wanted type counts as present when any of its methods is linked, which is
+# how a stripped binary and its DWARF twin agree on which fields exist.)
+TYPE_ANCHORS: dict[str, tuple[str, ...]] = {
+    f"{TRANSPORT}.CallHdr": (f"{TRANSPORT}.(*http2Client).NewStream",),
+}
+
+
 # ---- gRPC server and generic HTTP/2 probes (issue 5; pyhttp2probe/probes/grpc_server.py
 # and http2.py say why each is needed). Appended to FUNCTIONS/FIELDS below.
 SERVER_H2_FUNCTIONS: tuple[str, ...] = (

@@ -59,8 +59,15 @@ class Segment:
 class ElfFile:
     """Read-only view of one ELF file (memory-mapped; call close() or use `with`)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], data: bytes | None = None) -> None:
+        """Map the file at `path`, or parse `data` (in-memory; `path` only names it)."""
         self.path = str(path)
+        if data is not None:
+            self.size, self.mtime_ns, self.data = len(data), 0, data
+            if self.size < 64:
+                raise GoBinaryError(f"{self.path}: not an ELF file (too small)")
+            self._parse_header()
+            return
         try:
             with open(self.path, "rb") as f:
                 st = os.fstat(f.fileno())

@@ -33,6 +33,26 @@ def _strip_padding(elf: ElfFile, vaddr: int, size: int) -> int:
     return trimmed or size
 
 
+def funcname_blob(elf: ElfFile) -> bytes | None:
+    """The funcnametab (NUL-separated function names), or None without a usable pclntab."""
+    sec = elf.section(".gopclntab")
+    if sec is None:
+        return None
+    try:
+        tab = elf.section_data(sec)
+        magic = struct.unpack_from("<I", tab, 0)[0]
+        if magic not in (MAGIC_116, MAGIC_118, MAGIC_120):
+            return None
+        idx = 8 + 8 * (3 if magic != MAGIC_116 else 2)
+        (off,) = struct.unpack_from("<Q", tab, idx)
+        (cu,) = struct.unpack_from("<Q", tab, idx + 8)
+    except struct.error:
+        return None
+    if not off <= cu <= len(tab):
+        return None
+    return b"\0" + tab[off:cu]
+
+
 def pclntab_functions(elf: ElfFile, wanted: set[str] | None = None) -> dict[str, tuple[int, int]]:
     """name -> (vaddr, size) for functions in .gopclntab (only `wanted` names if given)."""
     sec = elf.section(".gopclntab")

@@ -16,7 +16,7 @@ from .dwarf import has_dwarf, struct_fields
 from .elf import ElfFile
 from .errors import GoBinaryError
 from .offsets import OffsetsTable, load_table, table_fields
-from .symbols import FunctionOffsets, find_functions, offsets_for
+from .symbols import FunctionOffsets, find_functions, offsets_for, present_types
 
 PLAN_FORMAT = 1
 
@@ -132,23 +132,36 @@ def build_plan(path: str | os.PathLike[str], functions: Iterable[str] | None = N
 def _inspect(path: str, funcs: tuple[str, ...], flds: tuple[str, ...],
              table: OffsetsTable | None, prefer: str) -> AttachPlan:
     with ElfFile(path) as elf:
-        info = read_buildinfo(elf)
-        found = find_functions(elf, set(funcs))
-        md = make_disassembler()
-        functions = {name: offsets_for(elf, *found[name], md) for name in funcs if name in found}
-        if prefer == "dwarf" and has_dwarf(elf):
-            infos = struct_fields(elf, flds)
-            absent = [k for k in flds if k not in infos]
-            source = "dwarf"
-        else:
-            infos, absent = table_fields(path, info.go_version, info.modules, list(flds),
-                                         table if table is not None else load_table())
-            source = "table"
-        return AttachPlan(
-            path=path, go_version=info.go_version, main_module=info.main_module,
-            modules=info.modules, build_id=info.build_id, functions=functions,
-            fields={k: v.offset for k, v in infos.items()},
-            field_types={k: v.type_name for k, v in infos.items()},
-            offsets_source=source,
-            absent_functions=[n for n in funcs if n not in found],
-            absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie)
+        return plan_from_elf(elf, funcs, flds, table, prefer)
+
+
+def plan_from_elf(elf: ElfFile, funcs: tuple[str, ...] = catalog.FUNCTIONS,
+                  flds: tuple[str, ...] = catalog.FIELDS, table: OffsetsTable | None = None,
+                  prefer: str = "dwarf") -> AttachPlan:
+    """Compute a plan from an open ElfFile (no cache); what build_plan does on a miss."""
+    path = elf.path
+    info = read_buildinfo(elf)
+    found = find_functions(elf, set(funcs))
+    md = make_disassembler()
+    functions = {name: offsets_for(elf, *found[name], md) for name in funcs if name in found}
+    # Only fields of types this binary links: decided from function names, so a
+    # stripped build and its DWARF twin report the same set.
+    linked = present_types(elf, {catalog.split_field(k)[0] for k in flds},
+                           catalog.TYPE_ANCHORS)
+    wanted = [k for k in flds if catalog.split_field(k)[0] in linked]
+    if prefer == "dwarf" and has_dwarf(elf):
+        infos = struct_fields(elf, wanted)
+        source = "dwarf"
+    else:
+        infos, _ = table_fields(path, info.go_version, info.modules, wanted,
+                                table if table is not None else load_table())
+        source = "table"
+    absent = [k for k in flds if k not in infos]
+    return AttachPlan(
+        path=path, go_version=info.go_version, main_module=info.main_module,
+        modules=info.modules, build_id=info.build_id, functions=functions,
+        fields={k: v.offset for k, v in infos.items()},
+        field_types={k: v.type_name for k, v in infos.items()},
+        offsets_source=source,
+        absent_functions=[n for n in funcs if n not in found],
+        absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie)

@@ -57,3 +57,31 @@ def function_offsets(path: str | os.PathLike[str], symbol: str) -> FunctionOffse
             raise GoBinaryError(f"{elf.path}: function {symbol} not found")
         vaddr, size = found[symbol]
         return offsets_for(elf, vaddr, size)
+
+
+def _names_blob(elf: ElfFile) -> bytes:
+    """NUL-separated function names: pclntab's funcnametab (present stripped or not)."""
+    from .pclntab import funcname_blob
+
+    blob = funcname_blob(elf)
+    if blob is None:
+        sec = elf.section(".strtab")
+        blob = elf.section_data(sec) if sec is not None else b""
+    return blob
+
+
+def present_types(elf: ElfFile, type_names: set[str],
+                  anchors: dict[str, tuple[str, ...]]) -> set[str]:
+    """Which "pkg.Type" names this binary links: any method linked, or an anchor function.
+
+    Computed from function names alone, so a stripped binary answers as its DWARF twin.
+    """
+    blob = _names_blob(elf)
+    out = set()
+    for t in type_names:
+        pkg, _, name = t.rpartition(".")
+        keys = [f"\0{pkg}.(*{name}).", f"\0{pkg}.{name}."]
+        keys += [f"\0{a}\0" for a in anchors.get(t, ())]
+        if any(blob.find(k.encode()) >= 0 for k in keys):
+            out.add(t)
+    return out

@@ -1,0 +1,3 @@
+module goelftiny
+
+go 1.22
