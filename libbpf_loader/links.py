@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -12,23 +13,33 @@ if TYPE_CHECKING:
 
 
 class Link:
-    """An attached program. Close it (or its BpfObject) to detach; close is idempotent."""
+    """An attached program. Close it (or its BpfObject) to detach; close is idempotent.
 
-    def __init__(self, ptr: Any, obj: BpfObject, description: str) -> None:
+    Wraps either a libbpf `struct bpf_link *` or, for links libbpf 1.1 cannot make
+    (uprobe_multi), a bare link fd.
+    """
+
+    def __init__(self, ptr: Any, obj: BpfObject, description: str, fd: int = -1) -> None:
         self._ptr = ptr
+        self._fd = fd
         self._obj = obj
         self.description = description
 
     @property
     def closed(self) -> bool:
-        return self._ptr is None
+        return self._ptr is None and self._fd < 0
 
     def close(self) -> None:
         """Detach now; later calls do nothing."""
         ptr, self._ptr = self._ptr, None
+        fd, self._fd = self._fd, -1
+        if ptr is None and fd < 0:
+            return
+        self._obj._forget_link(self)
         if ptr is not None:
-            self._obj._forget_link(self)
             lib.bpf_link__destroy(ptr)
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> Link:
         return self

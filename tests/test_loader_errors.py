@@ -139,6 +139,31 @@ class TestBadInput:
             loaded.program("trace_call").attach_uprobe(binary, entry, pid=pid)
         assert info.value.errno == errno.ESRCH and f"pid {pid}" in str(info.value)
 
+    def test_uprobe_multi_needs_prepare_and_valid_offsets(
+            self, bpf_objects: Callable[[str], Path]) -> None:
+        binary = calltarget()
+        entry, rets = go_func_offsets(binary, "main.target")
+        with BpfObject.open(bpf_objects("calltrace")) as obj:
+            prog = obj.program("trace_call")
+            obj.load()
+            with pytest.raises(AttachError, match="prepare_uprobe_multi"):
+                prog.attach_uprobe_multi(binary, [entry])
+            with pytest.raises(AttachError) as info:
+                prog.prepare_uprobe_multi()
+            assert info.value.errno == errno.EBUSY
+        with BpfObject.open(bpf_objects("calltrace")) as obj:
+            prog = obj.program("trace_call")
+            prog.prepare_uprobe_multi()
+            obj.load()
+            bad = binary.stat().st_size + 1
+            with pytest.raises(AttachError, match=f"offset 0x{bad:x} is outside"):
+                prog.attach_uprobe_multi(binary, [entry, bad])
+            with pytest.raises(AttachError, match="one cookie per offset"):
+                prog.attach_uprobe_multi(binary, [entry, *rets], cookies=[1])
+            with pytest.raises(AttachError) as info:
+                prog.attach_uprobe(binary, entry)  # a multi program has one attach style
+            assert "trace_call" in str(info.value)
+
     def test_attach_before_load(self, bpf_objects: Callable[[str], Path]) -> None:
         binary = calltarget()
         entry, _ = go_func_offsets(binary, "main.target")
@@ -167,6 +192,7 @@ class TestBadInput:
             obj.load, lambda: obj.program("trace_call"), lambda: obj.map("events"),
             obj.program_names, obj.map_names,
             lambda: prog.fd, lambda: prog.attach_uprobe(binary, entry), prog.run_count,
+            lambda: prog.attach_uprobe_multi(binary, [entry]), prog.prepare_uprobe_multi,
             lambda: prog.test_run(b"\0" * 64),
             lambda: events.fd, lambda: bss.lookup(0), lambda: bss.update(0, b"\0" * 8),
             lambda: bss.delete(0), lambda: list(bss.keys()), lambda: bss.initial_value,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import capstone
 import numpy as np
+import pytest
 from elftools.elf.elffile import ELFFile
 
 from libbpf_loader import Batch, BpfObject, RingBuffer, bpf_stats_enabled, ffi_from_header
@@ -56,7 +57,9 @@ def expected_return(a: int, b: int, c: int, s: str) -> int:
     return a - b
 
 
-def test_every_call_arrives_with_its_registers(bpf_objects: Callable[[str], Path]) -> None:
+@pytest.mark.parametrize("mode", ["uprobe", "uprobe_multi"])
+def test_every_call_arrives_with_its_registers(bpf_objects: Callable[[str], Path],
+                                               mode: str) -> None:
     binary = calltarget()
     entry, rets = go_func_offsets(binary, "main.target")
     assert len(rets) >= 3, "target() should compile to several RETs"
@@ -76,11 +79,16 @@ def test_every_call_arrives_with_its_registers(bpf_objects: Callable[[str], Path
 
         with BpfObject.open(bpf_objects("calltrace")) as obj:
             obj.map(".rodata").set_initial_value(struct.pack("<I", pid))
-            obj.load()
             prog = obj.program("trace_call")
-            prog.attach_uprobe(binary, entry, pid=pid, cookie=0)
-            for i, off in enumerate(rets):
-                prog.attach_uprobe(binary, off, pid=pid, cookie=i + 1)
+            if mode == "uprobe_multi":
+                prog.prepare_uprobe_multi()
+            obj.load()
+            if mode == "uprobe_multi":
+                prog.attach_uprobe_multi(binary, [entry, *rets], range(len(rets) + 1), pid=pid)
+            else:
+                prog.attach_uprobe(binary, entry, pid=pid, cookie=0)
+                for i, off in enumerate(rets):
+                    prog.attach_uprobe(binary, off, pid=pid, cookie=i + 1)
             rb = RingBuffer(obj.map("events"), on_batch)
             with bpf_stats_enabled():
                 proc.stdin.write("go\n")

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 #include <linux/bpf.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -46,6 +47,49 @@ struct bpf_link *lbl_attach_uprobe(const struct bpf_program *prog, int pid, cons
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = cookie, .retprobe = false);
 	return bpf_program__attach_uprobe_opts(prog, pid, binary, offset, &opts);
+}
+
+/* uprobe_multi links (kernel >= 6.6) are newer than libbpf 1.1, so the shim speaks the
+ * bpf() syscall itself. One link holds many offsets and detaches with one RCU sync,
+ * where each perf-event uprobe waits for its own grace periods under a global mutex. */
+#define LBL_TRACE_UPROBE_MULTI 48 /* enum bpf_attach_type BPF_TRACE_UPROBE_MULTI */
+
+struct lbl_link_create_uprobe_multi { /* union bpf_attr.link_create, uprobe_multi member */
+	__u32 prog_fd;
+	__u32 target_fd;
+	__u32 attach_type;
+	__u32 flags;
+	__u64 path;
+	__u64 offsets;
+	__u64 ref_ctr_offsets;
+	__u64 cookies;
+	__u32 cnt;
+	__u32 umulti_flags;
+	__u32 pid;
+	__u32 pad;
+};
+
+int lbl_prepare_uprobe_multi(struct bpf_program *prog)
+{
+	return bpf_program__set_expected_attach_type(prog, LBL_TRACE_UPROBE_MULTI);
+}
+
+int lbl_attach_uprobe_multi(int prog_fd, const char *binary, const uint64_t *offsets,
+			    const uint64_t *cookies, uint32_t cnt, uint32_t pid)
+{
+	struct lbl_link_create_uprobe_multi attr;
+	long fd;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_fd = prog_fd;
+	attr.attach_type = LBL_TRACE_UPROBE_MULTI;
+	attr.path = (__u64)(unsigned long)binary;
+	attr.offsets = (__u64)(unsigned long)offsets;
+	attr.cookies = (__u64)(unsigned long)cookies;
+	attr.cnt = cnt;
+	attr.pid = pid;
+	fd = syscall(__NR_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	return fd < 0 ? -errno : (int)fd;
 }
 
 int lbl_prog_stats(int prog_fd, uint64_t *run_cnt, uint64_t *run_time_ns)

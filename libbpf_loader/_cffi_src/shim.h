@@ -23,6 +23,9 @@ struct bpf_object *lbl_open(const char *path, const char *btf_custom_path, char 
 			    size_t log_size);
 struct bpf_link *lbl_attach_uprobe(const struct bpf_program *prog, int pid, const char *binary,
 				   size_t offset, uint64_t cookie);
+int lbl_prepare_uprobe_multi(struct bpf_program *prog);
+int lbl_attach_uprobe_multi(int prog_fd, const char *binary, const uint64_t *offsets,
+			    const uint64_t *cookies, uint32_t cnt, uint32_t pid);
 int lbl_prog_stats(int prog_fd, uint64_t *run_cnt, uint64_t *run_time_ns);
 int lbl_enable_stats(void);
 int lbl_prog_test_run(int prog_fd, int repeat, const void *data, uint32_t size,
