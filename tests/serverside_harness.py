@@ -25,7 +25,7 @@ from tests.truth import Workload
 
 CACHE = Path(os.environ.get("PYHTTP2PROBE_TOOL_CACHE",
                             Path.home() / ".cache" / "pyhttp2probe" / "tools"))
-GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
+GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.93.0"
 
 
 @dataclass

@@ -1,0 +1,115 @@
+"""gRPC served by (*grpc.Server).ServeHTTP under net/http's HTTP/2 server, and ghz (a Go
+gRPC load tool nobody on this project wrote) as a second oracle against grpc's own
+transport: the agent's server span counts per status code equal what each side reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.gobuild import GoBuild, build
+from tests.serverside_harness import ghz_binary, traced
+from tests.truth import read_truth, start_workload
+
+MOD = "grpcmods/v1.85.0"
+CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_PROTO = """syntax = "proto3";
+package grpc.health.v1;
+message HealthCheckRequest { string service = 1; }
+message HealthCheckResponse {
+  enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
+  ServingStatus status = 1;
+}
+service Health { rpc Check(HealthCheckRequest) returns (HealthCheckResponse); }
+"""
+# ghz's statusCodeDistribution names -> gRPC codes
+GHZ_CODES = {"OK": 0, "NotFound": 5}
+
+
+def _ports(path: Path) -> tuple[int, int, int]:
+    for _ in range(100):
+        if path.exists() and path.read_text().endswith("\n"):
+            g, h, t = (int(x) for x in path.read_text().split())
+            return g, h, t
+        time.sleep(0.05)
+    raise AssertionError(f"no ports in {path}")
+
+
+def test_grpc_served_by_servehttp_yields_one_server_span_per_call() -> None:
+    binary = build(GoBuild(src="grpcservehttp", mod=MOD))
+    with tempfile.TemporaryDirectory() as tmp:
+        truth_path, ports = Path(tmp) / "truth.jsonl", Path(tmp) / "ports"
+        args = ["-conns", "3", "-goroutines", "6", "-rpcs", "30", "-truth", truth_path,
+                "-ports", ports, "-hold"]
+        with start_workload(binary, args) as wl:
+            _, hport, _ = _ports(ports)
+            run = traced(wl)
+        truth = read_truth(truth_path)
+
+    spans = run.of_kind("grpc_server")
+    assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans)
+    assert all("via_serve_http" in s.flags for s in spans)
+    assert Counter((s.full_method, s.status_code, s.server_port) for s in spans) == Counter(
+        (t["method"], t["code"], t["server_port"]) for t in truth)
+    assert {s.status_code for s in spans} == {0, 5}
+    assert {s.server_port for s in spans} == {hport}  # the ServeHTTP listener, from Host
+    # one serverHandlerTransport per request: keys (pid, transport, 0) never overlap in time
+    assert len({(s.transport, s.start_ns) for s in spans}) == len(spans)
+    # the HTTP/2 request under each call is an HTTP/2 server span too (grpc answers 200)
+    http = [s for s in run.of_kind("http_server") if s.full_method == CHECK]
+    assert len(http) == len(truth) and {s.status_code for s in http} == {200}
+    n = len(truth)
+    assert run.run_counts["grpc_server_handle_stream"] == n
+    assert run.run_counts["grpc_server_write_status_ht"] == n
+
+
+@pytest.fixture(scope="module")
+def ghz() -> Path:
+    try:
+        return ghz_binary()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"cannot build ghz from the Go module proxy: {exc}")
+
+
+def test_ghz_counts_equal_agent_server_spans(ghz: Path) -> None:
+    binary = build(GoBuild(src="grpcservehttp", mod=MOD))
+    with tempfile.TemporaryDirectory() as tmp:
+        proto, ports = Path(tmp) / "health.proto", Path(tmp) / "ports"
+        proto.write_text(HEALTH_PROTO)
+        with start_workload(binary, ["-conns", "0", "-ports", ports, "-hold"]) as wl:
+            gport, _, _ = _ports(ports)
+
+            def load() -> list[dict]:
+                reports = []
+                for service, n in (("", 3000), ("missing", 700)):
+                    out = subprocess.run(
+                        [ghz, "--insecure", "--proto", proto,
+                         "--call", "grpc.health.v1.Health.Check",
+                         "-d", json.dumps({"service": service}), "-n", str(n), "-c", "24",
+                         "--connections", "4", "-O", "json", f"127.0.0.1:{gport}"],
+                        check=True, capture_output=True, text=True, timeout=300)
+                    reports.append(json.loads(out.stdout))
+                return reports
+
+            run = traced(wl, during=load)
+    reports = run.extra["during"]
+    want: Counter[int] = Counter()
+    for rep in reports:
+        for name, count in rep["statusCodeDistribution"].items():
+            want[GHZ_CODES[name]] += count
+    assert sum(want.values()) == sum(r["count"] for r in reports) == 3700
+    spans = run.of_kind("grpc_server")
+    assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans)
+    assert Counter(s.status_code for s in spans) == want
+    assert {s.full_method for s in spans} == {CHECK}
+    assert {s.server_port for s in spans} == {gport}
+    n = len(spans)
+    hits = run.run_counts["grpc_server_handle_stream"] + run.run_counts["grpc_server_write_status"]
+    assert hits == 2 * n
