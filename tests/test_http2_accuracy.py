@@ -1,0 +1,87 @@
+"""HTTP/2 client and server spans (net/http's bundled HTTP/2 and golang.org/x/net/http2,
+over TLS and h2c) against h2work's ground truth, with connection churn, and HTTP/1.1
+traffic in the same process that must yield no HTTP/2 span.
+
+Each truth line must match exactly one span with the same (method, path, status, server
+port) and compatible times: a server span contains the handler's interval; a client
+span starts inside the client's RoundTrip interval. Exactly two probe hits per request.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from tests.gobuild import GoBuild, build
+from tests.serverside_harness import match_one_to_one, traced
+from tests.truth import read_truth, start_workload
+
+# The workload's clock anchor is a raw clock_gettime syscall: a few µs off on this VM.
+CLOCK_SLACK_NS = 50_000
+
+
+def _key(t: dict) -> tuple:
+    return (t["method"], t["path"], t["status"], t["server_port"])
+
+
+def _span_key(s: object) -> tuple:
+    return (s.method, s.full_method, s.status_code, s.server_port)  # type: ignore[attr-defined]
+
+
+def test_http2_client_and_server_spans_match_truth_one_to_one() -> None:
+    binary = build(GoBuild(src="h2work"))
+    with tempfile.TemporaryDirectory() as tmp:
+        ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
+        args = ["-servers", "8", "-conns-per-server", "2", "-goroutines", "6", "-rpcs", "12",
+                "-churn", "4", "-truth", ct, "-server-truth", st, "-hold"]
+        with start_workload(binary, args) as wl:
+            run = traced(wl)
+        client, server = read_truth(ct), read_truth(st)
+
+    assert run.summary is not None and run.summary["failed"] == 0
+    h2_client = [t for t in client if t["proto"] == "HTTP/2.0"]
+    h2_server = [t for t in server if t["proto"] == "HTTP/2.0"]
+    h1 = [t for t in client if t["proto"] == "HTTP/1.1"]
+    assert h1 and len(h1) + len(h2_client) == len(client)
+
+    for side in ("client", "server"):
+        assert len(run.of_kind(f"http_{side}", include_unmatched=True)) == len(
+            run.of_kind(f"http_{side}"))
+    for name in ("unmatched_end", "ringbuf_full", "bad_read", "start_reused", "dup_end"):
+        assert run.stats[f"http2.{name}"] == 0, run.stats
+
+    cspans = run.of_kind("http_client")
+    pairs, lost, extra = match_one_to_one(
+        h2_client, cspans, _key, _span_key,
+        lambda t, s: t["client_start_ns"] - CLOCK_SLACK_NS <= s.start_ns
+        <= t["client_end_ns"] + CLOCK_SLACK_NS)
+    assert not lost, [h2_client[i] for i in lost[:5]]
+    assert not extra, [cspans[j] for j in extra[:5]]  # HTTP/1.1 made none
+
+    sspans = run.of_kind("http_server")
+    pairs_s, lost_s, extra_s = match_one_to_one(
+        h2_server, sspans, _key, _span_key,
+        lambda t, s: s.start_ns <= t["server_start_ns"] + CLOCK_SLACK_NS
+        and t["server_end_ns"] <= s.end_ns + CLOCK_SLACK_NS)
+    assert not lost_s, [h2_server[i] for i in lost_s[:5]]
+    assert not extra_s, [sspans[j] for j in extra_s[:5]]
+
+    # every stack and both transports security modes were exercised and matched
+    assert {h2_client[i]["client_stack"] for i, _ in pairs} == {"nethttp", "xnet"}
+    matched_srv = [h2_server[i] for i, _ in pairs_s]
+    assert {t["server_stack"] for t in matched_srv} == {
+        "nethttp-tls", "nethttp-h2c", "xnet-tls", "xnet-h2c"}
+    assert Counter(t["tls"] for t in matched_srv).keys() == {True, False}
+    assert len({t["status"] for t in matched_srv}) > 5
+
+    # identity: (pid, conn, stream id) never reused by two overlapping spans
+    for spans in (cspans, sspans):
+        assert len({(s.pid, s.transport, s.stream_id, s.start_ns) for s in spans}) == len(spans)
+
+    # exactly two hits per request on each side and flavor
+    rc = run.run_counts
+    for side in ("client", "server"):
+        for fl in ("bundled", "xnet"):
+            assert rc[f"http2_{side}_start_{fl}"] == rc[f"http2_{side}_end_{fl}"] > 0
+    assert sum(rc.values()) == 2 * (len(cspans) + len(sspans))
