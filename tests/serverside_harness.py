@@ -26,6 +26,19 @@ from tests.truth import Workload
 CACHE = Path(os.environ.get("PYHTTP2PROBE_TOOL_CACHE",
                             Path.home() / ".cache" / "pyhttp2probe" / "tools"))
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.93.0"
+# grpcservehttp (gRPC via ServeHTTP, plain HTTP/2 on h2c and TLS) builds against these pins.
+SERVEHTTP_MOD = "grpcmods/v1.85.0"
+
+
+def read_ports(path: Path, timeout_s: float = 5.0) -> tuple[int, int, int]:
+    """(grpc port, h2c port, TLS port) that grpcservehttp wrote before READY."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            g, h, t = (int(x) for x in path.read_text().split())
+            return g, h, t
+        time.sleep(0.05)
+    raise AssertionError(f"no ports in {path}")
 
 
 @dataclass

@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.gobuild import GoBuild, build
-from tests.serverside_harness import ghz_binary, traced
+from tests.serverside_harness import SERVEHTTP_MOD, ghz_binary, read_ports, traced
 from tests.truth import read_truth, start_workload
 
-MOD = "grpcmods/v1.85.0"
+MOD = SERVEHTTP_MOD
 CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_PROTO = """syntax = "proto3";
 package grpc.health.v1;
@@ -33,15 +32,6 @@ service Health { rpc Check(HealthCheckRequest) returns (HealthCheckResponse); }
 GHZ_CODES = {"OK": 0, "NotFound": 5}
 
 
-def _ports(path: Path) -> tuple[int, int, int]:
-    for _ in range(100):
-        if path.exists() and path.read_text().endswith("\n"):
-            g, h, t = (int(x) for x in path.read_text().split())
-            return g, h, t
-        time.sleep(0.05)
-    raise AssertionError(f"no ports in {path}")
-
-
 def test_grpc_served_by_servehttp_yields_one_server_span_per_call() -> None:
     binary = build(GoBuild(src="grpcservehttp", mod=MOD))
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +39,7 @@ def test_grpc_served_by_servehttp_yields_one_server_span_per_call() -> None:
         args = ["-conns", "3", "-goroutines", "6", "-rpcs", "30", "-truth", truth_path,
                 "-ports", ports, "-hold"]
         with start_workload(binary, args) as wl:
-            _, hport, _ = _ports(ports)
+            _, hport, _ = read_ports(ports)
             run = traced(wl)
         truth = read_truth(truth_path)
 
@@ -84,7 +74,7 @@ def test_ghz_counts_equal_agent_server_spans(ghz: Path) -> None:
         proto, ports = Path(tmp) / "health.proto", Path(tmp) / "ports"
         proto.write_text(HEALTH_PROTO)
         with start_workload(binary, ["-conns", "0", "-ports", ports, "-hold"]) as wl:
-            gport, _, _ = _ports(ports)
+            gport, _, _ = read_ports(ports)
 
             def load() -> list[dict]:
                 reports = []
