@@ -8,6 +8,7 @@ timed region, so a correct span can only be shorter than the client's own measur
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -72,12 +73,15 @@ def match(spans: list[Span], truth: list[dict[str, Any]], tol_ns: int = TOL_NS,
         rows = sorted(rows_by_key.get(key, []), key=lambda r: r["client_start_ns"])
         group = spans_by_key.get(key, [])
         starts = [r["client_start_ns"] for r in rows]
+        longest = max((r["client_end_ns"] - r["client_start_ns"] for r in rows), default=0)
         pairs = []
         for si, s in enumerate(group):
             hi = bisect.bisect_right(starts, s.start_ns + tol_ns)
             cands = 0
             for ti in range(hi - 1, -1, -1):
                 r = rows[ti]
+                if r["client_start_ns"] + longest + tol_ns < s.end_ns:
+                    break  # no row starting this early lasts until the span's end
                 if s.end_ns <= r["client_end_ns"] + tol_ns:
                     score = abs(s.start_ns - r["client_start_ns"]) + abs(
                         r["client_end_ns"] - s.end_ns)
@@ -86,20 +90,58 @@ def match(spans: list[Span], truth: list[dict[str, Any]], tol_ns: int = TOL_NS,
                     if cands >= max_candidates:
                         break
         pairs.sort()
-        span_used = [False] * len(group)
-        row_used = [False] * len(rows)
+        adj: list[list[int]] = [[] for _ in group]
         for _, si, ti in pairs:
-            if span_used[si] or row_used[ti]:
+            adj[si].append(ti)  # best candidates first
+        span_to: list[int | None] = [None] * len(group)
+        row_to: list[int | None] = [None] * len(rows)
+        for _, si, ti in pairs:  # greedy by score, then augmenting paths for the rest
+            if span_to[si] is None and row_to[ti] is None:
+                span_to[si], row_to[ti] = ti, si
+        for si in range(len(group)):
+            if span_to[si] is None:
+                _augment(si, adj, span_to, row_to)
+        for si, ti in enumerate(span_to):
+            if ti is None:
                 continue
-            span_used[si] = row_used[ti] = True
             res.matched += 1
-            s, r = group[si], rows[ti]
+            sp, r = group[si], rows[ti]
             delay = int(r.get("server_delay_ns") or 0)
-            if not r.get("failure") and s.end_ns - s.start_ns < delay:
-                res.too_short.append((s, r))
+            if not r.get("failure") and sp.end_ns - sp.start_ns < delay:
+                res.too_short.append((sp, r))
+        span_used = [t is not None for t in span_to]
+        row_used = [t is not None for t in row_to]
         res.extra.extend(s for si, s in enumerate(group) if not span_used[si])
         res.lost.extend(r for ti, r in enumerate(rows) if not row_used[ti])
     return res
+
+
+def _augment(si: int, adj: list[list[int]], span_to: list[int | None],
+             row_to: list[int | None]) -> bool:
+    """One BFS augmenting path from unmatched span `si` (Kuhn's algorithm): a greedy pick
+    can take the only row another span fits; this re-pairs so both are matched."""
+    came_from: dict[int, int] = {}
+    queue = collections.deque([si])
+    seen = {si}
+    while queue:
+        u = queue.popleft()
+        for ti in adj[u]:
+            if ti in came_from:
+                continue
+            came_from[ti] = u
+            v = row_to[ti]
+            if v is None:
+                t: int | None = ti
+                while t is not None:
+                    u2 = came_from[t]
+                    nxt = span_to[u2]
+                    span_to[u2], row_to[t] = t, u2
+                    t = None if u2 == si else nxt
+                return True
+            if v not in seen:
+                seen.add(v)
+                queue.append(v)
+    return False
 
 
 def _overlapping_duplicates(spans: list[Span]) -> int:

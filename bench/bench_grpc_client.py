@@ -1,0 +1,122 @@
+"""gRPC client tracing: accuracy (ours vs the old nextID keying), probe hits, overhead, drops.
+
+`python3 bench/run.py bench_grpc_client`. All figures come from one invocation, side by
+side: the workload alone, under our probes, and under the ablation, same flags and seed.
+"""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from libbpf_loader import bpf_stats_enabled
+from pyhttp2probe.spans import Span
+from pyhttp2probe.tracer import Tracer
+from tests.gobuild import GoBuild, build
+from tests.grpc_client_match import MatchResult, match
+from tests.truth import read_truth, run_workload, start_workload
+
+PIN = "v1.85.0"
+K, N, RPCS = 8, 32, 200  # 8 x 32 x 200 = 51,200 calls, plus churn goroutines' calls
+ARGS = ["-servers", str(K), "-goroutines", str(N), "-rpcs", str(RPCS), "-churn", "4",
+        "-mix", "unary=6,server_stream=2,bidi=2", "-errors", "0.1",
+        "-client-failures", "0.02", "-nested", "0.05", "-delay-max", "500us", "-seed", "7"]
+
+
+def _binary() -> Path:
+    mods = Path(__file__).resolve().parent.parent / "tests" / "go" / "grpcmods"
+    pin = PIN if (mods / PIN).exists() else sorted(p.name for p in mods.iterdir())[-1]
+    return build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}"))
+
+
+def _traced(binary: Path, args: list[str], variant: str, tmp: Path) -> dict[str, Any]:
+    truth_path = tmp / f"truth-{variant}-{time.monotonic_ns()}.jsonl"
+    with bpf_stats_enabled(), start_workload(binary, [*args, "-truth", str(truth_path),
+                                                      "-hold"]) as wl:
+        assert wl.pid is not None
+        tracer = Tracer(pid=wl.pid, registry=None, variant=variant, server_side=False)
+        with tracer:
+            wl.go()
+            wl.wait_done(900)
+            tracer.drain()
+            runs = tracer.program_run_counts()
+            stats = tracer.stats()
+        summary = wl.finish() or {}
+    spans: list[Span] = [s for s in tracer.spans(timeout=0.5) if s.kind == "grpc_client"]
+    truth = read_truth(truth_path)
+    return {"spans": spans, "truth": truth, "runs": runs, "stats": stats, "summary": summary,
+            "unmatched": tracer.unmatched, "match": match(spans, truth)}
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{100.0 * n / d:.2f} %" if d else "n/a"
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    m: MatchResult = r["match"]
+    t = m.truth
+    exact = m.matched - len(m.too_short)
+    return (f"| {name} | {t:,} | {len(r['spans']):,} | {exact:,} ({_pct(exact, t)}) | "
+            f"{len(m.lost):,} | {len(m.extra) + r['unmatched']:,} | "
+            f"{_pct(m.misattributed + len(m.extra), t)} |")
+
+
+def _hits(r: dict[str, Any]) -> float:
+    return sum(r["runs"].values()) / max(1, len(r["truth"]))
+
+
+def run() -> str:
+    binary = _binary()
+    with tempfile.TemporaryDirectory(prefix="bench-grpc-client-") as d:
+        tmp = Path(d)
+        bare = run_workload(binary, [*ARGS, "-truth", str(tmp / "bare.jsonl")], 900) or {}
+        ours = _traced(binary, ARGS, "ours", tmp)
+        old = _traced(binary, ARGS, "oldkey", tmp)
+        unary = _traced(binary, ["-servers", "2", "-goroutines", "4", "-rpcs", "250",
+                                 "-mix", "unary=1", "-errors", "0", "-client-failures", "0",
+                                 "-nested", "0"], "ours", tmp)
+    kinds = collections.Counter(r["kind"] for r in ours["truth"])
+    bare_rps = float(bare.get("rps", 0.0))
+    ours_rps = float(ours["summary"].get("rps", 0.0))
+    lines = [
+        "## gRPC client tracing (issue 4)",
+        "",
+        f"Workload: `tests/go/grpcwork` on grpc-go {PIN}, K = {K} servers, N = {N} goroutines "
+        f"per connection, 4 redialling goroutines (connection churn), "
+        f"{len(ours['truth']):,} RPCs: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()))
+        + "; 10 % server errors, 2 % client-side failures (no server, deadline already "
+        "past, cancel, deadline), 5 % nested calls. Same flags and seed for every run.",
+        "",
+        "Exact = matched one to one to a ground-truth row with the same (server port, method, "
+        "status code) and a span inside the client's own measured interval (± 300 µs) that "
+        "is not shorter than the server's delay.",
+        "",
+        "| probes | truth RPCs | spans | exact | lost | extra or unpaired | misattributed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        _row("ours: start/end keyed by (pid, clientStream), identity read at finish", ours),
+        _row("ablation: `nextID` at NewStream entry, keyed by stream id alone", old),
+        "",
+        "Probe hits per RPC (kernel `run_cnt` of the client programs / RPCs):",
+        f"unary-only run {_hits(unary):.2f} ({unary['runs']}); "
+        f"mixed run {_hits(ours):.2f} ({ours['runs']}): streaming calls add one ignored "
+        "`finish()` hit from grpc-go's context watcher.",
+        "",
+        "| workload throughput | RPC/s |",
+        "|---|---:|",
+        f"| without the agent | {bare_rps:,.0f} |",
+        f"| with the agent (client probes) | {ours_rps:,.0f} |",
+        f"| ratio | {ours_rps / bare_rps if bare_rps else 0:.3f} |",
+        "",
+        f"Ring-buffer drops at this rate (the highest the workload drives): "
+        f"{ours['stats'].get('ringbuf_full', 0)} of {len(ours['spans']):,} records "
+        f"(16 MiB ring, 100 ms drain). Kernel counters, ours: {ours['stats']}.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())
