@@ -6,8 +6,8 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,23 +48,31 @@ def open_fds() -> set[str]:
     return out
 
 
-def my_bpf_programs() -> int:
-    """BPF programs the kernel lists as held by this process (bpftool, else our fds)."""
-    if shutil.which("bpftool"):
-        progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
-                                          capture_output=True, text=True).stdout)
-        return sum(1 for p in progs
-                   if any(h.get("pid") == os.getpid() for h in p.get("pids", [])))
-    return sum(1 for f in open_fds() if f.endswith("bpf-prog"))
+OUR_PROGRAMS = {"trace_call", "deref_register", "touch", "produce"}
+
+
+def kernel_programs() -> set[int]:
+    """Ids of loaded BPF programs named like the ones these tests load (bpftool)."""
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
+                                      capture_output=True, text=True).stdout)
+    return {p["id"] for p in progs if p.get("name") in OUR_PROGRAMS}
+
+
+def assert_no_new_programs(before: set[int]) -> None:
+    """The kernel frees a program after an RCU grace period: wait a little for it."""
+    deadline = time.monotonic() + 5
+    while (new := kernel_programs() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not new, f"BPF programs left loaded: {sorted(new)}"
 
 
 @pytest.fixture
 def leaves_nothing() -> Iterator[None]:
     """Fail the test when it leaves an fd or a BPF program behind."""
-    fds, progs = open_fds(), my_bpf_programs()
+    fds, progs = open_fds(), kernel_programs()
     yield
     assert open_fds() == fds
-    assert my_bpf_programs() == progs
+    assert_no_new_programs(progs)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from libbpf_loader import BpfObject, RingBuffer
-from tests.test_loader_errors import my_bpf_programs, open_fds
+from tests.test_loader_errors import assert_no_new_programs, kernel_programs, open_fds
 from tests.test_loader_trace import calltarget, go_func_offsets
 
 THREADS = 8
@@ -38,8 +38,12 @@ def test_open_load_attach_close_cycles_leak_nothing(
     binary = calltarget()
     entry, rets = go_func_offsets(binary, "main.target")
     path = bpf_objects("calltrace")
-    fds, progs = open_fds(), my_bpf_programs()
+    fds, progs = open_fds(), kernel_programs()
     pid_bytes = os.getpid().to_bytes(4, "little")
+    with BpfObject.open(path) as probe:
+        probe.load()
+        assert kernel_programs() - progs, "bpftool must see what we load, or this proves nothing"
+    assert_no_new_programs(progs)
 
     def cycle(_: int) -> None:
         with BpfObject.open(path) as obj:
@@ -62,6 +66,6 @@ def test_open_load_attach_close_cycles_leak_nothing(
         rss_after_warmup = rss_bytes()
         list(pool.map(cycle, range(cycles - warmup)))
     assert open_fds() == fds
-    assert my_bpf_programs() == progs
+    assert_no_new_programs(progs)
     growth = rss_bytes() - rss_after_warmup
     assert growth < RSS_TOLERANCE, f"RSS grew {growth} bytes over {cycles - warmup} cycles"
