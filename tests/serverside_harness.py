@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from libbpf_loader import bpf_stats_enabled
 from pyhttp2probe.spans import Span
 from pyhttp2probe.tracer import Tracer
@@ -75,6 +77,9 @@ def traced(wl: Workload, during: Callable[[], Any] | None = None,
         t.drain()
         counts = t.program_run_counts()
         stats = t.stats()
+        registry = CollectorRegistry()
+        registry.register(t.metrics)
+        extra["metrics"] = generate_latest(registry).decode()
     spans = list(t.spans(timeout=0.1))
     summary = wl.finish()
     return TracedRun(spans, counts, stats, summary, extra)
