@@ -28,7 +28,10 @@ def as_bytes(value: Any) -> bytes:
 
 
 class Map:
-    """One map of a BpfObject; valid while the object is open."""
+    """One map of a BpfObject; valid while the object is open.
+
+    Values are `value_size` bytes: per-CPU maps (value per CPU) are not handled yet.
+    """
 
     def __init__(self, ptr: Any, obj: BpfObject) -> None:
         self._ptr = ptr
