@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from pyhttp2probe.goelf import (
 from pyhttp2probe.goelf import catalog as cat
 from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.offsets import OffsetsTable, load_table
-from pyhttp2probe.goelf.pclntab import pclntab_functions
+from pyhttp2probe.goelf.pclntab import funcname_blob, pclntab_functions
 from tests.gobuild import GoBuild, build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +136,9 @@ def test_pclntab_agrees_with_symtab_on_every_go_function() -> None:
     with ElfFile(_mini(NEWEST)) as elf:
         sym = elf.func_symbols()
         pcl = pclntab_functions(elf)
-    common = [n for n in pcl if n in sym]
+        names = Counter((funcname_blob(elf) or b"").split(b"\0"))
+    # names listed twice (an assembly function and its ABI wrapper) are ambiguous by name
+    common = [n for n in pcl if n in sym and names[n.encode()] == 1]
     assert len(common) > 5000
     for name in common:
         if not name.startswith(("_cgo", "x_cgo", "go:")):

@@ -23,14 +23,39 @@ MAGIC_12 = 0xFFFFFFFB
 MAX_FUNCS = 4_000_000
 
 
-def _strip_padding(elf: ElfFile, vaddr: int, size: int) -> int:
-    """Drop the int3 fill the linker puts between functions, so sizes match .symtab."""
-    try:
-        tail = elf.read_vaddr(vaddr, size)
-    except GoBinaryError:
-        return size
-    trimmed = len(tail.rstrip(b"\xcc"))
-    return trimmed or size
+def _pc_table_end(tab: bytes, off: int, limit: int) -> int:
+    """Sum of the pc deltas of one pc-value table = the function's true size.
+
+    Why not next entry minus this entry: that includes the int3 alignment fill, and a
+    function may itself end in int3, so trimming is wrong too; the linker's pcsp table
+    covers exactly the function's bytes (what .symtab's st_size says).
+    """
+    pc = 0
+    first = True
+    pos = off
+    for _ in range(1 << 20):
+        uvdelta, pos = _uvarint(tab, pos)
+        if uvdelta == 0 and not first:
+            return pc
+        first = False
+        pcdelta, pos = _uvarint(tab, pos)
+        pc += pcdelta
+        if pc > limit:
+            break
+    raise GoBinaryError("bad pc-value table in .gopclntab")
+
+
+def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise GoBinaryError("bad varint in .gopclntab")
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
 
 
 def funcname_blob(elf: ElfFile) -> bytes | None:
@@ -80,10 +105,10 @@ def pclntab_functions(elf: ElfFile, wanted: set[str] | None = None) -> dict[str,
     nfunc = words[0]
     if hdr_words == 8:
         hdr_text = words[2]
-        funcname_off, _cu, _ft, _pct, pcln_off = words[3:8]
+        funcname_off, _cu, _ft, pctab_off, pcln_off = words[3:8]
     else:
         hdr_text = 0
-        funcname_off, _cu, _ft, _pct, pcln_off = words[2:7]
+        funcname_off, _cu, _ft, pctab_off, pcln_off = words[2:7]
     if nfunc > MAX_FUNCS or funcname_off > len(tab) or pcln_off > len(tab):
         raise GoBinaryError(f"{elf.path}: bad .gopclntab header")
     text_sec = elf.section(".text")
@@ -108,11 +133,13 @@ def pclntab_functions(elf: ElfFile, wanted: set[str] | None = None) -> dict[str,
             if foff + 12 > len(tab):
                 raise GoBinaryError(f"{elf.path}: .gopclntab _func out of range")
             (name_off,) = struct.unpack_from("<i", tab, foff + 8)
+            pcsp_at = foff + 20
             vaddr, end = entry, next_entry
         else:
             if foff + 8 > len(tab):
                 raise GoBinaryError(f"{elf.path}: .gopclntab _func out of range")
             (name_off,) = struct.unpack_from("<i", tab, foff + 4)
+            pcsp_at = foff + 16
             vaddr, end = text_start + entry, text_start + next_entry
         if name_off < 0 or name_off >= len(names):
             continue
@@ -128,6 +155,14 @@ def pclntab_functions(elf: ElfFile, wanted: set[str] | None = None) -> dict[str,
             name = raw.decode("utf-8", "replace")
         if end <= vaddr:
             continue
-        if name not in out:
-            out[name] = (vaddr, _strip_padding(elf, vaddr, end - vaddr))
+        # A name can appear twice (a function and its ABI wrapper). For Go functions (all
+        # the catalogue holds) the first is the real one, as .symtab names it.
+        if name in out:
+            continue
+        size = end - vaddr
+        if pcsp_at + 4 <= len(tab):
+            (pcsp,) = struct.unpack_from("<I", tab, pcsp_at)
+            if pcsp and pctab_off + pcsp < len(tab):
+                size = min(size, _pc_table_end(tab, pctab_off + pcsp, size) or size)
+        out[name] = (vaddr, size)
     return out
