@@ -7,13 +7,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import capstone
 import numpy as np
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from libbpf_loader import Batch, BpfObject, RingBuffer, bpf_stats_enabled, ffi_from_header
 from libbpf_loader import struct_dtype as _struct_dtype
+from pyhttp2probe.goelf import function_offsets
 from tests.gobuild import GoBuild, build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,24 +22,9 @@ N_CALLS = 300
 
 
 def go_func_offsets(binary: Path, symbol: str) -> tuple[int, list[int]]:
-    """File offsets of `symbol`'s entry and of each RET in its body.
-
-    Temporary stand-in for pyhttp2probe.goelf: .symtab lookup, capstone for RETs,
-    file offset = vaddr - segment vaddr + segment offset.
-    """
-    with open(binary, "rb") as f:
-        elf = ELFFile(f)
-        sym = next(s for s in elf.get_section_by_name(".symtab").iter_symbols()
-                   if s.name == symbol)
-        vaddr, size = sym["st_value"], sym["st_size"]
-        seg = next(s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"
-                   and s["p_vaddr"] <= vaddr < s["p_vaddr"] + s["p_filesz"])
-        to_file = seg["p_offset"] - seg["p_vaddr"]
-        f.seek(vaddr + to_file)
-        code = f.read(size)
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    rets = [i.address + to_file for i in md.disasm(code, vaddr) if i.mnemonic == "ret"]
-    return vaddr + to_file, rets
+    """File offsets of `symbol`'s entry and of each RET in its body (from goelf)."""
+    found = function_offsets(binary, symbol)
+    return found.entry, list(found.returns)
 
 
 def calltarget() -> Path:
