@@ -30,9 +30,15 @@ NO_HANDLER_CODES = {1, 4}
 CLOCK_SLACK_NS = 50_000
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_grpc_server_spans_match_server_truth_one_to_one(version: str) -> None:
-    binary = build(GoBuild(src="grpcwork", mod=f"grpcmods/{version}"))
+# Stripped builds (no DWARF, no .symtab): offsets from the shipped table, symbols from
+# pclntab; the oldest and newest pins.
+CASES = [(v, "") for v in VERSIONS] + [(v, "-s -w") for v in (VERSIONS[0], VERSIONS[-1])]
+
+
+@pytest.mark.parametrize(("version", "ldflags"), CASES,
+                         ids=[v + ("-stripped" if f else "") for v, f in CASES])
+def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: str) -> None:
+    binary = build(GoBuild(src="grpcwork", mod=f"grpcmods/{version}", ldflags=ldflags))
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
         args = ["-servers", "3", "-conns-per-server", "2", "-goroutines", "8", "-rpcs", "25",

@@ -13,6 +13,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.gobuild import GoBuild, build
 from tests.serverside_harness import match_one_to_one, traced
 from tests.truth import read_truth, start_workload
@@ -29,8 +31,9 @@ def _span_key(s: object) -> tuple:
     return (s.method, s.full_method, s.status_code, s.server_port)  # type: ignore[attr-defined]
 
 
-def test_http2_client_and_server_spans_match_truth_one_to_one() -> None:
-    binary = build(GoBuild(src="h2work"))
+@pytest.mark.parametrize("ldflags", ["", "-s -w"], ids=["dwarf", "stripped"])
+def test_http2_client_and_server_spans_match_truth_one_to_one(ldflags: str) -> None:
+    binary = build(GoBuild(src="h2work", ldflags=ldflags))
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
         args = ["-servers", "8", "-conns-per-server", "2", "-goroutines", "6", "-rpcs", "12",
