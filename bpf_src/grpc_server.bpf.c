@@ -19,6 +19,10 @@
  * Identity: (tgid, transport pointer, stream id). ServeHTTP streams all have id 0 but
  * each request gets its own serverHandlerTransport, so the key is still unique while
  * the RPC is in flight. The end's receiver is the same pointer as the start's t.data.
+ * State: one LRU entry per in-flight RPC, deleted by its end. A connection's close needs no
+ * sweep: every end is preceded by its own start on the same key, and a start overwrites a
+ * stale entry left by a stream that never ended (STAT_START_REUSED), so a new connection
+ * at a reused address never inherits an old start.
  * Rejected: operateHeaders (huge, runs on the reader goroutine, stream built inside it:
  * no argument carries it), the handle closure (inlined/varies by version), and ending
  * at closeStream/deleteStream (no status there; would make 3 hits).
@@ -66,7 +70,6 @@ int grpc_server_handle_stream(struct pt_regs *ctx)
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
 	struct stream_key key = {};
 	__u64 now = bpf_ktime_get_ns();
-	int rep;
 
 	if (!cfg) {
 		stat_inc(STAT_NO_CONFIG);
@@ -78,10 +81,7 @@ int grpc_server_handle_stream(struct pt_regs *ctx)
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	rep = g_repeat(ctx, &key, 0);
 	if (bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_NOEXIST)) {
-		if (rep)
-			return 0; /* morestack re-entry: keep the first start */
 		/* A stale entry (its request never ended, address reused): the new one wins. */
 		stat_inc(STAT_START_REUSED);
 		bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_ANY);
@@ -139,8 +139,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	if (start) {
 		start_ns = *start;
 		bpf_map_delete_elem(&grpc_server_inflight, &key);
-		g_repeat(ctx, &key, 1);
-	} else if (g_repeat(ctx, &key, 1)) {
+		end_repeats(ctx, &key);
+	} else if (end_repeats(ctx, &key)) {
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
 		return 0;
 	}

@@ -27,7 +27,8 @@
  *          an abort/cancel/error; cs.res (response headers, StatusCode) is set by then if
  *          they arrived. Rejected: forgetStreamID (id only, no stream), endStream (reader
  *          goroutine, misses aborts), handleResponse (a third hit).
- * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id).
+ * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id). Entries are deleted
+ * by their end; a start overwrites a stale entry (same reasoning as grpc_server.bpf.c).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -154,7 +155,6 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	struct stream_key key = {};
 	__u64 now = bpf_ktime_get_ns();
 	struct http2_config *cfg;
-	int rep;
 
 	cfg = h2_config(tgid, flavor);
 	if (!cfg)
@@ -165,10 +165,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	rep = g_repeat(ctx, &key, 0);
 	if (bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_NOEXIST)) {
-		if (rep)
-			return 0; /* morestack re-entry: keep the first start */
 		/* A stale entry (its request never ended, address reused): the new one wins. */
 		stat_inc(STAT_START_REUSED);
 		bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_ANY);
@@ -198,9 +195,9 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	if (start) {
 		start_ns = *start;
 		bpf_map_delete_elem(&http2_server_inflight, &key);
-		g_repeat(ctx, &key, 1);
-	} else if (g_repeat(ctx, &key, 1)) {
-		stat_inc(STAT_DUP_END); /* morestack re-entry of the end just reported */
+		end_repeats(ctx, &key);
+	} else if (end_repeats(ctx, &key)) {
+		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
 	ev = reserve();
@@ -239,7 +236,6 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	struct h2_client_start *st;
 	struct stream_key key = {};
 	struct http2_config *cfg;
-	int rep;
 
 	cfg = h2_config(tgid, flavor);
 	if (!cfg)
@@ -259,10 +255,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	st->flags = flags;
 	if (flags & SRV_FLAG_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	rep = g_repeat(ctx, &key, 0);
 	if (bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_NOEXIST)) {
-		if (rep)
-			return 0; /* morestack re-entry: keep the first start */
 		stat_inc(STAT_START_REUSED);
 		bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_ANY);
 	}
@@ -289,8 +282,8 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	if (key.stream_id == 0)
 		return 0; /* canceled before a stream existed: no start was recorded */
 	st = bpf_map_lookup_elem(&http2_client_inflight, &key);
-	if (!st && g_repeat(ctx, &key, 1)) {
-		stat_inc(STAT_DUP_END); /* morestack re-entry of the end just reported */
+	if (!st && end_repeats(ctx, &key)) {
+		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
 	ev = reserve();
@@ -305,7 +298,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
 	if (st) {
-		g_repeat(ctx, &key, 1);
+		end_repeats(ctx, &key);
 		ev->start_ns = st->start_ns;
 		ev->flags |= st->flags;
 		ev->method_len = st->method_len;

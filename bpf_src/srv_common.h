@@ -58,62 +58,37 @@ static __always_inline void stat_inc(__u32 idx)
 		return 0;                                                                 \
 	}
 
-/* Go's stack-growth check sits at every function entry: when the stack must grow,
- * morestack copies it and re-executes the function from its entry, so an entry uprobe can
- * fire twice for one call (seen here: a few per thousand requests). grpc-go also calls
- * writeStatus twice on some error paths (the second is a no-op on the wire). Both repeat
- * on the same goroutine with the same key, so the last key each goroutine started/ended
- * tells a repeat (dropped, counted as STAT_DUP_END) from a real unmatched end. */
+/* Some ends repeat for one request: grpc-go calls writeStatus twice on some error paths
+ * (the second is a no-op on the wire), and an entry probe placed at a function's very
+ * entry fires again when Go's stack-growth check re-runs it (ours sit past that check).
+ * A repeat comes from the same goroutine with the same key, so the last key each
+ * goroutine ended tells a repeat (dropped, counted as STAT_DUP_END) from a real
+ * unmatched end. Starts need no filter: a start with its key in flight overwrites it. */
 struct g_key {
 	__u32 tgid;
 	__u32 _pad;
 	__u64 g;
 };
 
-struct g_last {
-	struct stream_key start;
-	struct stream_key end;
-};
-
 /* 64k goroutines in flight across traced processes; an evicted one only loses the
- * repeat filter for its next hit. */
+ * repeat filter for its next end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct g_key);
-	__type(value, struct g_last);
-} g_last SEC(".maps");
+	__type(value, struct stream_key);
+} g_last_end SEC(".maps");
 
-static __always_inline int same_key(const struct stream_key *a, const struct stream_key *b)
-{
-	return a->tgid == b->tgid && a->stream_id == b->stream_id && a->conn == b->conn;
-}
-
-/* Record `k` as this goroutine's last start (end=0) or end (end=1); returns 1 when it
- * already was, i.e. this hit repeats the previous one. */
-static __always_inline int g_repeat(struct pt_regs *ctx, const struct stream_key *k, int end)
+/* Record `k` as this goroutine's last end; returns 1 when it already was. */
+static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_key *k)
 {
 	struct g_key gk = { .tgid = k->tgid, .g = GO_GOROUTINE(ctx) };
-	struct g_last *last = bpf_map_lookup_elem(&g_last, &gk);
-	struct g_last init = {};
+	struct stream_key *last = bpf_map_lookup_elem(&g_last_end, &gk);
 
-	if (!last) {
-		if (end)
-			init.end = *k;
-		else
-			init.start = *k;
-		bpf_map_update_elem(&g_last, &gk, &init, BPF_ANY);
-		return 0;
-	}
-	if (end) {
-		if (same_key(&last->end, k))
-			return 1;
-		last->end = *k;
-	} else {
-		if (same_key(&last->start, k))
-			return 1;
-		last->start = *k;
-	}
+	if (last && last->tgid == k->tgid && last->stream_id == k->stream_id &&
+	    last->conn == k->conn)
+		return 1;
+	bpf_map_update_elem(&g_last_end, &gk, k, BPF_ANY);
 	return 0;
 }
 
