@@ -89,7 +89,7 @@ class Layout:
         return _NUMPY_OF[ftype.cname]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GrpcClientEvent:
     """One finished gRPC client call as the BPF side saw it (see struct grpc_client_event)."""
 
@@ -123,6 +123,8 @@ class EventDecoder:
         self.size = self.layout.sizeof("grpc_client_event")
         self.dtype = self.layout.dtype("grpc_client_event")
         self.unknown = 0
+        self._ip_text: dict[bytes, str] = {}
+        self._str_text: dict[bytes, str] = {}
 
     def decode_buffer(self, buf: bytes, count: int | None = None) -> list[GrpcClientEvent]:
         """Decode `count` back-to-back records of sizeof(grpc_client_event) from buf."""
@@ -149,17 +151,41 @@ class EventDecoder:
         return self.decode_records(list(batch))
 
     def _events(self, arr: np.ndarray) -> Iterator[GrpcClientEvent]:
-        for rec in arr:
-            if int(rec["type"]) != self.ev_grpc_client:
-                self.unknown += 1
-                continue
-            mlen, tlen = int(rec["method_len"]), int(rec["target_len"])
+        """Column-wise: one tolist() per field in C, then one dataclass per row."""
+        if len(arr) == 0:
+            return
+        if not (arr["type"] == self.ev_grpc_client).all():
+            keep = arr["type"] == self.ev_grpc_client
+            self.unknown += int((~keep).sum())
+            arr = arr[keep]
+        cols = {name: arr[name].tolist() for name in (
+            "tgid", "transport", "cs", "start_ns", "end_ns", "stream_id", "status_code",
+            "flags", "peer_port", "method_len", "target_len")}
+        ips = np.ascontiguousarray(arr["peer_ip"]).view("V16").ravel().tolist()
+        methods = arr["method"].tolist()  # bytes, trailing NULs stripped by numpy
+        targets = arr["target"].tolist()
+        ip_text = self._ip_text
+        for i in range(len(arr)):
+            raw_ip = ips[i]
+            ip = ip_text.get(raw_ip)
+            if ip is None:
+                ip = _ip(raw_ip)
+                if len(ip_text) < 4096:
+                    ip_text[raw_ip] = ip
             yield GrpcClientEvent(
-                tgid=int(rec["tgid"]), transport=int(rec["transport"]), cs=int(rec["cs"]),
-                start_ns=int(rec["start_ns"]), end_ns=int(rec["end_ns"]),
-                stream_id=int(rec["stream_id"]), status_code=int(rec["status_code"]),
-                flags=int(rec["flags"]), peer_ip=_ip(rec["peer_ip"].tobytes()),
-                peer_port=int(rec["peer_port"]),
-                method=bytes(rec["method"])[:mlen].decode("utf-8", "replace"),
-                target=bytes(rec["target"])[:tlen].decode("utf-8", "replace"),
+                tgid=cols["tgid"][i], transport=cols["transport"][i], cs=cols["cs"][i],
+                start_ns=cols["start_ns"][i], end_ns=cols["end_ns"][i],
+                stream_id=cols["stream_id"][i], status_code=cols["status_code"][i],
+                flags=cols["flags"][i], peer_ip=ip, peer_port=cols["peer_port"][i],
+                method=self._text(methods[i][:cols["method_len"][i]]),
+                target=self._text(targets[i][:cols["target_len"][i]]),
             )
+
+    def _text(self, raw: bytes) -> str:
+        """Decoded method/target names, memoised: a program has few distinct ones."""
+        s = self._str_text.get(raw)
+        if s is None:
+            s = raw.decode("utf-8", "replace")
+            if len(self._str_text) < 4096:
+                self._str_text[raw] = s
+        return s

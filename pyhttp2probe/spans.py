@@ -17,7 +17,7 @@ FLAG_NAMES = ("no_stream", "status_guessed", "method_truncated", "unmatched",
               "target_truncated", "bad_read")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Span:
     """One RPC. Identity: (pid, transport, stream_id); no-stream calls use (pid, 0, cs)."""
 
@@ -97,7 +97,7 @@ def span_from_event(ev: GrpcClientEvent, constants: dict[str, int],
                     service_name: str = "") -> Span:
     """Build the client span for one finished call."""
     service, method = split_method(ev.method)
-    names = flag_names(ev.flags, constants)
+    names = flag_names(ev.flags, constants) if ev.flags else ()
     if ev.transport:
         address, port = ev.peer_ip, ev.peer_port
     else:
