@@ -31,9 +31,15 @@ def _span_key(s: object) -> tuple:
     return (s.method, s.full_method, s.status_code, s.server_port)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("ldflags", ["", "-s -w"], ids=["dwarf", "stripped"])
-def test_http2_client_and_server_spans_match_truth_one_to_one(ldflags: str) -> None:
-    binary = build(GoBuild(src="h2work", ldflags=ldflags))
+# h2work's own pins (newest x/net), stripped too, and an old x/net (2023) for layout drift.
+CASES = [(None, ""), (None, "-s -w"), ("h2mods/xnet-v0.10.0", "")]
+
+
+@pytest.mark.parametrize(("mod", "ldflags"), CASES,
+                         ids=["dwarf", "stripped", "xnet-v0.10.0"])
+def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None,
+                                                               ldflags: str) -> None:
+    binary = build(GoBuild(src="h2work", mod=mod, ldflags=ldflags))
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
         args = ["-servers", "8", "-conns-per-server", "2", "-goroutines", "6", "-rpcs", "12",
