@@ -1,3 +1,3 @@
 module offsetsprobe
 
-go 1.22
+go 1.17

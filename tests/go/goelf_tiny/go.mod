@@ -1,3 +1,3 @@
 module goelftiny
 
-go 1.22
+go 1.16
