@@ -39,7 +39,7 @@ XNET_BASE_GRPC = "v1.40.0"  # oldest grpc: lets MVS select any x/net release sin
 MIN_GRPC_MINOR = 40
 # Older/other Go toolchains: std offsets per Go minor; grpc versions they can still build.
 TOOLCHAINS = ("go1.17.13", "go1.18.10", "go1.20.14", "go1.21.13", "go1.22.12",
-              "go1.23.12", "go1.24.13", "go1.25.14")
+              "go1.23.12", "go1.24.13", "go1.25.14", "go1.27.4")
 TOOLCHAIN_GRPC = ("v1.40.0", "v1.58.3", "v1.72.2")
 
 

@@ -1,8 +1,9 @@
-"""goelf across Go toolchains 1.16 → 1.26: pclntab formats, build info formats, DWARF.
+"""goelf across Go toolchains 1.16 → 1.27: pclntab formats, build info formats, DWARF.
 
 Go 1.17 has pointer-style build info and .zdebug/legacy layouts, 1.18/1.19 the first
 funcdata-relative pclntab (magic 0xfffffff0), 1.20+ magic 0xfffffff1, and 1.26 no longer
-fills textStart. Toolchains come through the Go module proxy (GOTOOLCHAIN) and are cached.
+fills textStart; 1.27 (newer than the installed Go) is covered too. Toolchains come
+through the Go module proxy (GOTOOLCHAIN) and are cached.
 go1.19.13 is left out: run from the module cache it cannot build anything here
 ("import of unknown directory"); 1.18 covers the same pclntab format.
 """
@@ -22,7 +23,7 @@ from pyhttp2probe.goelf.symbols import function_offsets
 from tests.gobuild import GoBuild, build
 
 TOOLCHAINS = ["go1.17.13", "go1.18.10", "go1.20.14", "go1.21.13", "go1.22.12",
-              "go1.23.12", "go1.24.13", "go1.25.14", "local"]
+              "go1.23.12", "go1.24.13", "go1.25.14", "local", "go1.27.4"]
 
 
 def _tiny(toolchain: str, stripped: bool = False) -> Path:
