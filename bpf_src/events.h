@@ -167,7 +167,7 @@ struct http2_config {
 	__u32 req_host;                 /* Request.Host (string) */
 	__u32 url_host;                 /* url.URL.Host (string) */
 	__u32 url_path;                 /* url.URL.Path (string) */
-	__u32 _pad;
+	__u32 cs_read_closed;           /* clientStream.readClosed (bool); 0: not in the plan */
 };
 
 /* One finished HTTP/2 request (client or server, by type). Identity: (tgid, conn,

@@ -25,7 +25,8 @@
  *   END    entry of (*clientStream).cleanupWriteRequest(cs, err): cs=RAX, err=RBX+RCX.
  *          doRequest calls it exactly once per stream, after END_STREAM from the peer or
  *          an abort/cancel/error; cs.res (response headers, StatusCode) is set by then if
- *          they arrived. Rejected: forgetStreamID (id only, no stream), endStream (reader
+ *          they arrived. Error = err != nil unless the response completed (res set and
+ *          cs.readClosed): err may be a late context cancel that Go itself forgives. Rejected: forgetStreamID (id only, no stream), endStream (reader
  *          goroutine, misses aborts), handleResponse (a third hit).
  * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id). Entries are deleted
  * by their end; a start overwrites a stale entry (same reasoning as grpc_server.bpf.c).
@@ -266,6 +267,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 cs = GO_ARG1(ctx), res = 0, status = 0;
+	__u8 done = 0;
 	struct h2_client_start *st;
 	struct stream_key key = {};
 	struct http2_config *cfg;
@@ -312,10 +314,16 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		ev->flags |= SRV_FLAG_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	if (GO_ARG2(ctx))
-		ev->flags |= SRV_FLAG_ERROR;
 	if (go_read_u64(cs + cfg->cs_res, &res))
 		ev->flags |= SRV_FLAG_BAD_READ;
+	if (GO_ARG2(ctx)) {
+		/* err is not final at entry: a context canceled after the response's END_STREAM
+		 * races with it in writeRequest's select, and cleanupWriteRequest itself forgives
+		 * it. A complete response (headers, and END_STREAM read) is no error. */
+		if (!(res && cfg->cs_read_closed && go_read_u8(cs + cfg->cs_read_closed, &done) == 0 &&
+		      done))
+			ev->flags |= SRV_FLAG_ERROR;
+	}
 	if (res && go_read_u64(res + cfg->res_status, &status) == 0)
 		ev->status = (__u32)status;
 	else

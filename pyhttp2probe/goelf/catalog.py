@@ -6,6 +6,9 @@ reported as absent in the plan, never an error. Field keys are "pkg/path.Type.fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 GRPC = "google.golang.org/grpc"
 TRANSPORT = "google.golang.org/grpc/internal/transport"
 XNET_H2 = "golang.org/x/net/http2"
@@ -128,9 +131,9 @@ def function_package(symbol: str) -> str:
 # Types with no methods of their own: present in a binary when one of these functions is.
 # (Every other wanted type counts as present when any of its methods is linked, which is
 # how a stripped binary and its DWARF twin agree on which fields exist.)
-TYPE_ANCHORS: dict[str, tuple[str, ...]] = {
+TYPE_ANCHORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     f"{TRANSPORT}.CallHdr": (f"{TRANSPORT}.(*http2Client).NewStream",),
-}
+})
 
 
 # ---- gRPC server and generic HTTP/2 probes (issue 5; pyhttp2probe/probes/grpc_server.py
@@ -158,7 +161,7 @@ SERVER_H2_FIELDS: tuple[str, ...] = (
     *(f"{pfx}{name}" for pfx in ("net/http.http2", f"{XNET_H2}.") for name in (
         "responseWriter.rws", "responseWriterState.stream", "responseWriterState.conn",
         "responseWriterState.req", "responseWriterState.status", "stream.id",
-        "clientStream.cc", "clientStream.ID", "clientStream.res")),
+        "clientStream.cc", "clientStream.ID", "clientStream.res", "clientStream.readClosed")),
 )
 
 FUNCTIONS = FUNCTIONS + tuple(f for f in SERVER_H2_FUNCTIONS if f not in FUNCTIONS)

@@ -63,7 +63,7 @@ class Flavor:
         return (t("responseWriter.rws"), t("responseWriterState.stream"),
                 t("responseWriterState.conn"), t("responseWriterState.req"),
                 t("responseWriterState.status"), t("stream.id"), t("clientStream.cc"),
-                t("clientStream.ID"), t("clientStream.res"))
+                t("clientStream.ID"), t("clientStream.res"), t("clientStream.readClosed"))
 
 
 BUNDLED = Flavor("net/http", 0, "net/http.(*http2", "net/http.http2")
@@ -152,6 +152,11 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             cfg.cs_id = f[t("clientStream.ID")]
             cfg.cs_res = f[t("clientStream.res")]
             cfg.res_status = f["net/http.Response.StatusCode"]
+            if f.has(t("clientStream.readClosed")):  # optional: sharpens the error flag
+                cfg.cs_read_closed = f[t("clientStream.readClosed")]
+            else:
+                out.notes.append(f"{fl.name}: no clientStream.readClosed offset: a late "
+                                 "cancel after a complete response counts as an error")
         cfg.req_method = f["net/http.Request.Method"]
         cfg.req_url = f["net/http.Request.URL"]
         cfg.req_host = f["net/http.Request.Host"]

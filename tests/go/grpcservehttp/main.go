@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -51,6 +52,9 @@ func main() {
 	truthPath := flag.String("truth", "", "client truth JSON lines")
 	waitStart := flag.Bool("wait-start", false, "print READY, wait for a stdin line")
 	hold := flag.Bool("hold", false, "print DONE, wait for EOF before exiting")
+	h2Goroutines := flag.Int("h2-goroutines", 0, "goroutines making net/http HTTP/2 (h2c) requests to the own listener")
+	h2Requests := flag.Int("h2-requests", 20, "requests per -h2-goroutines goroutine")
+	h2TruthPath := flag.String("h2-truth", "", "HTTP/2 client truth JSON lines")
 	portsPath := flag.String("ports", "", "write \"<grpc-port> <h2c-port> <tls-port>\" to this file before READY")
 	flag.Parse()
 
@@ -73,6 +77,13 @@ func main() {
 			return
 		}
 		code := 200
+		if v, ok := strings.CutPrefix(r.URL.Path, "/sleep/"); ok {
+			ms, _ := strconv.Atoi(v)
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			case <-r.Context().Done():
+			}
+		}
 		if v, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
 			if n, err := strconv.Atoi(v); err == nil && n >= 200 && n <= 599 {
 				code = n
@@ -139,7 +150,64 @@ func main() {
 			}(c, g)
 		}
 	}
+	type h2truth struct {
+		Method string `json:"method"`
+		Path   string `json:"path"`
+		Status int    `json:"status"`
+		Error  bool   `json:"error"`
+		Port   int    `json:"server_port"`
+	}
+	var h2lines []h2truth
+	if *h2Goroutines > 0 {
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		hc := &http.Client{Transport: tr}
+		for g := 0; g < *h2Goroutines; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for i := 0; i < *h2Requests; i++ {
+					// every 5th request is abandoned by the client (timeout before headers)
+					path, method, timeout := "/status/200", "GET", 10*time.Second
+					switch (g + i) % 5 {
+					case 1:
+						path = "/status/404"
+					case 2:
+						path, method = "/status/503", "POST"
+					case 3:
+						path, timeout = "/sleep/200", 20*time.Millisecond
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), timeout)
+					req, _ := http.NewRequestWithContext(ctx, method,
+						fmt.Sprintf("http://127.0.0.1:%d%s", hport, path), strings.NewReader("x"))
+					t := h2truth{Method: method, Path: path, Port: hport}
+					resp, err := hc.Do(req)
+					if err == nil {
+						t.Status = resp.StatusCode
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					cancel()
+					t.Error = err != nil
+					mu.Lock()
+					h2lines = append(h2lines, t)
+					mu.Unlock()
+				}
+			}(g)
+		}
+	}
 	wg.Wait()
+	if *h2TruthPath != "" {
+		f, err := os.Create(*h2TruthPath)
+		if err != nil {
+			panic(err)
+		}
+		enc := json.NewEncoder(f)
+		for _, l := range h2lines {
+			enc.Encode(l)
+		}
+		f.Close()
+	}
 	if *truthPath != "" {
 		f, err := os.Create(*truthPath)
 		if err != nil {
