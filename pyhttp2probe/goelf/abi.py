@@ -6,13 +6,16 @@ Positions alone are wrong: an interface or string takes two registers and a slic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 INT_REGS: tuple[str, ...] = ("RAX", "RBX", "RCX", "RDI", "RSI", "R8", "R9", "R10", "R11")
 
-WORDS: dict[str, int] = {
+WORDS: Mapping[str, int] = MappingProxyType({
     "ptr": 1, "int": 1, "uint": 1, "int64": 1, "uint64": 1, "int32": 1, "uint32": 1,
     "int16": 1, "uint16": 1, "int8": 1, "uint8": 1, "bool": 1, "uintptr": 1, "map": 1,
     "chan": 1, "func": 1, "iface": 2, "string": 2, "slice": 3,
-}
+})
 
 
 def arg_registers(kinds: list[str]) -> list[tuple[str, ...] | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ def _names_blob(elf: ElfFile) -> bytes:
 
 
 def present_types(elf: ElfFile, type_names: set[str],
-                  anchors: dict[str, tuple[str, ...]]) -> set[str]:
+                  anchors: Mapping[str, tuple[str, ...]]) -> set[str]:
     """Which "pkg.Type" names this binary links: any method linked, or an anchor function.
 
     Computed from function names alone, so a stripped binary answers as its DWARF twin.
