@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .demo import add_demo_parser, cmd_demo
 from .goelf.errors import GoBinaryError
 from .run import add_run_parser, cmd_run
 
@@ -69,6 +70,7 @@ Subcommand = tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Na
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     (add_inspect_parser, cmd_inspect),
     (add_run_parser, cmd_run),
+    (add_demo_parser, cmd_demo),
 )
 
 
