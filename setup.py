@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 from setuptools import Command, find_packages, setup
 from setuptools.command.build_py import build_py
@@ -20,11 +21,11 @@ VMLINUX = ROOT / "vmlinux" / "x86"
 CLANG_FLAGS = ["-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
 
 
-class build_bpf(Command):  # noqa: N801 - setuptools command naming
+class build_bpf(Command):
     """Compile every bpf_src/*.bpf.c into pyhttp2probe/bpf/*.bpf.o when stale."""
 
     description = "compile CO-RE BPF objects with clang"
-    user_options: list = []
+    user_options: ClassVar[list[tuple[str, str, str]]] = []
 
     def initialize_options(self) -> None:
         pass
@@ -52,7 +53,7 @@ class build_bpf(Command):  # noqa: N801 - setuptools command naming
             subprocess.run(cmd, check=True)
 
 
-class build_py_with_bpf(build_py):  # noqa: N801
+class build_py_with_bpf(build_py):
     def run(self) -> None:
         self.run_command("build_bpf")
         super().run()

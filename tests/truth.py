@@ -23,16 +23,18 @@ Every wait is bounded; on any error (or leaving the ``with`` block early) the ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["Workload", "WorkloadError", "start_workload", "read_truth", "run_workload"]
+__all__ = ["Workload", "WorkloadError", "read_truth", "run_workload", "start_workload"]
 
 
 class WorkloadError(RuntimeError):
@@ -67,10 +69,8 @@ class Workload:
         for line in self.proc.stderr:
             self._stderr.append(line)
             if line.startswith("SUMMARY "):
-                try:
+                with contextlib.suppress(ValueError):
                     self.summary = json.loads(line[len("SUMMARY "):])
-                except ValueError:
-                    pass
 
     @property
     def stderr(self) -> str:
@@ -124,10 +124,8 @@ class Workload:
         Returns the parsed SUMMARY line, if any.
         """
         if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -142,12 +140,10 @@ class Workload:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
-    def __enter__(self) -> "Workload":
+    def __enter__(self) -> Workload:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
