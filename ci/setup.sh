@@ -2,6 +2,7 @@
 # Install everything a fresh machine lacks, then build the project in place.
 # Idempotent and quiet: a second run only checks, and takes a few seconds.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool pkg-config nghttp2-client prometheus)

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 BytesLike = bytes | bytearray | memoryview
 
+# enum bpf_map_type: PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+PERCPU_MAP_TYPES = frozenset({5, 6, 10, 21})
+
 
 def as_bytes(value: Any) -> bytes:
     """Bytes of a bytes-like value or of a cffi struct/array (from any FFI instance)."""
@@ -30,7 +33,9 @@ def as_bytes(value: Any) -> bytes:
 class Map:
     """One map of a BpfObject; valid while the object is open.
 
-    Values are `value_size` bytes: per-CPU maps (value per CPU) are not handled yet.
+    Values are `value_size` bytes. Per-CPU maps hold one value per possible CPU: read and
+    write them with lookup_percpu/update_percpu (lookup/update refuse them, because the
+    kernel would write every CPU's value into a one-value buffer).
     """
 
     def __init__(self, ptr: Any, obj: BpfObject) -> None:
@@ -61,6 +66,10 @@ class Map:
     @property
     def value_size(self) -> int:
         return lib.bpf_map__value_size(self._live())
+
+    @property
+    def percpu(self) -> bool:
+        return self.type in PERCPU_MAP_TYPES
 
     @property
     def max_entries(self) -> int:
@@ -111,11 +120,16 @@ class Map:
                            f"{role} for {self._what()} must be {size} bytes, got {len(raw)}")
         return raw
 
-    def lookup(self, key: Any) -> bytes | None:
-        """Value bytes for `key` (bytes, cffi struct, or int), or None when absent."""
+    def _one_value_map(self, op: str) -> int:
         fd = self._loaded_fd()
+        if self.percpu:
+            raise MapError(errno.EINVAL, f"{op} on per-CPU {self._what()}: "
+                                         f"use {op}_percpu (one value per CPU)")
+        return fd
+
+    def _lookup_into(self, fd: int, key: Any, size: int) -> bytes | None:
         k = self._sized(key, self.key_size, "key")
-        out = ffi.new("char[]", self.value_size)
+        out = ffi.new("char[]", size)
         if lib.bpf_map_lookup_elem(fd, k, out) < 0:
             err = ffi.errno
             if err == errno.ENOENT:
@@ -123,9 +137,46 @@ class Map:
             raise error_from_errno(MapError, err, f"lookup in {self._what()}")
         return bytes(ffi.buffer(out))
 
+    def lookup(self, key: Any) -> bytes | None:
+        """Value bytes for `key` (bytes, cffi struct, or int), or None when absent."""
+        return self._lookup_into(self._one_value_map("lookup"), key, self.value_size)
+
+    def _percpu_stride(self) -> tuple[int, int]:
+        """(possible CPUs, bytes per CPU): the kernel pads each CPU's value to 8 bytes."""
+        ncpus = lib.libbpf_num_possible_cpus()
+        if ncpus < 0:
+            raise error_from_errno(MapError, ncpus, "count possible CPUs")
+        return ncpus, (self.value_size + 7) & ~7
+
+    def lookup_percpu(self, key: Any) -> list[bytes] | None:
+        """Each possible CPU's value for `key` of a per-CPU map, or None when absent."""
+        fd = self._loaded_fd()
+        if not self.percpu:
+            raise MapError(errno.EINVAL, f"lookup_percpu on {self._what()}: not per-CPU")
+        ncpus, stride = self._percpu_stride()
+        raw = self._lookup_into(fd, key, ncpus * stride)
+        if raw is None:
+            return None
+        return [raw[i * stride:i * stride + self.value_size] for i in range(ncpus)]
+
+    def update_percpu(self, key: Any, values: list[Any], flags: int = 0) -> None:
+        """Set every possible CPU's value for `key` of a per-CPU map (one value per CPU)."""
+        fd = self._loaded_fd()
+        if not self.percpu:
+            raise MapError(errno.EINVAL, f"update_percpu on {self._what()}: not per-CPU")
+        ncpus, stride = self._percpu_stride()
+        if len(values) != ncpus:
+            raise MapError(errno.EINVAL, f"update_percpu on {self._what()} needs {ncpus} "
+                                         f"values (possible CPUs), got {len(values)}")
+        pad = bytes(stride - self.value_size)
+        blob = b"".join(self._sized(v, self.value_size, "value") + pad for v in values)
+        k = self._sized(key, self.key_size, "key")
+        if lib.bpf_map_update_elem(fd, k, blob, flags) < 0:
+            raise error_from_errno(MapError, ffi.errno, f"update in {self._what()}")
+
     def update(self, key: Any, value: Any, flags: int = 0) -> None:
         """Insert or replace (flags: BPF_ANY=0, BPF_NOEXIST=1, BPF_EXIST=2)."""
-        fd = self._loaded_fd()
+        fd = self._one_value_map("update")
         k = self._sized(key, self.key_size, "key")
         v = self._sized(value, self.value_size, "value")
         if lib.bpf_map_update_elem(fd, k, v, flags) < 0:
@@ -156,6 +207,7 @@ class Map:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Iterate (key, value) pairs; keys deleted meanwhile are skipped."""
+        self._one_value_map("items")
         for key in self.keys():
             value = self.lookup(key)
             if value is not None:

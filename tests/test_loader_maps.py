@@ -79,3 +79,48 @@ def test_rodata_and_sizes_are_set_before_load(compile_bpf: Callable[..., Path]) 
         obj.load()
         assert obj.map("table").max_entries == 128
         assert struct.unpack("<Q", obj.map(".rodata").lookup(0)) == (9,)
+
+
+PERCPU_MAP = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+
+/* one counter slot: each CPU keeps its own copy */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} hits SEC(".maps");
+
+SEC("socket")
+int count(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	__u32 *slot = bpf_map_lookup_elem(&hits, &zero);
+	if (slot)
+		*slot += 1;
+	return 0;
+}
+"""
+
+
+def test_percpu_map_gives_one_value_per_cpu(compile_bpf: Callable[..., Path]) -> None:
+    with BpfObject.open(compile_bpf(PERCPU_MAP, "percpu")) as obj:
+        obj.load()
+        hits = obj.map("hits")
+        obj.program("count").test_run(bytes(64), repeat=25)
+        per_cpu = hits.lookup_percpu(0)
+        assert per_cpu is not None and len(per_cpu) >= 1
+        # 4-byte values, padded to 8 per CPU by the kernel: each slice is one CPU's count.
+        assert all(len(v) == 4 for v in per_cpu)
+        assert sum(int.from_bytes(v, "little") for v in per_cpu) == 25
+        hits.update_percpu(0, [i for i in range(len(per_cpu))])
+        assert [int.from_bytes(v, "little") for v in hits.lookup_percpu(0)] == \
+            list(range(len(per_cpu)))
+        # A one-value read would overflow its buffer: refused, not corrupted.
+        with pytest.raises(MapError, match="lookup_percpu"):
+            hits.lookup(0)
+        with pytest.raises(MapError, match="needs"):
+            hits.update_percpu(0, [1] * (len(per_cpu) + 1))

@@ -29,6 +29,7 @@ enum libbpf_print_level { LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG };
 uint32_t libbpf_major_version(void);
 uint32_t libbpf_minor_version(void);
 int libbpf_strerror(int err, char *buf, size_t size);
+int libbpf_num_possible_cpus(void);
 
 int bpf_object__load(struct bpf_object *obj);
 void bpf_object__close(struct bpf_object *obj);
