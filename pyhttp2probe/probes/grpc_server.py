@@ -12,7 +12,7 @@ decisions that differ across grpc-go versions are made here, from the plan's fie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +182,7 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
 
 # ---- decoding ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GrpcServerEvent:
     """One finished server RPC as the BPF side saw it (struct grpc_server_event)."""
 
@@ -199,23 +199,42 @@ class GrpcServerEvent:
     host: str
 
 
-def decode(layout: Layout, records: Any) -> Iterator[GrpcServerEvent]:
-    """Decode grpc_server_event records (an iterable of bytes-like records)."""
-    size = layout.sizeof("grpc_server_event")
-    dtype = layout.dtype("grpc_server_event")
-    for raw in records:
-        if len(raw) < size:
-            continue
-        rec = np.frombuffer(raw, dtype=dtype, count=1)[0]
-        mlen, hlen = int(rec["method_len"]), int(rec["host_len"])
-        yield GrpcServerEvent(
-            tgid=int(rec["tgid"]), transport=int(rec["transport"]),
-            start_ns=int(rec["start_ns"]), end_ns=int(rec["end_ns"]),
-            stream_id=int(rec["stream_id"]), status_code=int(rec["status_code"]),
-            flags=int(rec["flags"]), local_ip=_ip(rec["local_ip"].tobytes()),
-            local_port=int(rec["local_port"]),
-            method=bytes(rec["method"])[:mlen].decode("utf-8", "replace"),
-            host=bytes(rec["host"])[:hlen].decode("utf-8", "replace"))
+def _columns(layout: Layout, struct: str, records: Any) -> dict[str, list[Any]]:
+    """Decode same-type records column-wise: one numpy pass, then plain lists.
+
+    Per-record numpy access costs ~25 µs a record; columns cost a few µs in all.
+    """
+    size = layout.sizeof(struct)
+    raw = b"".join(bytes(r[:size]) for r in records if len(r) >= size)
+    arr = np.frombuffer(raw, dtype=layout.dtype(struct))
+    return {name: arr[name].tolist() for name in arr.dtype.names or ()}
+
+
+def _strs(col: list[bytes], lens: list[int]) -> list[str]:
+    return [b[:n].decode("utf-8", "replace") for b, n in zip(col, lens, strict=True)]
+
+
+def _ips(col: Any) -> list[str]:
+    seen: dict[bytes, str] = {}  # a batch holds few distinct listener addresses
+    out = []
+    for x in col:
+        raw = bytes(x)
+        ip = seen.get(raw)
+        if ip is None:
+            ip = seen[raw] = _ip(raw)
+        out.append(ip)
+    return out
+
+
+def decode(layout: Layout, records: Any) -> list[GrpcServerEvent]:
+    """Decode grpc_server_event records (a sequence of bytes-like records)."""
+    if not records:
+        return []
+    c = _columns(layout, "grpc_server_event", records)
+    return [GrpcServerEvent(*row) for row in zip(
+        c["tgid"], c["transport"], c["start_ns"], c["end_ns"], c["stream_id"],
+        c["status_code"], c["flags"], _ips(c["local_ip"]), c["local_port"],
+        _strs(c["method"], c["method_len"]), _strs(c["host"], c["host_len"]), strict=True)]
 
 
 SRV_FLAG_NAMES = ("unmatched", "bad_read", "method_truncated", "host_truncated",
@@ -224,6 +243,8 @@ SRV_FLAG_NAMES = ("unmatched", "bad_read", "method_truncated", "host_truncated",
 
 def srv_flag_names(flags: int, constants: Mapping[str, int]) -> tuple[str, ...]:
     """Names of the set SRV_FLAG_* bits, with their values from events.h."""
+    if not flags:  # the common case, on the hot path
+        return ()
     return tuple(n for n in SRV_FLAG_NAMES
                  if flags & constants.get("SRV_FLAG_" + n.upper(), 0))
 

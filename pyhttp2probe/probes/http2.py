@@ -9,16 +9,14 @@ with gRPC or explicit use), so each flavor has its own programs and config key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from ..events import Layout
 from ..spans import Span
 from . import AttachPoint, after_stack_check
-from .grpc_server import PlanFields, set_chain, split_hostport, srv_flag_names
+from .grpc_server import PlanFields, _columns, _strs, set_chain, split_hostport, srv_flag_names
 
 OBJECT = "http2.bpf.o"
 CONFIG_MAP = "http2_config"
@@ -168,7 +166,7 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
 
 # ---- decoding ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Http2Event:
     """One finished HTTP/2 request (struct http2_event); side is "client" or "server"."""
 
@@ -186,23 +184,17 @@ class Http2Event:
     path: str
 
 
-def decode(layout: Layout, records: Any) -> Iterator[Http2Event]:
-    """Decode http2_event records (an iterable of bytes-like records)."""
-    size = layout.sizeof("http2_event")
-    dtype = layout.dtype("http2_event")
+def decode(layout: Layout, records: Any) -> list[Http2Event]:
+    """Decode http2_event records (a sequence of bytes-like records), column-wise."""
+    if not records:
+        return []
+    c = _columns(layout, "http2_event", records)
     client = layout.constants["EV_HTTP2_CLIENT"]
-    for raw in records:
-        if len(raw) < size:
-            continue
-        rec = np.frombuffer(raw, dtype=dtype, count=1)[0]
-        yield Http2Event(
-            side="client" if int(rec["type"]) == client else "server",
-            tgid=int(rec["tgid"]), conn=int(rec["conn"]), start_ns=int(rec["start_ns"]),
-            end_ns=int(rec["end_ns"]), stream_id=int(rec["stream_id"]),
-            status=int(rec["status"]), flags=int(rec["flags"]), flavor=int(rec["flavor"]),
-            method=bytes(rec["method"])[:int(rec["method_len"])].decode("utf-8", "replace"),
-            host=bytes(rec["host"])[:int(rec["host_len"])].decode("utf-8", "replace"),
-            path=bytes(rec["path"])[:int(rec["path_len"])].decode("utf-8", "replace"))
+    sides = ["client" if t == client else "server" for t in c["type"]]
+    return [Http2Event(*row) for row in zip(
+        sides, c["tgid"], c["conn"], c["start_ns"], c["end_ns"], c["stream_id"], c["status"],
+        c["flags"], c["flavor"], _strs(c["method"], c["method_len"]),
+        _strs(c["host"], c["host_len"]), _strs(c["path"], c["path_len"]), strict=True)]
 
 
 def span_from_event(ev: Http2Event, constants: Mapping[str, int],

@@ -103,7 +103,7 @@ class ServerSideProbes:
         srv_recs: list[Any] = []
         h2_recs: list[Any] = []
         for rec in records:
-            t = int.from_bytes(bytes(rec[:4]), "little")
+            t = int.from_bytes(rec[:4], "little")
             if t == srv:
                 srv_recs.append(rec)
             elif t in h2:
