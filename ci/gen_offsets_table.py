@@ -68,10 +68,10 @@ def grpc_versions() -> list[str]:
     return ([XNET_BASE_GRPC] if XNET_BASE_GRPC not in picked else []) + picked
 
 
-def xnet_versions() -> list[str]:
-    """Every 3rd x/net release since v0.1.0 (2022), plus the newest."""
+def xnet_versions(every: int = 3) -> list[str]:
+    """Every `every`-th x/net release since v0.1.0 (2022), plus the newest."""
     vs = [v for v in list_versions(XNET) if _semver(v) >= (0, 1, 0)]
-    picked = vs[::3]
+    picked = vs[::every]
     if vs and vs[-1] not in picked:
         picked.append(vs[-1])
     return picked
@@ -145,13 +145,15 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="parallel builds (2 cores: 2)")
     parser.add_argument("--grpc", nargs="*", help="grpc versions (default: all minors)")
     parser.add_argument("--xnet", nargs="*", help="x/net versions ('none' to skip)")
+    parser.add_argument("--xnet-every", type=int, default=3,
+                        help="take every Nth x/net release (1: all; default 3, coarse)")
     parser.add_argument("--go", nargs="*", default=list(TOOLCHAINS),
                         help="extra Go toolchains for std offsets (GOTOOLCHAIN values)")
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--out", default=str(TABLE))
     args = parser.parse_args()
     grpcs = args.grpc or grpc_versions()
-    xnets = [] if args.xnet == ["none"] else (args.xnet or xnet_versions())
+    xnets = [] if args.xnet == ["none"] else (args.xnet or xnet_versions(args.xnet_every))
     jobs: list[tuple[str, str | None, str | None]] = (
         [(g, None, None) for g in grpcs] + [(XNET_BASE_GRPC, x, None) for x in xnets]
         + [(g, None, t) for t in args.go for g in TOOLCHAIN_GRPC])
@@ -179,6 +181,7 @@ def main() -> int:
 def write_table(binaries: list[Path], out: Path, failures: list[str]) -> None:
     """Merge every build's fields into the table, keyed by the module owning each field."""
     sys.path.insert(0, str(ROOT))
+    from pyhttp2probe.goelf import catalog
     from pyhttp2probe.goelf.offsets import module_of, std_key
 
     modules: dict[str, dict[str, dict[str, object]]] = {}
@@ -206,6 +209,8 @@ def write_table(binaries: list[Path], out: Path, failures: list[str]) -> None:
         "about": "Struct field offsets by module version, from DWARF of ci/offsets_probe "
                  "builds (ci/gen_offsets_table.py). std is keyed by Go minor version.",
         "failed_builds": failures,
+        # what the table was generated for: a key outside this list is unknown, not absent
+        "fields": sorted(catalog.FIELDS),
         "modules": {m: dict(sorted(v.items(), key=lambda kv: _semver(kv[0])))
                     for m, v in sorted(modules.items())},
         "std": dict(sorted(std.items())),

@@ -243,3 +243,13 @@ def test_arg_registers_follow_the_go_register_abi() -> None:
     assert regs[3] is None and regs[4] == ("R11",)
     with pytest.raises(ValueError):
         arg_registers(["float128"])
+
+
+def test_a_catalogue_field_newer_than_the_table_is_an_error_not_absent() -> None:
+    binary = _mini("v1.58.3", stripped=True)
+    table = load_table()
+    key = f"{T}.Stream.id"
+    stale = OffsetsTable(modules=table.modules, std=table.std,
+                         fields=frozenset(k for k in cat.FIELDS if k != key))
+    with pytest.raises(MissingOffsetError, match="predates"):
+        build_plan(binary, use_cache=False, table=stale)

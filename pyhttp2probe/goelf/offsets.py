@@ -34,6 +34,7 @@ class OffsetsTable:
 
     modules: dict[str, dict[str, dict[str, dict[str, object]]]] = field(default_factory=dict)
     std: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
+    fields: frozenset[str] | None = None  # keys it was generated for (None: any)
 
 
 def load_table() -> OffsetsTable:
@@ -43,7 +44,9 @@ def load_table() -> OffsetsTable:
     except FileNotFoundError:
         return OffsetsTable()
     raw = json.loads(text)
-    return OffsetsTable(modules=raw.get("modules", {}), std=raw.get("std", {}))
+    covered = raw.get("fields")
+    return OffsetsTable(modules=raw.get("modules", {}), std=raw.get("std", {}),
+                        fields=frozenset(covered) if covered is not None else None)
 
 
 def table_fields(path: str, go_version: str, modules: dict[str, str], keys: list[str],
@@ -66,7 +69,9 @@ def table_fields(path: str, go_version: str, modules: dict[str, str], keys: list
         else:
             entries = table.modules.get(owner, {}).get(modules[owner])
             what = f"module {owner} {modules[owner]}"
-        if entries is None:
+        if entries is None or (table.fields is not None and key not in table.fields):
+            if entries is not None:
+                what += " (the table predates this catalogue field)"
             raise MissingOffsetError(
                 f"{path}: no DWARF and no offsets table entry for {what} (field {key}); "
                 "rebuild the target with DWARF or regenerate the table "
