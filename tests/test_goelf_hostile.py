@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyhttp2probe.goelf import GoBinaryError, build_plan
+from pyhttp2probe.goelf import GoBinaryError, build_plan, struct_fields
 from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.plan import plan_from_elf
 from tests.gobuild import GoBuild, build
@@ -43,12 +43,15 @@ def _time_bound(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def _seed(stripped: bool) -> bytes:
-    return build(GoBuild(src="goelf_tiny", ldflags="-s -w" if stripped else "")).read_bytes()
+def _seed(ldflags: str) -> bytes:
+    return build(GoBuild(src="goelf_tiny", ldflags=ldflags)).read_bytes()
 
 
-SEED = _seed(False)
-SEED_STRIPPED = _seed(True)
+SEED = _seed("")
+SEED_STRIPPED = _seed("-s -w")
+# uncompressed DWARF, so mutations reach the DIE decoder instead of failing in zlib
+SEED_PLAIN_DWARF = _seed("-compressdwarf=false")
+DWARF_KEYS = ["main.point.x", "main.point.name", "runtime.g.goid", "runtime.m.curg"]
 
 
 def _regions(data: bytes) -> list[tuple[int, int]]:
@@ -72,6 +75,8 @@ def _run(data: bytes) -> None:
     with _time_bound(CASE_SECONDS):
         try:
             with ElfFile("case", data=data) as elf:
+                with contextlib.suppress(GoBinaryError):
+                    struct_fields(elf, DWARF_KEYS)
                 plan_from_elf(elf)
         except GoBinaryError:
             pass
@@ -96,6 +101,26 @@ def test_bit_flipped_binaries_fail_cleanly(stripped: bool, data: st.DataObject) 
         else:
             buf[pos] = data.draw(st.sampled_from([0, 0xFF, 0x7F, 0x80, 1]))
     _run(bytes(buf))
+
+
+@settings(max_examples=600, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_bit_flipped_dwarf_fails_cleanly(data: st.DataObject) -> None:
+    buf = bytearray(SEED_PLAIN_DWARF)
+    with ElfFile("seed", data=SEED_PLAIN_DWARF) as elf:
+        info = elf.section(".debug_info")
+        abbrev = elf.section(".debug_abbrev")
+        assert info is not None and abbrev is not None
+        dwarf_regions = [(info.offset, info.offset + info.size),
+                         (abbrev.offset, abbrev.offset + abbrev.size)]
+    for _ in range(data.draw(st.integers(1, 8))):
+        lo, hi = dwarf_regions[data.draw(st.integers(0, 1))]
+        pos = data.draw(st.integers(lo, hi - 1))
+        buf[pos] = data.draw(st.integers(0, 255))
+    with (_time_bound(CASE_SECONDS), contextlib.suppress(GoBinaryError),
+          ElfFile("case", data=bytes(buf)) as elf):
+        struct_fields(elf, DWARF_KEYS)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
