@@ -114,7 +114,9 @@ def build_plan(path: str | os.PathLike[str], functions: Iterable[str] | None = N
         st = _stat(path)
         cpath = _cache_path(st, _quick_build_id(path), _want_digest(funcs, flds))
         try:
-            return AttachPlan.from_json(json.loads(cpath.read_text()))
+            cached = AttachPlan.from_json(json.loads(cpath.read_text()))
+            cached.path = path  # the same file may be reached by another name
+            return cached
         except (OSError, ValueError, TypeError, KeyError, AssertionError):
             pass
     plan = _inspect(path, funcs, flds, table, prefer)
