@@ -26,10 +26,13 @@ message HealthCheckResponse {
   enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
   ServingStatus status = 1;
 }
-service Health { rpc Check(HealthCheckRequest) returns (HealthCheckResponse); }
+service Health {
+  rpc Check(HealthCheckRequest) returns (HealthCheckResponse);
+  rpc Nope(HealthCheckRequest) returns (HealthCheckResponse);  // not served: Unimplemented
+}
 """
 # ghz's statusCodeDistribution names -> gRPC codes
-GHZ_CODES = {"OK": 0, "NotFound": 5}
+GHZ_CODES = {"OK": 0, "NotFound": 5, "Unimplemented": 12}
 
 
 def test_grpc_served_by_servehttp_yields_one_server_span_per_call() -> None:
@@ -78,10 +81,11 @@ def test_ghz_counts_equal_agent_server_spans(ghz: Path) -> None:
 
             def load() -> list[dict]:
                 reports = []
-                for service, n in (("", 3000), ("missing", 700)):
+                for method, service, n in (("Check", "", 3000), ("Check", "missing", 700),
+                                           ("Nope", "", 300)):
                     out = subprocess.run(
                         [ghz, "--insecure", "--proto", proto,
-                         "--call", "grpc.health.v1.Health.Check",
+                         "--call", f"grpc.health.v1.Health.{method}",
                          "-d", json.dumps({"service": service}), "-n", str(n), "-c", "24",
                          "--connections", "4", "-O", "json", f"127.0.0.1:{gport}"],
                         check=True, capture_output=True, text=True, timeout=300)
@@ -94,11 +98,13 @@ def test_ghz_counts_equal_agent_server_spans(ghz: Path) -> None:
     for rep in reports:
         for name, count in rep["statusCodeDistribution"].items():
             want[GHZ_CODES[name]] += count
-    assert sum(want.values()) == sum(r["count"] for r in reports) == 3700
+    assert sum(want.values()) == sum(r["count"] for r in reports) == 4000
+    assert want[12] == 300  # unknown method: answered by handleStream itself
     spans = run.of_kind("grpc_server")
     assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans)
     assert Counter(s.status_code for s in spans) == want
-    assert {s.full_method for s in spans} == {CHECK}
+    assert Counter(s.full_method for s in spans) == {CHECK: 3700,
+                                                    "/grpc.health.v1.Health/Nope": 300}
     assert {s.server_port for s in spans} == {gport}
     n = len(spans)
     hits = run.run_counts["grpc_server_handle_stream"] + run.run_counts["grpc_server_write_status"]
