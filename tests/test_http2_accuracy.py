@@ -23,12 +23,20 @@ from tests.truth import read_truth, start_workload
 CLOCK_SLACK_NS = 50_000
 
 
+# Which HTTP/2 implementation carried a truth line: spans say it in `service`, so a span
+# attributed to the other library's connection would not match.
+STACK_FLAVOR = {"nethttp": "net/http", "xnet": "x/net/http2", "nethttp-tls": "net/http",
+                "nethttp-h2c": "net/http", "xnet-tls": "x/net/http2", "xnet-h2c": "x/net/http2"}
+
+
 def _key(t: dict) -> tuple:
-    return (t["method"], t["path"], t["status"], t["server_port"])
+    stack = t.get("client_stack") if t["side"] == "client" else t["server_stack"]
+    return (STACK_FLAVOR[stack], t["method"], t["path"], t["status"], t["server_port"])
 
 
 def _span_key(s: object) -> tuple:
-    return (s.method, s.full_method, s.status_code, s.server_port)  # type: ignore[attr-defined]
+    return (s.service, s.method, s.full_method, s.status_code,  # type: ignore[attr-defined]
+            s.server_port)  # type: ignore[attr-defined]
 
 
 # h2work's own pins (newest x/net), stripped too, and an old x/net (2023) for layout drift.

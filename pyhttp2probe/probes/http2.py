@@ -67,6 +67,7 @@ class Flavor:
 BUNDLED = Flavor("net/http", 0, "net/http.(*http2", "net/http.http2")
 XNET = Flavor("x/net/http2", 1, "golang.org/x/net/http2.(*", "golang.org/x/net/http2.")
 FLAVORS = (BUNDLED, XNET)
+FLAVOR_NAMES = {fl.code: fl.name for fl in FLAVORS}
 
 STD_FIELDS = ("net/http.Response.StatusCode", "net/http.Request.Method", "net/http.Request.URL",
               "net/http.Request.Host", "net/url.URL.Host", "net/url.URL.Path")
@@ -199,7 +200,8 @@ def decode(layout: Layout, records: Any) -> list[Http2Event]:
 
 def span_from_event(ev: Http2Event, constants: Mapping[str, int],
                     service_name: str = "") -> Span:
-    """One HTTP/2 span: method = HTTP method, full_method = path, status_code = HTTP status.
+    """One HTTP/2 span: method = HTTP method, full_method = path, status_code = HTTP status,
+    service = the HTTP/2 implementation that carried it ("net/http" or "x/net/http2").
 
     server_address/port: the request's host (client: URL host; server: :authority, as
     OpenTelemetry's HTTP server conventions take it).
@@ -208,7 +210,8 @@ def span_from_event(ev: Http2Event, constants: Mapping[str, int],
     start = ev.start_ns
     return Span(
         pid=ev.tgid, transport=ev.conn, stream_id=ev.stream_id, kind=f"http_{ev.side}",
-        service="", method=ev.method, full_method=ev.path, status_code=ev.status,
+        service=FLAVOR_NAMES.get(ev.flavor, ""), method=ev.method, full_method=ev.path,
+        status_code=ev.status,
         start_ns=start, end_ns=ev.end_ns,
         duration_s=(ev.end_ns - start) / 1e9 if start else 0.0,
         server_address=address, server_port=port,
