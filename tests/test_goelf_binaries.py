@@ -253,3 +253,13 @@ def test_a_catalogue_field_newer_than_the_table_is_an_error_not_absent() -> None
                          fields=frozenset(k for k in cat.FIELDS if k != key))
     with pytest.raises(MissingOffsetError, match="predates"):
         build_plan(binary, use_cache=False, table=stale)
+
+
+def test_offsets_table_covers_the_whole_catalogue() -> None:
+    """Extending goelf/catalog.py needs `python3 ci/gen_offsets_table.py` (cached: seconds)."""
+    table = load_table()
+    assert table.fields is not None
+    missing = sorted(set(cat.FIELDS) - table.fields)
+    assert not missing, f"regenerate the offsets table for {missing}"
+    assert {"v1.40.0", "v1.69.4", "v1.77.0", "v1.82.1", NEWEST} <= set(
+        table.modules["google.golang.org/grpc"])
