@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .report import format_table, method_stats, scrape
-from .run import configure_logging, parse_listen
+from .run import parse_listen
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,6 +55,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from tests.truth import start_workload
 
+    from .report import format_table, method_stats, scrape
+    from .run import configure_logging
     from .tracer import Tracer
 
     configure_logging("warning")

@@ -15,13 +15,12 @@ import threading
 import time
 from typing import Any
 
-import structlog
-
 EXIT_BAD_INPUT = 2
 
 
 def configure_logging(level: str = "info") -> None:
     """structlog: readable lines on a terminal, JSON lines otherwise (for log collectors)."""
+    import structlog  # imported here: `inspect` and `--help` need not pay for it
     renderer: Any = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty()
                      else structlog.processors.JSONRenderer())
     structlog.configure(
@@ -58,6 +57,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser: 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Attach, serve, wait for a stop condition, detach."""
+    import structlog
     from prometheus_client import REGISTRY, start_http_server
 
     from .tracer import Tracer, TracerError
