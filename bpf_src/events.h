@@ -109,6 +109,10 @@ struct grpc_client_event {
 #define SRV_FLAG_ERROR 64           /* HTTP/2 client: the request ended with an error */
 #define SRV_FLAG_NO_RESPONSE 128    /* HTTP/2 client: no response headers were received */
 
+/* http2.bpf.c: HTTP/2 client requests that ended before they had a stream id (canceled or
+ * failed while waiting for a connection slot): no span, counted (index of map "stats"). */
+#define STAT_H2_NO_STREAM 7
+
 /* Which HTTP/2 implementation a probe belongs to (attach cookie, config key low byte). */
 #define H2_FLAVOR_BUNDLED 0         /* net/http's h2_bundle.go (symbols net/http.(*http2...)) */
 #define H2_FLAVOR_XNET 1            /* golang.org/x/net/http2 */

@@ -29,7 +29,8 @@
  *          cs.readClosed): err may be a late context cancel that Go itself forgives.
  *          Rejected: forgetStreamID (id only, no stream), endStream (reader goroutine,
  *          misses aborts), handleResponse (a third hit).
- *          Not seen: requests that fail before a stream id exists (cs.ID == 0 at cleanup).
+ *          Requests that end before a stream id exists (cs.ID == 0 at cleanup) have no
+ *          span; they are counted (STAT_H2_NO_STREAM).
  * Every probe sits just past the function's stack-growth check (Python places it), so it
  * fires once per call. Measured (tests, bench): run_cnt of each start == its end == the
  * number of requests, i.e. exactly 2 hits per request on each side.
@@ -286,8 +287,10 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (key.stream_id == 0)
-		return 0; /* canceled before a stream existed: no start was recorded */
+	if (key.stream_id == 0) {
+		stat_inc(STAT_H2_NO_STREAM); /* ended before a stream existed: no start, no span */
+		return 0;
+	}
 	st = bpf_map_lookup_elem(&http2_client_inflight, &key);
 	if (!st && end_repeats(ctx, &key)) {
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */

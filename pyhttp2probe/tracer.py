@@ -314,6 +314,8 @@ class Tracer:
                 self.metrics.set_unmatched(f"{obj}_end", st[f"{obj}.unmatched_end"])
                 self.metrics.set_unmatched(f"{obj}_start_reused", st[f"{obj}.start_reused"])
                 self.metrics.set_unmatched(f"{obj}_bad_read", st[f"{obj}.bad_read"])
+        if "http2.h2_no_stream" in st:  # HTTP/2 client requests that never got a stream id
+            self.metrics.set_unmatched("http2_client_no_stream", st["http2.h2_no_stream"])
 
     def program_run_counts(self) -> dict[str, int]:
         """run_cnt of each attached program (needs libbpf_loader.bpf_stats_enabled())."""
