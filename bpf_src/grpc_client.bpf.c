@@ -72,6 +72,17 @@ struct {
 	__type(value, __u64);
 } g_cs SEC(".maps");
 
+/* Calls whose end was just emitted. A second finish() can enter after the first one's
+ * probe deleted the in-flight entry but before Go sets cs.finished under cs.mu; finding
+ * the call here tells that duplicate from a truly missing start. The window is one
+ * finish() call (microseconds), so 8,192 recent ends are ample even at 100k calls/s. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct inflight_key);
+	__type(value, __u64);
+} recently_ended SEC(".maps");
+
 SEC("uprobe")
 int grpc_client_start(struct pt_regs *ctx)
 {
@@ -99,6 +110,8 @@ int grpc_client_start(struct pt_regs *ctx)
 		stat_inc(STAT_START_REUSED);
 	val.start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&inflight, &key, &val, BPF_ANY);
+	/* a new call at a reused address: its own missing start must not pass as a duplicate */
+	bpf_map_delete_elem(&recently_ended, &key);
 	gk.tgid = tgid;
 	gk.g = GO_GOROUTINE(ctx);
 	bpf_map_update_elem(&g_cs, &gk, &cs, BPF_ANY);
@@ -137,6 +150,10 @@ int grpc_client_end(struct pt_regs *ctx)
 			stat_inc(STAT_DUP_END);
 			return 0;
 		}
+		bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY);
+	} else if (bpf_map_lookup_elem(&recently_ended, &key)) {
+		stat_inc(STAT_DUP_END); /* the same race, one step later: already emitted */
+		return 0;
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
@@ -193,6 +210,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 		stat_inc(STAT_DUP_END);
 		return 0;
 	}
+	bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY);
 	ev = reserve_event();
 	if (!ev)
 		return 0;
