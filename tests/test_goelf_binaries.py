@@ -170,6 +170,26 @@ def test_plan_cache_is_fast_and_invalidated_when_the_file_changes(tmp_path: Path
     assert changed.build_id != cold.build_id
 
 
+def test_plan_cache_is_invalidated_when_the_offsets_table_is_regenerated(
+        tmp_path: Path) -> None:
+    from importlib import resources
+
+    from pyhttp2probe.goelf.plan import cache_dir
+
+    binary = tmp_path / "bin"
+    shutil.copy2(_mini(NEWEST), binary)
+    build_plan(binary)
+    assert len(list(cache_dir().glob("*.json"))) == 1
+    table = Path(str(resources.files("pyhttp2probe").joinpath("data/offsets_table.json")))
+    st = table.stat()
+    try:
+        os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        build_plan(binary)  # a new table: planned again, not served from the old entry
+        assert len(list(cache_dir().glob("*.json"))) == 2
+    finally:
+        os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def test_unknown_version_without_dwarf_names_binary_module_version_and_field() -> None:
     binary = _mini("v1.58.3", stripped=True)
     table = load_table()

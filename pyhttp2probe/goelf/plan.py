@@ -63,10 +63,21 @@ def cache_dir() -> Path:
     return Path(base) / "pyhttp2probe" / "plans"
 
 
+def _table_stamp() -> str:
+    """Size and mtime of the shipped offsets table: a regenerated table replans binaries."""
+    from importlib import resources
+
+    try:
+        st = os.stat(str(resources.files("pyhttp2probe").joinpath("data/offsets_table.json")))
+    except OSError:
+        return "no-table"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _want_digest(functions: tuple[str, ...], fields: tuple[str, ...]) -> str:
     import hashlib
 
-    h = hashlib.sha256(repr((PLAN_FORMAT, functions, fields)).encode())
+    h = hashlib.sha256(repr((PLAN_FORMAT, functions, fields, _table_stamp())).encode())
     return h.hexdigest()[:12]
 
 
@@ -110,7 +121,7 @@ def build_plan(path: str | os.PathLike[str], functions: Iterable[str] | None = N
     funcs = tuple(functions if functions is not None else catalog.FUNCTIONS)
     flds = tuple(fields if fields is not None else catalog.FIELDS)
     cpath = None
-    if use_cache and prefer == "dwarf":
+    if use_cache and prefer == "dwarf" and table is None:  # cached plans use the shipped table
         st = _stat(path)
         cpath = _cache_path(st, _quick_build_id(path), _want_digest(funcs, flds))
         try:
