@@ -17,6 +17,8 @@ from typing import Any
 import cffi
 import numpy as np
 
+from .assets import bpf_asset
+
 _TYPEDEFS = """
 typedef uint8_t __u8; typedef uint16_t __u16; typedef uint32_t __u32; typedef uint64_t __u64;
 typedef int8_t __s8; typedef int16_t __s16; typedef int32_t __s32; typedef int64_t __s64;
@@ -30,12 +32,8 @@ _NUMPY_OF = {
 
 
 def header_path() -> Path:
-    """The installed copy (pyhttp2probe/bpf/) or, in a source tree, bpf_src/."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "bpf" / "events.h", here.parent / "bpf_src" / "events.h"):
-        if cand.exists():
-            return cand
-    raise FileNotFoundError("events.h not found in pyhttp2probe/bpf/ nor bpf_src/")
+    """The events.h shipped beside the BPF objects (the one they were compiled with)."""
+    return bpf_asset("events.h")
 
 
 class Layout:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import structlog
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+from .assets import bpf_dir
 from .events import EventDecoder, Layout
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
 from .probes import grpc_client
@@ -27,7 +28,7 @@ from .probes.serverside import ServerSideProbes
 from .sinks import JsonLinesSink
 from .spans import Span, span_from_event
 
-BPF_DIR = Path(__file__).resolve().parent / "bpf"
+BPF_DIR = bpf_dir()
 OBJECTS = {"ours": "grpc_client.bpf.o", "oldkey": "grpc_client_oldkey.bpf.o"}
 _STOP = object()
 
