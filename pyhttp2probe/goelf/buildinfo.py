@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .elf import ElfFile
 from .errors import GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
+from .varint import uvarint
 
 MAGIC = b"\xff Go buildinf:"
 MAX_STRING = 1 << 20
@@ -25,21 +26,8 @@ class BuildInfo:
     build_id: str = ""
 
 
-def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise GoBinaryError("bad varint in build info")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _inline_string(data: bytes, pos: int) -> tuple[str, int]:
-    n, pos = _uvarint(data, pos)
+    n, pos = uvarint(data, pos, "build info")
     if n > MAX_STRING or pos + n > len(data):
         raise GoBinaryError("bad string in build info")
     return data[pos:pos + n].decode("utf-8", "replace"), pos + n

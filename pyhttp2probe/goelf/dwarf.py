@@ -20,6 +20,7 @@ from types import MappingProxyType
 from .catalog import split_field
 from .elf import SHF_COMPRESSED, ElfFile, Section
 from .errors import GoBinaryError
+from .varint import uvarint
 
 MAX_DEBUG_SIZE = 512 << 20  # refuse to inflate more than this (hostile headers)
 
@@ -50,22 +51,9 @@ class FieldInfo:
     type_name: str
 
 
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 70:
-            raise GoBinaryError("DWARF: bad LEB128")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
     start = pos
-    value, pos = _uleb(data, pos)
+    value, pos = uvarint(data, pos, "DWARF")
     nbits = 7 * (pos - start)
     if data[pos - 1] & 0x40:
         value -= 1 << nbits
@@ -161,18 +149,18 @@ class _Dwarf:
         table = {}
         data, pos = self.abbrev_raw, offset
         while True:
-            code, pos = _uleb(data, pos)
+            code, pos = uvarint(data, pos, "DWARF")
             if code == 0:
                 break
-            tag, pos = _uleb(data, pos)
+            tag, pos = uvarint(data, pos, "DWARF")
             if pos >= len(data):
                 raise self._err("abbrev table truncated")
             children = data[pos] == 1
             pos += 1
             attrs = []
             while True:
-                at, pos = _uleb(data, pos)
-                form, pos = _uleb(data, pos)
+                at, pos = uvarint(data, pos, "DWARF")
+                form, pos = uvarint(data, pos, "DWARF")
                 const = 0
                 if form == 0x21:
                     const, pos = _sleb(data, pos)
@@ -200,7 +188,7 @@ class _Dwarf:
                   ) -> tuple[_Abbrev | None, dict[int, object], int]:
         """Decode one DIE at pos: (abbrev or None for a null entry, attrs, next pos)."""
         data = self.info
-        code, pos = _uleb(data, pos)
+        code, pos = uvarint(data, pos, "DWARF")
         if code == 0:
             return None, {}, pos
         ab = self._abbrevs(cu[4]).get(code)
@@ -209,7 +197,7 @@ class _Dwarf:
         vals: dict[int, object] = {}
         for at, form, const in ab.attrs:
             while form == 0x16:  # indirect
-                form, pos = _uleb(data, pos)
+                form, pos = uvarint(data, pos, "DWARF")
             val: object
             if form == DW_FORM_STRING:
                 end = data.find(b"\0", pos, cu[1])
@@ -220,11 +208,11 @@ class _Dwarf:
                 if form == 0x0D:
                     val, pos = _sleb(data, pos)
                 else:
-                    val, pos = _uleb(data, pos)
+                    val, pos = uvarint(data, pos, "DWARF")
             elif form in _BLOCK_FORMS:
                 width = _BLOCK_FORMS[form]
                 if width == 0:
-                    n, pos = _uleb(data, pos)
+                    n, pos = uvarint(data, pos, "DWARF")
                 else:
                     if pos + width > len(data):
                         raise self._err("truncated block")
@@ -302,7 +290,7 @@ class _Dwarf:
                 loc = vals.get(AT_MEMBER_LOCATION)
                 typ = vals.get(AT_TYPE)
                 if isinstance(loc, bytes):  # DW_OP_plus_uconst block (older producers)
-                    loc = _uleb(loc, 1)[0] if loc[:1] == b"\x23" else None
+                    loc = uvarint(loc, 1, "DWARF")[0] if loc[:1] == b"\x23" else None
                 if isinstance(name, bytes) and isinstance(loc, int):
                     tname = self.type_name(typ) if isinstance(typ, int) else "?"
                     out[name.decode("utf-8", "replace")] = FieldInfo(loc, tname)

@@ -15,6 +15,7 @@ import struct
 
 from .elf import ElfFile
 from .errors import GoBinaryError
+from .varint import uvarint
 
 MAGIC_116 = 0xFFFFFFFA
 MAGIC_118 = 0xFFFFFFF0
@@ -34,28 +35,15 @@ def _pc_table_end(tab: bytes, off: int, limit: int) -> int:
     first = True
     pos = off
     for _ in range(1 << 20):
-        uvdelta, pos = _uvarint(tab, pos)
+        uvdelta, pos = uvarint(tab, pos, ".gopclntab")
         if uvdelta == 0 and not first:
             return pc
         first = False
-        pcdelta, pos = _uvarint(tab, pos)
+        pcdelta, pos = uvarint(tab, pos, ".gopclntab")
         pc += pcdelta
         if pc > limit:
             break
     raise GoBinaryError("bad pc-value table in .gopclntab")
-
-
-def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise GoBinaryError("bad varint in .gopclntab")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
 
 
 def funcname_blob(elf: ElfFile) -> bytes | None:
