@@ -62,13 +62,16 @@ def parse_target(target: str) -> tuple[str, int]:
     """A grpc dial target ('dns:///h:p', 'passthrough:///h:p', 'h:p', '[v6]:p') -> (host, port).
 
     Used only for calls that never got a connection: the peer is what the program dialled.
+    A Unix socket target ('unix:path', 'unix:///abs/path', 'unix-abstract:name') has no
+    host or port: ('', 0), the same peer labels a connected call over that socket gets
+    (the probes read only TCP addresses), so one peer never splits into two label sets.
     """
     rest = target
+    if rest.startswith(("unix:", "unix-abstract:")):
+        return "", 0
     if "://" in rest:
         rest = rest.split("://", 1)[1]
         rest = rest.split("/", 1)[1] if "/" in rest else rest  # drop the authority
-    elif rest.startswith(("unix:", "unix-abstract:")):
-        return rest, 0
     host, port = rest, 0
     if rest.startswith("["):
         end = rest.find("]")

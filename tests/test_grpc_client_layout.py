@@ -55,7 +55,11 @@ def test_batch_of_records_decodes_with_peer_method_and_target() -> None:
     ("dns:///svc.local:443", ("svc.local", 443)),
     ("passthrough:///10.1.2.3:81", ("10.1.2.3", 81)),
     ("[::1]:9000", ("::1", 9000)),
-    ("unix:/tmp/s.sock", ("unix:/tmp/s.sock", 0)),
+    # Unix sockets: no host, no port, like a connected call over the socket reports
+    ("unix:/tmp/s.sock", ("", 0)),
+    ("unix:///tmp/s.sock", ("", 0)),
+    ("unix://authority/tmp/s.sock", ("", 0)),
+    ("unix-abstract:name", ("", 0)),
 ])
 def test_dial_targets_of_calls_without_a_connection_give_the_peer(
         target: str, want: tuple[str, int]) -> None:
