@@ -21,11 +21,14 @@
  *
  * FAIL (grpc-go >= 1.50, error path only): calls whose stream creation fails (no server:
  *   Unavailable) return from newClientStream without reaching finish; their last attempt
- *   ends at a RET of (*csAttempt).shouldRetry returning false. That RET has no receiver
+ *   ends at a RET of (*csAttempt).shouldRetry returning a non-nil error (it returns
+ *   (false, nil) when a retry policy retries after backoff: not an end). That RET has no receiver
  *   in registers, so the start also notes goroutine -> cs (R14 pairs the entry and the
  *   RETs of one synchronous call path only, as DESIGN.md allows); the record is emitted
  *   only when that cs is in flight, unfinished, and its attempt has no stream. Healthy
- *   calls never run shouldRetry: they stay at two hits.
+ *   calls never run shouldRetry: they stay at two hits. An entry probe of shouldRetry
+ *   keeps the error it was given: when the policy gives up it returns that error wrapped
+ *   ("max retries exhausted: ... %w"), and the code is the wrapped status's.
  *
  * All offsets come from the per-process config (Python, from the attach plan).
  */
@@ -169,6 +172,35 @@ int grpc_client_end(struct pt_regs *ctx)
 	return 0;
 }
 
+struct err_iface {
+	__u64 tab;
+	__u64 data;
+};
+
+/* goroutine -> the error (*csAttempt).shouldRetry was entered with, for its RETs on that
+ * goroutine: "max retries exhausted" wraps that error in a *fmt.wrapError whose code
+ * (what status.Code() unwraps to) only the wrapped *status.Error carries. Error path only;
+ * each RET deletes its goroutine's entry, so the map holds calls inside shouldRetry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct g_key);
+	__type(value, struct err_iface);
+} g_retry_err SEC(".maps");
+
+/* Entry of (*csAttempt).shouldRetry(err): RAX = attempt, RBX:RCX = err. */
+SEC("uprobe")
+int grpc_client_fail_entry(struct pt_regs *ctx)
+{
+	struct g_key gk = {};
+	struct err_iface e = { .tab = GO_ARG2(ctx), .data = GO_ARG3(ctx) };
+
+	gk.tgid = bpf_get_current_pid_tgid() >> 32;
+	gk.g = GO_GOROUTINE(ctx);
+	bpf_map_update_elem(&g_retry_err, &gk, &e, BPF_ANY);
+	return 0;
+}
+
 /* At each RET of (*csAttempt).shouldRetry(err) (bool, error): RAX = retry, RBX:RCX = err. */
 SEC("uprobe")
 int grpc_client_fail(struct pt_regs *ctx)
@@ -179,16 +211,25 @@ int grpc_client_fail(struct pt_regs *ctx)
 	struct inflight_key key = {};
 	struct inflight_val *v;
 	struct g_key gk = {};
-	__u64 *csp, cs, attempt = 0, stream = 0, start;
+	__u64 *csp, cs, attempt = 0, stream = 0, start, fn = 0;
+	__u64 errtab = GO_ARG2(ctx), errdata = GO_ARG3(ctx);
+	struct err_iface *entered, in_err = {};
 	__u8 finished = 1;
 
-	if (GO_ARG1(ctx) & 0xff)
+	gk.tgid = tgid;
+	gk.g = GO_GOROUTINE(ctx);
+	entered = bpf_map_lookup_elem(&g_retry_err, &gk);
+	if (entered) {
+		in_err = *entered;
+		bpf_map_delete_elem(&g_retry_err, &gk);
+	}
+	/* (true, nil): a transparent retry; (false, nil): a retry after backoff (the retry
+	 * policy matched); only a non-nil error ends the call, and it is the call's status. */
+	if ((GO_ARG1(ctx) & 0xff) || !errtab)
 		return 0; /* another attempt follows */
 	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
 	if (!cfg)
 		return 0;
-	gk.tgid = tgid;
-	gk.g = GO_GOROUTINE(ctx);
 	csp = bpf_map_lookup_elem(&g_cs, &gk);
 	if (!csp)
 		return 0;
@@ -214,9 +255,14 @@ int grpc_client_fail(struct pt_regs *ctx)
 	ev = reserve_event();
 	if (!ev)
 		return 0;
+	/* Not a *status.Error (a wrapped one): the error shouldRetry was given carries the code. */
+	if (in_err.tab && (go_read_u64(errtab + cfg->itab_fun0, &fn) || fn != cfg->status_error_fn)) {
+		errtab = in_err.tab;
+		errdata = in_err.data;
+	}
 	ev->tgid = tgid;
 	ev->start_ns = start;
-	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	fill_end(cfg, cs, errtab, errdata, ev);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

@@ -28,7 +28,8 @@ FN_STATUS_ERROR = STATUS + ".(*Error).Error"
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 FN_NEWSTREAM = TRANSPORT + ".(*http2Client).NewStream"  # ablation only
 # >= 1.50: failed stream creation returns without finish(); its last attempt ends where
-# shouldRetry returns false (RET probes; error path only). Older versions call finish().
+# shouldRetry returns an error (RET probes, plus its entry for the error it was given:
+# error path only). Older versions call finish().
 FN_SHOULD_RETRY = GRPC + ".(*csAttempt).shouldRetry"
 
 ITAB_FUN0_AMD64 = 24  # runtime.itab{inter, _type, hash uint32, _ [4]byte, fun [1]uintptr}
@@ -187,6 +188,7 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
         rets = list(functions[FN_SHOULD_RETRY].returns)
         if not rets:
             raise ProbePlanError(f"{binary}: no RET found in {FN_SHOULD_RETRY}")
+        points += [AttachPoint("grpc_client_fail_entry", FN_SHOULD_RETRY, body(FN_SHOULD_RETRY))]
         points += [AttachPoint("grpc_client_fail", FN_SHOULD_RETRY, int(r)) for r in rets]
     return ClientProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,
                         notes=notes)
