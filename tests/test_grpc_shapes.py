@@ -105,19 +105,25 @@ def test_retried_call_is_one_span_covering_every_attempt(shapes: Any) -> None:
         if r["case"] == "retry":
             attempts[r["client_id"]].append(r)
     rows = [r for r in client if r["case"] == "retry"]
-    assert all(len(attempts[r["id"]]) == min(r["fail_first"] + 1, 4) for r in rows)
-    port = rows[0]["server_port"]
-    spans = [s for s in run.spans if s.kind == "grpc_client" and s.server_port == port]
+    dead = [r for r in rows if r["failure"] == "unavailable"]
+    assert dead and all(not attempts[r["id"]] for r in dead)
+    assert all(len(attempts[r["id"]]) == min(r["fail_first"] + 1, 4)
+               for r in rows if not r["failure"])
+    ports = {r["server_port"] for r in rows}
+    spans = [s for s in run.spans if s.kind == "grpc_client" and s.server_port in ports]
 
     def covers(r: dict[str, Any], s: Span) -> bool:
+        if not attempts[r["id"]]:  # no attempt reached a server: the span is the call
+            return (abs(s.start_ns - r["client_start_ns"]) <= TOL_NS and
+                    abs(r["client_end_ns"] - s.end_ns) <= TOL_NS)
         first = min(a["server_start_ns"] for a in attempts[r["id"]])
         last = max(a["server_end_ns"] for a in attempts[r["id"]])
         return (r["client_start_ns"] - TOL_NS <= s.start_ns <= first + CLOCK_SLACK_NS and
                 last - CLOCK_SLACK_NS <= s.end_ns <= r["client_end_ns"] + TOL_NS)
 
     pairs, lost, extra = match_one_to_one(
-        rows, spans, truth_key=lambda r: (r["method"], r["code"]),
-        span_key=lambda s: (s.full_method, s.status_code), compatible=covers)
+        rows, spans, truth_key=lambda r: (r["server_port"], r["method"], r["code"]),
+        span_key=lambda s: (s.server_port, s.full_method, s.status_code), compatible=covers)
     assert not lost and not extra, ([rows[i] for i in lost[:5]], [spans[j] for j in extra[:5]])
     assert len(pairs) == len(rows) == len(spans)
     assert {r["code"] for r in rows} == {0, 14}

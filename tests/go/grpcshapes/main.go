@@ -133,6 +133,7 @@ type spec struct {
 	respLen   int
 	failFirst int
 	cancelAt  int // server_stream: cancel after this many replies (0: never)
+	failure   string
 }
 
 func (sp spec) method() (string, *grpc.StreamDesc, string) {
@@ -154,7 +155,7 @@ func (a *app) do(c *conn, sp spec) {
 	hdr := reqHeader{Code: sp.code, FailFirst: uint8(sp.failFirst), NMsgs: uint16(sp.nmsgs),
 		DelayNs: uint64(sp.delay), ID: uint64(id), RespLen: uint32(sp.respLen)}
 	req := &rawMsg{b: hdr.encode(sp.pad)}
-	expected, failure := int(sp.code), ""
+	expected, failure := int(sp.code), sp.failure
 	delay := sp.delay
 	if kind == "server_stream" {
 		delay = sp.delay * time.Duration(sp.nmsgs)
@@ -329,8 +330,8 @@ func (a *app) caseUnix() {
 // deadCalls: calls on a connection that cannot connect fail with Unavailable.
 func (a *app) deadCalls(c *conn) {
 	for i := 0; i < 3; i++ {
-		a.do(c, spec{kind: "unary", code: 14})
-		a.do(c, spec{kind: "server_stream", nmsgs: 1, code: 14})
+		a.do(c, spec{kind: "unary", code: 14, failure: "unavailable"})
+		a.do(c, spec{kind: "server_stream", nmsgs: 1, code: 14, failure: "unavailable"})
 	}
 }
 
@@ -369,6 +370,20 @@ func (a *app) caseRetry() {
 		c2 := spec{kind: "flaky", failFirst: 10, code: 14}
 		a.do(c, c2)
 	})
+	// Nothing listens: every attempt fails before a stream exists and is retried by the
+	// policy; the call ends UNAVAILABLE after the last attempt.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		a.fail("retry: %v", err)
+	}
+	port := lis.Addr().(*net.TCPAddr).Port
+	lis.Close()
+	dead := a.dial(&shapeServer{name: "retry", address: "127.0.0.1", port: port},
+		fmt.Sprintf("127.0.0.1:%d", port), insecureOpt(), grpc.WithDefaultServiceConfig(retryConfig))
+	defer dead.cc.Close()
+	for i := 0; i < 4; i++ {
+		a.do(dead, spec{kind: "flaky", code: 14, failure: "unavailable"})
+	}
 }
 
 func (a *app) caseGzip() {
