@@ -23,8 +23,10 @@ command -v go >/dev/null || { echo "ci/setup.sh: Go is required (go1.21+)" >&2; 
 # Editable install: builds the cffi extension and the BPF objects into the tree.
 stamp=.setup-stamp
 inputs=$(cat setup.py pyproject.toml libbpf_loader/_cffi_src/* bpf_src/* 2>/dev/null | sha256sum)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] \
-    || ! python3 -c "import libbpf_loader, pyhttp2probe" 2>/dev/null; then
+# The editable install must point at THIS checkout (another clone may have taken it over).
+installed_at=$(cd / && python3 -c "import pathlib, libbpf_loader, pyhttp2probe
+print(pathlib.Path(pyhttp2probe.__file__).resolve().parent.parent)" 2>/dev/null || true)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] || [ "$installed_at" != "$(pwd -P)" ]; then
     python3 -m pip install -q --disable-pip-version-check -e '.[test]'
     echo "$inputs" > "$stamp"
 fi
