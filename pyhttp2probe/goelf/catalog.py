@@ -133,6 +133,9 @@ def function_package(symbol: str) -> str:
 # how a stripped binary and its DWARF twin agree on which fields exist.)
 TYPE_ANCHORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     f"{TRANSPORT}.CallHdr": (f"{TRANSPORT}.(*http2Client).NewStream",),
+    # peer.Peer has no methods before v1.64 (String came then), yet http2Server embeds it
+    # by value from v1.60: without an anchor the server's local address vanished there.
+    f"{GRPC}/peer.Peer": (f"{TRANSPORT}.(*http2Server).operateHeaders",),
 })
 
 

@@ -77,7 +77,9 @@ def _table_stamp() -> str:
 def _want_digest(functions: tuple[str, ...], fields: tuple[str, ...]) -> str:
     import hashlib
 
-    h = hashlib.sha256(repr((PLAN_FORMAT, functions, fields, _table_stamp())).encode())
+    # The anchors decide which fields a binary has: a changed anchor is a changed plan.
+    anchors = sorted(catalog.TYPE_ANCHORS.items())
+    h = hashlib.sha256(repr((PLAN_FORMAT, functions, fields, anchors, _table_stamp())).encode())
     return h.hexdigest()[:12]
 
 
