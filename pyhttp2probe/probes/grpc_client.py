@@ -3,7 +3,8 @@
 Every offset comes from the plan (DWARF, or the offsets table for stripped binaries); the
 layout decisions that differ across grpc-go versions are made here, from which fields the
 plan has and whether an embedded field is a pointer or a value:
-  <1.69      csAttempt.s -> transport.Stream{id, ct, status}
+  <1.69      csAttempt.s -> transport.Stream{id, ct, status} (ct *http2Client, but a
+             ClientTransport interface in 1.66-1.68: the pointer is its data word)
   1.69-1.76  csAttempt.s -> transport.ClientStream{*Stream (pointer), ct, status}
   >=1.77     csAttempt.transportStream -> transport.ClientStream{Stream (value), ct, status}
 """
@@ -110,6 +111,26 @@ def _chain(cfg: Any, name: str, hops: list[int], last: int) -> None:
     c.last = last
 
 
+# Interface types a transport pointer is held in: the value is (itab, data), the
+# *http2Client is the data word.
+_TRANSPORT_IFACES = (f"{TRANSPORT}.ClientTransport",)
+
+
+def _pointer_word(plan: Any, key: str, binary: str) -> int:
+    """Where, inside field `key`, the transport pointer is: 0 for a *http2Client field, 8
+    (the data word) for a ClientTransport interface field (grpc-go 1.66-1.68's Stream.ct;
+    reading its first word gave the itab, one static address for every connection)."""
+    gotype = (getattr(plan, "field_types", None) or {}).get(key)
+    if gotype is None:
+        raise ProbePlanError(f"{binary}: the plan gives no Go type for {key}")
+    if gotype.startswith("*"):
+        return 0
+    if gotype in _TRANSPORT_IFACES:
+        return 8
+    raise ProbePlanError(f"{binary}: {key} has type {gotype}, neither a pointer nor "
+                         "ClientTransport")
+
+
 def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
           variant: str = "ours", binary: str = "") -> ClientProbes:
     """Config and attach points for one process.
@@ -149,12 +170,17 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
         else:
             layout_name = "ClientStream{Stream}"
             _chain(cfg, "stream_id", [], f[embed] + sid)
-        _chain(cfg, "stream_ct", [], f[f"{TRANSPORT}.ClientStream.ct"])
+        ct = f"{TRANSPORT}.ClientStream.ct"
+        _chain(cfg, "stream_ct", [], f[ct] + _pointer_word(plan, ct, binary))
         _chain(cfg, "stream_code", [f[f"{TRANSPORT}.ClientStream.status"], status_s], code)
     else:
         layout_name = "Stream"
         _chain(cfg, "stream_id", [], sid)
-        _chain(cfg, "stream_ct", [], f[f"{TRANSPORT}.Stream.ct"])
+        ct = f"{TRANSPORT}.Stream.ct"
+        word = _pointer_word(plan, ct, binary)
+        if word:
+            layout_name = "Stream{ct ClientTransport}"
+        _chain(cfg, "stream_ct", [], f[ct] + word)
         _chain(cfg, "stream_code", [f[f"{TRANSPORT}.Stream.status"], status_s], code)
 
     _chain(cfg, "ct_remote_addr", [], f[f"{TRANSPORT}.http2Client.remoteAddr"])
