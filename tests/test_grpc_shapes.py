@@ -29,9 +29,10 @@ from tests.truth import read_truth, start_workload
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF")
 
 # (pin, build flags): grpc.NewClient (the newclient case) exists from grpc-go v1.63.
-# v1.63.2: http2Server embeds a peer.Peer that has no methods yet (local address trap).
-BUILDS = {"v1.85.0": ("-tags", "newclient"), "v1.63.2": ("-tags", "newclient"),
-          "v1.40.0": ()}
+# v1.63.2: http2Server embeds a peer.Peer that has no methods yet (local address trap);
+# v1.66.2: Stream.ct is a ClientTransport interface, not a *http2Client (1.66-1.68).
+BUILDS = {"v1.85.0": ("-tags", "newclient"), "v1.66.2": ("-tags", "newclient"),
+          "v1.63.2": ("-tags", "newclient"), "v1.40.0": ()}
 ALL_CASES = {"tls", "unix", "ipv6", "retry", "gzip", "interceptors", "keepalive",
              "manyconns", "cancel", "longlived"}
 # Less than the retry policy's smallest backoff (5 ms x 0.8): call edges vs span edges.
