@@ -29,6 +29,7 @@ type serverTruth struct {
 	EndNs         int64  `json:"server_end_ns"`
 	ClientID      int64  `json:"client_id"`
 	Attempt       int    `json:"attempt"`
+	OpFailed      bool   `json:"op_failed"` // a stream op failed: grpc wrote a status inside it
 }
 
 type shapeServer struct {
@@ -61,6 +62,25 @@ func (c *call) finish(err error) error {
 	return err
 }
 
+// opFailed ends a handler whose RecvMsg/SendMsg failed. grpc then writes a status from
+// inside that call already (serverStream's deferred WriteStatus): the status on the wire
+// is that one, written before the handler returns, and the handler's own is a repeat.
+// The truth's code is that first status: the op's error as grpc's toRPCErr converts it.
+func (c *call) opFailed(err error) error {
+	c.t.OpFailed = true
+	if _, ok := status.FromError(err); !ok {
+		switch err {
+		case context.Canceled, context.DeadlineExceeded:
+			err = status.FromContextError(err).Err()
+		case io.ErrUnexpectedEOF:
+			err = status.Error(codes.Internal, err.Error())
+		default:
+			err = status.Error(codes.Unknown, err.Error())
+		}
+	}
+	return c.finish(err)
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctxErr(ctx)
@@ -80,20 +100,6 @@ func ctxErr(ctx context.Context) error {
 		return status.FromContextError(err).Err()
 	}
 	return nil
-}
-
-// asStatus maps a transport error to a status error (what grpc itself would write).
-func asStatus(ctx context.Context, err error) error {
-	if err == nil {
-		return nil
-	}
-	if e := ctxErr(ctx); e != nil {
-		return e
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Unknown, err.Error())
 }
 
 func statusFor(h reqHeader) error {
@@ -172,7 +178,7 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	ctx := stream.Context()
 	req := new(rawMsg)
 	if err := stream.RecvMsg(req); err != nil {
-		return c.finish(asStatus(ctx, err))
+		return c.opFailed(err)
 	}
 	h, ok := decodeHeader(req.b)
 	if !ok {
@@ -184,7 +190,7 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 			return c.finish(err)
 		}
 		if err := stream.SendMsg(reply(h)); err != nil {
-			return c.finish(asStatus(ctx, err))
+			return c.opFailed(err)
 		}
 	}
 	return c.finish(statusFor(h))
@@ -194,10 +200,9 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	s := srv.(*shapeServer)
 	c := s.begin("Bidi", "bidi")
-	ctx := stream.Context()
 	m := new(rawMsg)
 	if err := stream.RecvMsg(m); err != nil {
-		return c.finish(asStatus(ctx, err))
+		return c.opFailed(err)
 	}
 	h, ok := decodeHeader(m.b)
 	if !ok {
@@ -206,14 +211,14 @@ func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	c.t.ClientID = int64(h.ID)
 	for {
 		if err := stream.SendMsg(reply(h)); err != nil {
-			return c.finish(asStatus(ctx, err))
+			return c.opFailed(err)
 		}
 		err := stream.RecvMsg(m)
 		if err == io.EOF {
 			return c.finish(statusFor(h))
 		}
 		if err != nil {
-			return c.finish(asStatus(ctx, err))
+			return c.opFailed(err)
 		}
 	}
 }
