@@ -1,6 +1,7 @@
 """gRPC programs shaped unlike grpcwork (tests/go/grpcshapes): TLS, grpc.NewClient, a Unix
 socket, IPv6 loopback, retries, gzip with 1 MiB messages, interceptors, keepalive, 50
-connections, client cancellation halfway through a stream, streams open for the whole run.
+connections, stream workers with a stream quota, client cancellation halfway through a
+stream, streams open for the whole run, calls to peers nothing listens at.
 
 Real BPF against the real program, attached before its first RPC. Client spans must equal
 the client truth one to one, server spans the server truth (one line per handler run, so a
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF")
 BUILDS = {"v1.85.0": ("-tags", "newclient"), "v1.66.2": ("-tags", "newclient"),
           "v1.63.2": ("-tags", "newclient"), "v1.40.0": ()}
 ALL_CASES = {"tls", "unix", "ipv6", "retry", "gzip", "interceptors", "keepalive",
-             "manyconns", "cancel", "longlived"}
+             "manyconns", "workers", "cancel", "longlived"}
 # Less than the retry policy's smallest backoff (5 ms x 0.8): call edges vs span edges.
 SAME_ATTEMPT_NS = 2_000_000
 # grpc-go < 1.42 retries only with GRPC_GO_RETRY=on; later versions ignore it.

@@ -14,6 +14,7 @@
 //	interceptors unary and stream client interceptors, unary and stream server interceptors
 //	keepalive   client and server keepalive parameters, an idle gap with pings in between
 //	manyconns   50 connections to one server, a few calls on each, concurrently
+//	workers     server with NumStreamWorkers(2) and MaxConcurrentStreams(4), 16 callers
 //	cancel      server-streaming calls cancelled by the client halfway
 //	longlived   bidi streams opened first and ended last: one by CloseSend, one by the
 //	            ClientConn's Close
@@ -467,6 +468,15 @@ func (a *app) caseManyConns() {
 	}
 }
 
+// caseWorkers: the server runs handlers on a fixed pool of stream workers and lets a
+// connection have only 4 streams at once, so 16 goroutines queue for stream quota.
+func (a *app) caseWorkers() {
+	s := a.server("workers", "tcp", "127.0.0.1:0", grpc.NumStreamWorkers(2), grpc.MaxConcurrentStreams(4))
+	c := a.dial(s, tcpTarget(s), insecureOpt())
+	defer c.cc.Close()
+	a.mix(c, 16)
+}
+
 func (a *app) caseCancel() {
 	s := a.server("cancel", "tcp", "127.0.0.1:0")
 	c := a.dial(s, tcpTarget(s), insecureOpt())
@@ -528,10 +538,11 @@ var cases = map[string]func(*app){
 	"tls": (*app).caseTLS, "unix": (*app).caseUnix, "ipv6": (*app).caseIPv6,
 	"retry": (*app).caseRetry, "gzip": (*app).caseGzip, "interceptors": (*app).caseInterceptors,
 	"keepalive": (*app).caseKeepalive, "manyconns": (*app).caseManyConns, "cancel": (*app).caseCancel,
+	"workers": (*app).caseWorkers,
 }
 
 var order = []string{"tls", "newclient", "unix", "ipv6", "retry", "gzip", "interceptors",
-	"keepalive", "manyconns", "cancel", "longlived"}
+	"keepalive", "manyconns", "workers", "cancel", "longlived"}
 
 func main() {
 	truthPath := flag.String("truth", "", "client truth JSON lines")
