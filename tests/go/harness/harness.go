@@ -1,7 +1,10 @@
 package main
 
-// Monotonic clock, ground-truth writer and stdin handshake; the same as grpcwork's (a
-// separate module, so a copy rather than an import).
+// The test workloads' shared harness: a CLOCK_MONOTONIC clock comparable with
+// bpf_ktime_get_ns, the ground-truth JSON-lines writer, and the stdin handshake
+// (-wait-start / -hold) that tests/truth.py drives. Each workload links this file as
+// harness.go (a symlink): they are separate main packages and some separate modules, so
+// it is shared as source; tests/gobuild.py copies (and hashes) the link's target.
 
 import (
 	"bufio"
