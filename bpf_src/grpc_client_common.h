@@ -6,6 +6,8 @@
 #ifndef PYHTTP2PROBE_GRPC_CLIENT_COMMON_H
 #define PYHTTP2PROBE_GRPC_CLIENT_COMMON_H
 
+#include "stats.h"
+
 /* Per-process offsets, keyed by tgid: one loaded object serves many processes. 1024 traced
  * processes per agent is far beyond a node's Go gRPC programs; a lookup costs ~50 ns next
  * to a ~9.5 µs uprobe trap here. */
@@ -22,24 +24,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
-
-/* Loss and health counters, indexes STAT_* in events.h. A plain array with atomic adds,
- * not per-CPU: they move only on anomalies (never on a healthy call), so contention is
- * nil, and user space reads one value per counter with an ordinary lookup. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-static __always_inline void stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-
-	if (v)
-		__sync_fetch_and_add(v, 1);
-}
 
 static __always_inline void read_peer(const struct grpc_client_config *cfg, __u64 ct,
 				      struct grpc_client_event *ev)

@@ -7,29 +7,14 @@
 #ifndef PYHTTP2PROBE_SRV_COMMON_H
 #define PYHTTP2PROBE_SRV_COMMON_H
 
+#include "stats.h"
+
 /* In-flight key: a stream id is unique only inside its connection (DESIGN.md rule 1). */
 struct stream_key {
 	__u32 tgid;
 	__u32 stream_id;
 	__u64 conn;
 };
-
-/* Loss and health counters, indexes STAT_* in events.h. A plain array (atomic adds) so
- * user space reads one value per index; these paths are rare, contention does not matter. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-static __always_inline void stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-
-	if (v)
-		__sync_fetch_and_add(v, 1);
-}
 
 /* Copy the Go string header at `addr` into buf[0..max): max must be a power of two known
  * at compile time so the verifier sees the bound. */
