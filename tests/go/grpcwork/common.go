@@ -1,44 +1,12 @@
 package main
 
-// Shared pieces of the gRPC accuracy workload: the raw-bytes codec and the request header
-// (clock, truth writer and handshake: harness.go). Only grpc APIs present from v1.40.0
+// Shared pieces of the gRPC accuracy workload: the request header (codec: rawcodec.go;
+// clock, truth writer and handshake: harness.go). Only grpc APIs present from v1.40.0
 // to the newest release are used (no protoc, no generated code).
 
 import (
 	"encoding/binary"
-	"fmt"
-
-	"google.golang.org/grpc/encoding"
 )
-
-// ---- codec: messages are *rawMsg carrying bytes verbatim ----------------------------
-
-const codecName = "pyh2raw"
-
-type rawMsg struct{ b []byte }
-
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v interface{}) ([]byte, error) {
-	m, ok := v.(*rawMsg)
-	if !ok {
-		return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
-	}
-	return m.b, nil
-}
-
-func (rawCodec) Unmarshal(data []byte, v interface{}) error {
-	m, ok := v.(*rawMsg)
-	if !ok {
-		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
-	}
-	m.b = append(m.b[:0], data...)
-	return nil
-}
-
-func (rawCodec) Name() string { return codecName }
-
-func init() { encoding.RegisterCodec(rawCodec{}) }
 
 // ---- request header ------------------------------------------------------------------
 
