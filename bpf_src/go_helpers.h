@@ -16,6 +16,14 @@
 /* The current goroutine (g) lives in R14: it pairs the entry and RETs of one call only. */
 #define GO_GOROUTINE(ctx) ((__u64)(ctx)->r14)
 
+/* Key of per-goroutine state: it pairs the entry and the RETs of one synchronous call
+ * (DESIGN.md rule 1), never work that crosses goroutines. */
+struct g_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
 static __always_inline int go_read_u64(__u64 addr, __u64 *out)
 {
 	*out = 0;

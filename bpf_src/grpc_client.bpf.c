@@ -60,12 +60,6 @@ struct {
 	__type(value, struct inflight_val);
 } inflight SEC(".maps");
 
-struct g_key {
-	__u32 tgid;
-	__u32 _pad;
-	__u64 g;
-};
-
 /* goroutine -> the clientStream it last started: read only by the FAIL probe, which runs
  * on the starting goroutine. Sized like inflight; stale entries are harmless (checked). */
 struct {

@@ -48,14 +48,8 @@ struct stream_key {
  * entry fires again when Go's stack-growth check re-runs it (ours sit past that check).
  * A repeat comes from the same goroutine with the same key, so the last key each
  * goroutine ended tells a repeat (dropped, counted as STAT_DUP_END) from a real
- * unmatched end. Starts need no filter: a start with its key in flight overwrites it. */
-struct g_key {
-	__u32 tgid;
-	__u32 _pad;
-	__u64 g;
-};
-
-/* 64k goroutines in flight across traced processes; an evicted one only loses the
+ * unmatched end. Starts need no filter: a start with its key in flight overwrites it.
+ * 64k goroutines in flight across traced processes; an evicted one only loses the
  * repeat filter for its next end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
