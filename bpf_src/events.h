@@ -128,7 +128,12 @@ struct grpc_server_config {
 	__u32 itab_fun0;                /* offset of fun[0] in runtime.itab (24 on amd64) */
 	__u32 tcpaddr_ip;               /* net.TCPAddr.IP (slice) */
 	__u32 tcpaddr_port;             /* net.TCPAddr.Port (int) */
-	__u32 _pad;
+	__u32 eas_stream_id;            /* earlyAbortStream.streamID (uint32) */
+	struct go_chain eas_code;       /* *earlyAbortStream -> status -> s -> Code (< v1.79) */
+	__u32 eas_hf;                   /* earlyAbortStream.hf ([]hpack.HeaderField, >= v1.79) */
+	__u32 hf_stride;                /* sizeof(hpack.HeaderField); 0: no hf layout */
+	__u32 hf_name;                  /* HeaderField.Name (string) */
+	__u32 hf_value;                 /* HeaderField.Value (string) */
 };
 
 /* One finished server RPC. Identity: (tgid, transport, stream_id); ServeHTTP streams have
@@ -149,6 +154,24 @@ struct grpc_server_event {
 	__u16 _pad[3];
 	char method[GO_STR_MAX];
 	char host[H2_HOST_MAX];
+};
+
+/* A gRPC server RPC rejected before any handler ran (InTapHandle error, bad content-type,
+ * malformed headers): grpc-go answers it from the loopy writer goroutine through
+ * (*loopyWriter).earlyAbortStreamHandler. No method is known there: counted, not spanned. */
+#define EV_GRPC_SERVER_REJECTED 5
+/* Header fields of an earlyAbortStream.hf searched for "grpc-status" (grpc-go puts it 3rd). */
+#define EAS_HF_MAX 8
+
+struct grpc_server_reject_event {
+	__u32 type;
+	__u32 tgid;
+	__u64 loopy;                    /* the connection's *loopyWriter */
+	__u64 ts_ns;
+	__u32 stream_id;
+	__u32 status_code;
+	__u32 flags;                    /* SRV_FLAG_BAD_READ: code unread, reported as 2 */
+	__u32 _pad;
 };
 
 /* Per-(process, flavor) config for http2.bpf.c, keyed by tgid << 8 | flavor. */

@@ -28,6 +28,16 @@
  * Probes sit past the stack-growth check (Python places them), so each fires once per
  * call. Measured on grpc-go v1.40.0, v1.58.3, v1.72.2, v1.83.2, v1.85.0: run_cnt of the
  * start == RPCs, of the end == RPCs + grpc's own repeats (0-4 per 2,000).
+ * REJECTED  entry of (*loopyWriter).earlyAbortStreamHandler(l, eas): l=RAX, eas=RBX.
+ *          grpc-go refuses some RPCs in operateHeaders before any handler runs
+ *          (InTapHandle error, non-gRPC content-type, malformed headers): handleStream
+ *          and writeStatus never see them. It queues an earlyAbortStream that the loopy
+ *          goroutine writes out here, on that error path only (a healthy RPC never comes
+ *          here, so it stays at 2 hits). One small record each: (tgid, stream id, code);
+ *          the code is eas.status.s.Code before v1.79, the "grpc-status" header field's
+ *          value in eas.hf from v1.79. Python counts them; no span (no method known).
+ *          Not seen: a v1.79+ abort whose headers exceed the peer's header-list limit
+ *          (grpc-go then queues a RST_STREAM instead of the earlyAbortStream).
  * Rejected: operateHeaders (huge, runs on the reader goroutine, stream built inside it:
  * no argument carries it), the handle closure (inlined/varies by version), and ending
  * at closeStream/deleteStream (no status there; would make 3 hits).
@@ -203,4 +213,97 @@ SEC("uprobe")
 int grpc_server_write_status_ht(struct pt_regs *ctx)
 {
 	return finish(ctx, 1);
+}
+
+/* The code of a v1.79+ earlyAbortStream: the decimal value of its "grpc-status" field.
+ * Returns 0 and sets *code, 1 when no such field is among the first EAS_HF_MAX, -1 on a
+ * failed read or a value that is not 1-2 digits. */
+static __always_inline int eas_hf_code(const struct grpc_server_config *cfg, __u64 eas,
+				       __u32 *code)
+{
+	static const char want[] = "grpc-status";
+	__u64 sl[2] = {}, str[2] = {}, elem;
+	char name[sizeof(want) - 1], val[2];
+
+	if (bpf_probe_read_user(sl, sizeof(sl), (const void *)(eas + cfg->eas_hf)))
+		return -1;
+	for (int i = 0; i < EAS_HF_MAX; i++) {
+		int same = 1;
+
+		if (i >= sl[1])
+			break;
+		elem = sl[0] + (__u64)i * cfg->hf_stride;
+		if (bpf_probe_read_user(str, sizeof(str), (const void *)(elem + cfg->hf_name)))
+			return -1;
+		if (str[1] != sizeof(name) || !str[0])
+			continue;
+		if (bpf_probe_read_user(name, sizeof(name), (const void *)str[0]))
+			return -1;
+		for (int j = 0; j < sizeof(name); j++)
+			if (name[j] != want[j])
+				same = 0;
+		if (!same)
+			continue;
+		if (bpf_probe_read_user(str, sizeof(str), (const void *)(elem + cfg->hf_value)))
+			return -1;
+		if (!str[0] || str[1] < 1 || str[1] > 2 ||
+		    bpf_probe_read_user(val, str[1] == 1 ? 1 : 2, (const void *)str[0]))
+			return -1;
+		if (val[0] < '0' || val[0] > '9')
+			return -1;
+		*code = val[0] - '0';
+		if (str[1] == 2) {
+			if (val[1] < '0' || val[1] > '9')
+				return -1;
+			*code = *code * 10 + (val[1] - '0');
+		}
+		return 0;
+	}
+	return 1;
+}
+
+SEC("uprobe")
+int grpc_server_early_abort(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	__u64 eas = GO_ARG2(ctx);
+	struct grpc_server_reject_event *ev;
+	__u32 code = 2; /* codes.Unknown until read */
+	int r = -1;
+
+	if (!cfg) {
+		stat_inc(STAT_NO_CONFIG);
+		return 0;
+	}
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(STAT_RINGBUF_FULL);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = EV_GRPC_SERVER_REJECTED;
+	ev->tgid = tgid;
+	ev->loopy = GO_ARG1(ctx);
+	ev->ts_ns = bpf_ktime_get_ns();
+	if (go_read_u32(eas + cfg->eas_stream_id, &ev->stream_id))
+		ev->flags |= SRV_FLAG_BAD_READ;
+	if (cfg->eas_code.valid) {
+		r = go_chain_u32(eas, &cfg->eas_code, &code);
+		if (r > 0) { /* nil status: OK, like (*Status).Code (grpc-go never sends it) */
+			code = 0;
+			r = 0;
+		}
+	} else if (cfg->hf_stride) {
+		r = eas_hf_code(cfg, eas, &code);
+	}
+	if (r) {
+		code = 2;
+		ev->flags |= SRV_FLAG_BAD_READ;
+	}
+	ev->status_code = code;
+	if (ev->flags & SRV_FLAG_BAD_READ)
+		stat_inc(STAT_BAD_READ);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
 }

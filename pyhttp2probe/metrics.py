@@ -60,6 +60,7 @@ class _State:
     attach_errors: int = 0
     status_guessed: int = 0
     folded: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 class RpcMetrics:
@@ -122,6 +123,13 @@ class RpcMetrics:
         with self._lock:
             self._state.unmatched[kind] = max(self._state.unmatched.get(kind, 0), total)
 
+    def set_server_rejected(self, by_code: dict[int, int]) -> None:
+        """Cumulative gRPC server RPCs rejected before any handler ran, by status code."""
+        with self._lock:
+            for code, n in by_code.items():
+                k = str(code)
+                self._state.rejected[k] = max(self._state.rejected.get(k, 0), n)
+
     def set_attached(self, n: int) -> None:
         with self._lock:
             self._state.attached = n
@@ -139,7 +147,7 @@ class RpcMetrics:
                 events=st.events, ringbuf_drops=st.ringbuf_drops,
                 unmatched=dict(st.unmatched), attached=st.attached,
                 attach_errors=st.attach_errors, status_guessed=st.status_guessed,
-                folded=st.folded)
+                folded=st.folded, rejected=dict(st.rejected))
 
     def collect(self) -> Iterator[Metric]:
         st = self._snapshot()
@@ -163,6 +171,13 @@ class RpcMetrics:
         for kind, n in sorted(st.unmatched.items()):
             un.add_metric([kind], n)
         yield un
+        rej = CounterMetricFamily(
+            "pyhttp2probe_grpc_server_rejected", "gRPC server RPCs rejected before any "
+            "handler ran (InTapHandle, content-type, headers): no span",
+            labels=["rpc_grpc_status_code"])
+        for code, n in sorted(st.rejected.items(), key=lambda kv: int(kv[0])):
+            rej.add_metric([code], n)
+        yield rej
         yield GaugeMetricFamily("pyhttp2probe_attached_processes", "Processes traced now",
                                 value=st.attached)
         yield _counter("pyhttp2probe_attach_errors", "Failed attaches", st.attach_errors)

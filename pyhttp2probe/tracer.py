@@ -257,6 +257,8 @@ class Tracer:
         self.events += len(evs)
         self.metrics.add_events(len(evs))
         self.metrics.observe_spans(spans)
+        if self.serverside is not None and self.serverside.rejected:
+            self.metrics.set_server_rejected(self.serverside.rejected)
         if self._sink is not None:
             self._sink.write(spans)
         if self.keep_spans:

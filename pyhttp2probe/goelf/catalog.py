@@ -33,6 +33,9 @@ GRPC_SERVER_FUNCTIONS: tuple[str, ...] = (
     f"{GRPC}.(*Server).ServeHTTP",
     f"{TRANSPORT}.(*serverHandlerTransport).WriteStatus",
     f"{TRANSPORT}.(*serverHandlerTransport).writeStatus",
+    # RPCs rejected before any handler runs (InTapHandle, bad content-type or headers):
+    # counted, not spanned (pyhttp2probe/probes/grpc_server.py)
+    f"{TRANSPORT}.(*loopyWriter).earlyAbortStreamHandler",
 )
 
 NET_HTTP_H2_FUNCTIONS: tuple[str, ...] = (
@@ -136,6 +139,11 @@ TYPE_ANCHORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # peer.Peer has no methods before v1.64 (String came then), yet http2Server embeds it
     # by value from v1.60: without an anchor the server's local address vanished there.
     f"{GRPC}/peer.Peer": (f"{TRANSPORT}.(*http2Server).operateHeaders",),
+    # earlyAbortStream's only method (isTransportResponseFrame) is gone from v1.83, and
+    # HeaderField's may all be inlined: both are read wherever the handler is linked.
+    f"{TRANSPORT}.earlyAbortStream": (f"{TRANSPORT}.(*loopyWriter).earlyAbortStreamHandler",),
+    "golang.org/x/net/http2/hpack.HeaderField": (
+        f"{TRANSPORT}.(*loopyWriter).earlyAbortStreamHandler",),
 })
 
 
@@ -166,6 +174,19 @@ SERVER_H2_FIELDS: tuple[str, ...] = (
         "responseWriterState.req", "responseWriterState.status", "stream.id",
         "clientStream.cc", "clientStream.ID", "clientStream.res", "clientStream.readClosed")),
 )
+
+# earlyAbortStream: {streamID, status *status.Status} before v1.79; {streamID, hf
+# []hpack.HeaderField} (the "grpc-status" field's value carries the code) from v1.79.
+HPACK = "golang.org/x/net/http2/hpack"
+EARLY_ABORT_FIELDS: tuple[str, ...] = (
+    f"{TRANSPORT}.earlyAbortStream.streamID",
+    f"{TRANSPORT}.earlyAbortStream.status",
+    f"{TRANSPORT}.earlyAbortStream.hf",
+    f"{HPACK}.HeaderField.Name",
+    f"{HPACK}.HeaderField.Value",
+    f"{HPACK}.HeaderField.Sensitive",  # the last field: gives the slice element stride
+)
+SERVER_H2_FIELDS = SERVER_H2_FIELDS + EARLY_ABORT_FIELDS
 
 FUNCTIONS = FUNCTIONS + tuple(f for f in SERVER_H2_FUNCTIONS if f not in FUNCTIONS)
 FIELDS = FIELDS + tuple(f for f in SERVER_H2_FIELDS if f not in FIELDS)

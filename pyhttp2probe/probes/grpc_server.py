@@ -36,14 +36,21 @@ FN_WRITE_STATUS = (TRANSPORT + ".(*http2Server).writeStatus",
 FN_WRITE_STATUS_HT = (TRANSPORT + ".(*serverHandlerTransport).writeStatus",
                       TRANSPORT + ".(*serverHandlerTransport).WriteStatus")
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
+# RPCs rejected before any handler (InTapHandle, content-type, headers): error path only.
+FN_EARLY_ABORT = TRANSPORT + ".(*loopyWriter).earlyAbortStreamHandler"
+HPACK = "golang.org/x/net/http2/hpack"
 
-FUNCTIONS = (FN_HANDLE_STREAM, *FN_WRITE_STATUS, *FN_WRITE_STATUS_HT, FN_TCPADDR_NETWORK)
+FUNCTIONS = (FN_HANDLE_STREAM, *FN_WRITE_STATUS, *FN_WRITE_STATUS_HT, FN_TCPADDR_NETWORK,
+             FN_EARLY_ABORT)
 FIELDS = (
     f"{TRANSPORT}.ServerStream.Stream", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.method",
     f"{STATUS}.Status.s", f"{SPB}.Status.Code",
     f"{TRANSPORT}.http2Server.localAddr", f"{TRANSPORT}.http2Server.peer",
     f"{PEER}.Peer.LocalAddr", f"{TRANSPORT}.serverHandlerTransport.req",
     "net/http.Request.Host", "net.TCPAddr.IP", "net.TCPAddr.Port",
+    f"{TRANSPORT}.earlyAbortStream.streamID", f"{TRANSPORT}.earlyAbortStream.status",
+    f"{TRANSPORT}.earlyAbortStream.hf", f"{HPACK}.HeaderField.Name",
+    f"{HPACK}.HeaderField.Value", f"{HPACK}.HeaderField.Sensitive",
 )
 
 OBJECT = "grpc_server.bpf.o"
@@ -51,7 +58,8 @@ CONFIG_MAP = "grpc_server_config"
 PROG_START = "grpc_server_handle_stream"
 PROG_END = "grpc_server_write_status"
 PROG_END_HT = "grpc_server_write_status_ht"
-PROGRAMS = (PROG_START, PROG_END, PROG_END_HT)
+PROG_REJECTED = "grpc_server_early_abort"
+PROGRAMS = (PROG_START, PROG_END, PROG_END_HT, PROG_REJECTED)
 
 
 class PlanFields:
@@ -165,6 +173,8 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     else:
         notes.append("net.(*TCPAddr).Network absent: local address read without type check")
 
+    rejected = _early_abort(cfg, f, functions, binary, notes)
+
     start = functions.get(FN_HANDLE_STREAM)
     if start is None:
         raise ProbePlanError(f"{binary}: function {FN_HANDLE_STREAM} not found in the binary")
@@ -176,8 +186,46 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     end_ht = _first(functions, FN_WRITE_STATUS_HT, binary)
     if end_ht is not None:  # linked only when the program can use ServeHTTP
         points.append(AttachPoint(PROG_END_HT, *end_ht))
+    if rejected is not None:
+        points.append(rejected)
     return ServerProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,
                         notes=notes)
+
+
+def _early_abort(cfg: Any, f: PlanFields, functions: Mapping[str, Any], binary: str,
+                 notes: list[str]) -> AttachPoint | None:
+    """Config and attach point of the rejected-RPC counter, or None (with a note) when the
+    binary lacks the handler or its layout: the spans go on without the counter."""
+    fo = functions.get(FN_EARLY_ABORT)
+    eas = f"{TRANSPORT}.earlyAbortStream"
+    if fo is None or not f.has(f"{eas}.streamID"):
+        notes.append(f"{FN_EARLY_ABORT} or earlyAbortStream.streamID absent: "
+                     "RPCs rejected before a handler are not counted")
+        return None
+    cfg.eas_stream_id = f[f"{eas}.streamID"]
+    if f.has(f"{eas}.status"):  # < v1.79: *status.Status
+        set_chain(cfg, "eas_code", [f[f"{eas}.status"], f[f"{STATUS}.Status.s"]],
+                  f[f"{SPB}.Status.Code"])
+    elif f.has(f"{eas}.hf") and all(f.has(f"{HPACK}.HeaderField.{n}")
+                                     for n in ("Name", "Value", "Sensitive")):
+        cfg.eas_hf = f[f"{eas}.hf"]
+        cfg.hf_name = f[f"{HPACK}.HeaderField.Name"]
+        cfg.hf_value = f[f"{HPACK}.HeaderField.Value"]
+        # Sensitive (bool) is the struct's last field; Go pads it to the 8-byte alignment
+        cfg.hf_stride = (f[f"{HPACK}.HeaderField.Sensitive"] + 1 + 7) & ~7
+    else:
+        notes.append("earlyAbortStream has neither status nor hf (with hpack.HeaderField): "
+                     "RPCs rejected before a handler are not counted")
+        return None
+    return AttachPoint(PROG_REJECTED, FN_EARLY_ABORT, _body(binary, int(fo.entry)))
+
+
+def decode_rejected(layout: Layout, records: Any) -> list[tuple[int, int, int]]:
+    """(tgid, status code, flags) of each grpc_server_reject_event record."""
+    if not records:
+        return []
+    c = _columns(layout, "grpc_server_reject_event", records)
+    return list(zip(c["tgid"], c["status_code"], c["flags"], strict=True))
 
 
 # ---- decoding ---------------------------------------------------------------------------

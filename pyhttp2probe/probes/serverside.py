@@ -42,6 +42,8 @@ class ServerSideProbes:
     loaded: list[LoadedObject] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # RPCs the gRPC server rejected before any handler ran, by status code (cumulative)
+    rejected: dict[int, int] = field(default_factory=dict)
 
     def start(self) -> ServerSideProbes:
         """Load and attach what the binary has; on failure, release what was acquired."""
@@ -99,17 +101,23 @@ class ServerSideProbes:
         """(records of other types, spans decoded from this family's records)."""
         c = self.layout.constants
         srv, h2 = c["EV_GRPC_SERVER"], (c["EV_HTTP2_CLIENT"], c["EV_HTTP2_SERVER"])
+        rej = c["EV_GRPC_SERVER_REJECTED"]
         rest: list[Any] = []
         srv_recs: list[Any] = []
         h2_recs: list[Any] = []
+        rej_recs: list[Any] = []
         for rec in records:
             t = int.from_bytes(rec[:4], "little")
             if t == srv:
                 srv_recs.append(rec)
             elif t in h2:
                 h2_recs.append(rec)
+            elif t == rej:
+                rej_recs.append(rec)
             else:
                 rest.append(rec)
+        for _tgid, code, _flags in grpc_server.decode_rejected(self.layout, rej_recs):
+            self.rejected[code] = self.rejected.get(code, 0) + 1
         spans = [grpc_server.span_from_event(e, c, self.service_name)
                  for e in grpc_server.decode(self.layout, srv_recs)]
         spans += [http2.span_from_event(e, c, self.service_name)
