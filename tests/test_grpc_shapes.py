@@ -23,8 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyhttp2probe.spans import Span
 from tests.gobuild import GoBuild, build
 from tests.grpc_client_match import TOL_NS, match
-from tests.serverside_harness import TracedRun, match_one_to_one, traced
-from tests.test_grpc_server_accuracy import CLOCK_SLACK_NS
+from tests.serverside_harness import (
+    CLOCK_SLACK_NS,
+    TracedRun,
+    match_one_to_one,
+    span_wraps_handler,
+    traced,
+)
 from tests.truth import read_truth, start_workload
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF")
@@ -149,18 +154,12 @@ def test_server_spans_match_truth_one_to_one(shapes: Any) -> None:
     for k in ("unmatched_end", "bad_read", "ringbuf_full"):
         assert run.stats[f"grpc_server.{k}"] == 0, run.stats
 
-    def compatible(t: dict[str, Any], s: Span) -> bool:
-        if s.start_ns > t["server_start_ns"] + CLOCK_SLACK_NS:
-            return False
-        if t["op_failed"]:  # grpc wrote the status inside the failed RecvMsg/SendMsg
-            return t["server_start_ns"] <= s.end_ns <= t["server_end_ns"] + CLOCK_SLACK_NS
-        return t["server_end_ns"] <= s.end_ns + CLOCK_SLACK_NS
 
     pairs, lost, extra = match_one_to_one(
         server, all_spans,
         truth_key=lambda t: (t["method"], t["code"], t["server_port"]),
         span_key=lambda s: (s.full_method, s.status_code, s.server_port),
-        compatible=compatible)
+        compatible=span_wraps_handler)
     assert not lost and not extra, (pin, [server[i] for i in lost[:5]],
                                     [all_spans[j] for j in extra[:5]])
     assert len(pairs) == len(server) == len(all_spans)

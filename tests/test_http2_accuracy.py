@@ -16,12 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.gobuild import GoBuild, build
-from tests.serverside_harness import match_one_to_one, traced
+from tests.serverside_harness import CLOCK_SLACK_NS, match_one_to_one, traced
 from tests.truth import read_truth, start_workload
-
-# The workload's clock anchor is a raw clock_gettime syscall: a few µs off on this VM.
-CLOCK_SLACK_NS = 50_000
-
 
 # Which HTTP/2 implementation carried a truth line: spans say it in `service`, so a span
 # attributed to the other library's connection would not match.

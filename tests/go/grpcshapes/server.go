@@ -68,17 +68,7 @@ func (c *call) finish(err error) error {
 // The truth's code is that first status: the op's error as grpc's toRPCErr converts it.
 func (c *call) opFailed(err error) error {
 	c.t.OpFailed = true
-	if _, ok := status.FromError(err); !ok {
-		switch err {
-		case context.Canceled, context.DeadlineExceeded:
-			err = status.FromContextError(err).Err()
-		case io.ErrUnexpectedEOF:
-			err = status.Error(codes.Internal, err.Error())
-		default:
-			err = status.Error(codes.Unknown, err.Error())
-		}
-	}
-	return c.finish(err)
+	return c.finish(opStatus(err))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

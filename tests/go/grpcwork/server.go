@@ -26,6 +26,7 @@ type serverTruth struct {
 	EndNs       int64  `json:"server_end_ns"`
 	ClientID    int64  `json:"client_id"` // id of the client truth line, -1 if never learned
 	DelayNs     int64  `json:"server_delay_ns"`
+	OpFailed    bool   `json:"op_failed"` // a stream op failed: grpc wrote the status inside it
 }
 
 type workServer struct {
@@ -52,6 +53,13 @@ func (s *workServer) begin(service, method, kind string) *serverCall {
 func (c *serverCall) learn(h reqHeader) {
 	c.t.ClientID = int64(h.ID)
 	c.t.DelayNs = int64(h.DelayNs)
+}
+
+// opFailed ends a handler whose RecvMsg/SendMsg failed: the status on the wire is the one
+// grpc wrote inside that call (opstatus.go), before the handler returns.
+func (c *serverCall) opFailed(err error) error {
+	c.t.OpFailed = true
+	return c.finish(opStatus(err))
 }
 
 func (c *serverCall) finish(err error) error {
@@ -122,7 +130,7 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	c := s.begin(workService, "ServerStream", "server_stream")
 	req := new(rawMsg)
 	if err := stream.RecvMsg(req); err != nil {
-		return c.finish(err)
+		return c.opFailed(err)
 	}
 	h, ok := decodeHeader(req.b)
 	if !ok {
@@ -134,7 +142,7 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	}
 	for i := 0; i < int(h.NMsgs); i++ {
 		if err := stream.SendMsg(&rawMsg{b: []byte{byte(i)}}); err != nil {
-			return c.finish(err)
+			return c.opFailed(err)
 		}
 	}
 	return c.finish(statusFor(h))
@@ -152,7 +160,7 @@ func clientStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 			break
 		}
 		if err != nil {
-			return c.finish(err)
+			return c.opFailed(err)
 		}
 		if first {
 			var ok bool
@@ -172,7 +180,10 @@ func clientStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	if err := statusFor(h); err != nil {
 		return c.finish(err)
 	}
-	return c.finish(stream.SendMsg(&rawMsg{b: []byte("ok")}))
+	if err := stream.SendMsg(&rawMsg{b: []byte("ok")}); err != nil {
+		return c.opFailed(err)
+	}
+	return c.finish(nil)
 }
 
 func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
@@ -180,7 +191,7 @@ func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	c := s.begin(workService, "Bidi", "bidi")
 	m := new(rawMsg)
 	if err := stream.RecvMsg(m); err != nil {
-		return c.finish(err)
+		return c.opFailed(err)
 	}
 	h, ok := decodeHeader(m.b)
 	if !ok {
@@ -196,14 +207,14 @@ func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	// Echo the first message and every later one until the client half-closes.
 	for {
 		if err := stream.SendMsg(&rawMsg{b: []byte("echo")}); err != nil {
-			return c.finish(err)
+			return c.opFailed(err)
 		}
 		err := stream.RecvMsg(m)
 		if err == io.EOF {
 			return c.finish(nil)
 		}
 		if err != nil {
-			return c.finish(err)
+			return c.opFailed(err)
 		}
 	}
 }
