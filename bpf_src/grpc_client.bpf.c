@@ -142,12 +142,14 @@ int grpc_client_end(struct pt_regs *ctx)
 	v = bpf_map_lookup_elem(&inflight, &key);
 	if (v) {
 		start = v->start_ns;
-		/* Two finish calls racing past the unlocked `finished` read: one delete wins. */
+		/* Two finish calls racing past the unlocked `finished` read: one delete wins.
+		 * Mark the call ended first, so a racer that misses the in-flight entry
+		 * already finds it here. */
+		bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY);
 		if (bpf_map_delete_elem(&inflight, &key)) {
 			stat_inc(STAT_DUP_END);
 			return 0;
 		}
-		bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY);
 	} else if (bpf_map_lookup_elem(&recently_ended, &key)) {
 		stat_inc(STAT_DUP_END); /* the same race, one step later: already emitted */
 		return 0;
@@ -241,11 +243,11 @@ int grpc_client_fail(struct pt_regs *ctx)
 	if (stream)
 		return 0; /* has a stream: finish() will end it */
 	start = v->start_ns;
+	bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY); /* before: see the end */
 	if (bpf_map_delete_elem(&inflight, &key)) {
 		stat_inc(STAT_DUP_END);
 		return 0;
 	}
-	bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY);
 	ev = reserve_event();
 	if (!ev)
 		return 0;
