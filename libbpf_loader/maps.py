@@ -104,6 +104,17 @@ class Map:
         if ret < 0:
             raise error_from_errno(MapError, ret, f"set initial value of {self._what()}")
 
+    def share(self, other: Map) -> None:
+        """Make this map, before load, the very kernel map `other` (loaded) already is.
+
+        Two objects that must see each other's entries (one writes, the other reads) share
+        a map this way instead of copying state through user space; libbpf checks that
+        type, key/value sizes and max_entries agree when this object loads.
+        """
+        ret = lib.bpf_map__reuse_fd(self._live(), other._loaded_fd())
+        if ret < 0:
+            raise error_from_errno(MapError, ret, f"share {other._what()} as {self._what()}")
+
     # -- after load -------------------------------------------------------------------
     def _loaded_fd(self) -> int:
         fd = self.fd
