@@ -188,5 +188,20 @@ EARLY_ABORT_FIELDS: tuple[str, ...] = (
 )
 SERVER_H2_FIELDS = SERVER_H2_FIELDS + EARLY_ABORT_FIELDS
 
+# The gRPC server's start at operateHeaders (the HEADERS frame's stream id; the framer a
+# transport shares with its loopy writer keys in-flight RPCs, so an early abort can drop
+# its start), and the join of a ServeHTTP call to its HTTP/2 stream through the request
+# context chain (Request.ctx).
+JOIN_FIELDS: tuple[str, ...] = (
+    f"{TRANSPORT}.http2Server.framer",
+    f"{TRANSPORT}.loopyWriter.framer",
+    f"{XNET_H2}.MetaHeadersFrame.HeadersFrame",
+    f"{XNET_H2}.HeadersFrame.FrameHeader",
+    f"{XNET_H2}.FrameHeader.Type",
+    f"{XNET_H2}.FrameHeader.StreamID",
+    "net/http.Request.ctx",
+)
+SERVER_H2_FIELDS = SERVER_H2_FIELDS + JOIN_FIELDS
+
 FUNCTIONS = FUNCTIONS + tuple(f for f in SERVER_H2_FUNCTIONS if f not in FUNCTIONS)
 FIELDS = FIELDS + tuple(f for f in SERVER_H2_FIELDS if f not in FIELDS)
