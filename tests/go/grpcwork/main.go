@@ -4,6 +4,10 @@
 // writes ground truth: one JSON line per client RPC (-truth) and per server RPC
 // (-server-truth), with CLOCK_MONOTONIC timestamps comparable with bpf_ktime_get_ns.
 //
+// With -serve-http every server is served through (*grpc.Server).ServeHTTP under net/http's
+// HTTP/2 server (h2c) on the same port instead of grpc's own transport; -middleware (none,
+// wrap, mixed) puts a middleware chain in front of it (servehttp.go). Clients are unchanged.
+//
 // Client truth line (one per RPC made by the client side, nested ones included):
 //
 //	id, kind (unary|server_stream|client_stream|bidi), method ("/pyhttp2probe.test.Work/Unary"),
@@ -91,7 +95,8 @@ type config struct {
 	delayMax                                                                 time.Duration
 	seed                                                                     int64
 	truth, serverTruth                                                       string
-	waitStart, hold, dialEarly                                               bool
+	waitStart, hold, dialEarly, serveHTTP                                    bool
+	middleware                                                               string
 	timeout                                                                  time.Duration
 }
 
@@ -424,9 +429,19 @@ func main() {
 	flag.BoolVar(&cfg.hold, "hold", false, "after finishing print DONE and wait for a stdin line or EOF before exiting")
 	flag.BoolVar(&cfg.dialEarly, "dial-early", false, "dial the long-lived connections before READY (default: after the start line)")
 	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "per-call deadline bound for calls that should succeed")
+	flag.BoolVar(&cfg.serveHTTP, "serve-http", false, "serve each grpc server through ServeHTTP under net/http's HTTP/2 server (h2c) instead of its own transport")
+	flag.StringVar(&cfg.middleware, "middleware", "none", "with -serve-http: none, wrap (every request through a middleware chain) or mixed (alternate requests)")
 	flag.Parse()
 	if cfg.servers < 1 || cfg.connsPerServer < 1 || cfg.goroutines < 0 || cfg.rpcs < 0 || cfg.streamMsgs < 1 {
 		fatal("bad sizes")
+	}
+	switch cfg.middleware {
+	case "none", "wrap", "mixed":
+	default:
+		fatal("unknown -middleware %q (none, wrap, mixed)", cfg.middleware)
+	}
+	if !cfg.serveHTTP {
+		cfg.middleware = "none" // grpc's own transport has no net/http handler to wrap
 	}
 	kinds, err := parseMix(cfg.mix)
 	if err != nil {
@@ -564,6 +579,7 @@ func main() {
 		"total": total, "server_handled": w.serverTruth.count(), "by_code": byCode,
 		"elapsed_s": elapsed.Seconds(), "rps": float64(total) / elapsed.Seconds(),
 		"code_mismatch": atomic.LoadInt64(&w.mismatch), "connections": atomic.LoadInt64(&w.nextConn),
+		"serve_http": cfg.serveHTTP, "middleware": cfg.middleware,
 	})
 	fmt.Fprintf(os.Stderr, "SUMMARY %s\n", summary)
 	if cfg.hold {

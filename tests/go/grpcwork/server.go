@@ -3,11 +3,16 @@ package main
 // The servers: two hand-written services (pyhttp2probe.test.Work and pyhttp2probe.test.Other)
 // whose handlers obey the request header: sleep the delay (aborted when the call's context
 // ends), optionally make a nested client call, then return the requested status.
+//
+// Each server runs on grpc's own HTTP/2 transport (srv.Serve) or, with -serve-http, through
+// (*grpc.Server).ServeHTTP under net/http's HTTP/2 server (servehttp.go).
 
 import (
 	"context"
 	"io"
 	"net"
+	"net/http"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,6 +40,8 @@ type workServer struct {
 	w    *workload
 	lis  net.Listener
 	srv  *grpc.Server
+	hs   *http.Server  // -serve-http only: serves lis, handing requests to srv.ServeHTTP
+	reqs atomic.Uint64 // -middleware mixed: requests seen, to alternate the two shapes
 }
 
 // serverCall is the bookkeeping for one handled RPC; finish writes its truth line.
@@ -252,12 +259,20 @@ func startServer(w *workload, idx int) (*workServer, error) {
 	s.srv = grpc.NewServer(grpc.MaxConcurrentStreams(100000))
 	s.srv.RegisterService(&workDesc, s)
 	s.srv.RegisterService(&otherDesc, s)
-	go s.srv.Serve(lis)
+	if w.cfg.serveHTTP {
+		s.serveHTTP()
+	} else {
+		go s.srv.Serve(lis)
+	}
 	return s, nil
 }
 
 // stop drains gracefully, but never hangs: after a bound it closes everything.
 func (s *workServer) stop(bound time.Duration) {
+	if s.hs != nil {
+		s.stopHTTP(bound)
+		return
+	}
 	done := make(chan struct{})
 	go func() { s.srv.GracefulStop(); close(done) }()
 	select {
