@@ -134,10 +134,20 @@ struct grpc_server_config {
 	__u32 hf_stride;                /* sizeof(hpack.HeaderField); 0: no hf layout */
 	__u32 hf_name;                  /* HeaderField.Name (string) */
 	__u32 hf_value;                 /* HeaderField.Value (string) */
+	/* START at (*http2Server).operateHeaders(t, [ctx,] frame *MetaHeadersFrame, ...) */
+	__u32 frame_arg;                /* Go argument number of frame: 2 (< v1.60) or 4 */
+	__u32 t_framer;                 /* http2Server.framer: in-flight key, shared by loopy */
+	__u32 loopy_framer;             /* loopyWriter.framer */
+	__u32 fh_type;                  /* FrameHeader.Type (uint8), from the header */
+	__u32 fh_stream_id;             /* FrameHeader.StreamID (uint32), from the header */
+	__u32 _pad;
+	struct go_chain frame_header;   /* *MetaHeadersFrame -> *HeadersFrame -> FrameHeader */
+	struct go_chain ht_ctx;         /* *serverHandlerTransport -> req -> ctx (iface) */
 };
 
-/* One finished server RPC. Identity: (tgid, transport, stream_id); ServeHTTP streams have
- * id 0 and a transport object of their own per request. */
+/* One finished server RPC. Identity: (tgid, transport, stream_id). Through ServeHTTP it is
+ * the HTTP/2 request's: (tgid, *serverConn, HTTP/2 stream id); when that join fails
+ * (SRV_FLAG_UNMATCHED) it is (tgid, *serverHandlerTransport, 0). */
 struct grpc_server_event {
 	__u32 type;
 	__u32 tgid;
@@ -195,6 +205,8 @@ struct http2_config {
 	__u32 url_host;                 /* url.URL.Host (string) */
 	__u32 url_path;                 /* url.URL.Path (string) */
 	__u32 cs_read_closed;           /* clientStream.readClosed (bool); 0: not in the plan */
+	__u32 req_ctx;                  /* Request.ctx (iface); 0: no ServeHTTP join */
+	__u32 _pad;
 };
 
 /* One finished HTTP/2 request (client or server, by type). Identity: (tgid, conn,

@@ -1,33 +1,35 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-/* grpc_server: one span per RPC handled by a grpc-go server, 2 uprobe hits per RPC.
+/* grpc_server: one span per RPC handled by a grpc-go server: 2 uprobe hits per RPC on grpc's
+ * own transport, 1 more on top of the HTTP/2 request's 2 through (*grpc.Server).ServeHTTP.
  *
- * Probe points (decided from grpc-go v1.40 .. v1.83 sources):
- *   START  entry of grpc.(*Server).handleStream(s, t ServerTransport, stream, ...)
- *          Go ABI: s=RAX, t=RBX(itab)+RCX(data), stream=RDI — in every version (v1.40 adds
- *          trInfo after stream). Runs once per stream, on the handler goroutine, after
- *          operateHeaders created the stream: the transport pointer (t's data word) and
- *          stream.id are final there. Stream->id comes from the plan (field of
- *          transport.Stream, embedded by value in transport.ServerStream since v1.69).
+ * Probe points (decided from grpc-go v1.40 .. v1.85 sources):
+ *   START  entry of transport.(*http2Server).operateHeaders(t, frame, ...) (< v1.60) or
+ *          (t, ctx, frame, ...): t=RAX, frame=RBX or RDI. The reader goroutine calls it once
+ *          per new stream, with the HEADERS frame that opens it: its stream id is final
+ *          there (the client chose it), and so is t. Only grpc's own transport comes here,
+ *          so ServeHTTP calls do not pay for it. The span thus covers header decoding and
+ *          dispatch too (the handler goroutine starts inside).
  *   END    entry of the transport's writeStatus(s, st *status.Status), one program per
  *          transport: (*http2Server).writeStatus (WriteStatus before v1.69) and
- *          (*serverHandlerTransport).writeStatus for (*grpc.Server).ServeHTTP.
- *          Receiver=RAX, s=RBX, st=RCX. Every handled RPC ends there, with the exact
- *          code: st.s.Code (a nil st or nil st.s is OK, like (*Status).Code). grpc-go
- *          calls it twice on some error paths (processUnaryRPC after a failed send); the
- *          first one is the one on the wire, the repeat is dropped (srv_common.h).
- *          The method (s.method) and the local listener address (http2Server.localAddr,
- *          or the ServeHTTP request's Host) are read here too, so the start stores only
- *          its timestamp.
- * Identity: (tgid, transport pointer, stream id). ServeHTTP streams all have id 0 but
- * each request gets its own serverHandlerTransport, so the key is still unique while
- * the RPC is in flight. The end's receiver is the same pointer as the start's t.data.
+ *          (*serverHandlerTransport).writeStatus for ServeHTTP. Receiver=RAX, s=RBX,
+ *          st=RCX. Every handled RPC ends there, with the exact code: st.s.Code (a nil st
+ *          or nil st.s is OK, like (*Status).Code). grpc-go calls it twice on some error
+ *          paths (processUnaryRPC after a failed send); the first one is the one on the
+ *          wire, the repeat is dropped (srv_common.h). The method (s.method) and the local
+ *          listener address (http2Server.localAddr, or the ServeHTTP request's Host) are
+ *          read here too, so the start stores only its timestamp.
+ *   ServeHTTP has no start of its own: its end finds the HTTP/2 request it runs in by the
+ *          request's context chain (srv_common.h, ctx_join) and takes that request's start
+ *          and identity (tgid, *serverConn, HTTP/2 stream id). The HTTP/2 object owns those
+ *          maps; this object shares them (libbpf map reuse).
+ * Identity: (tgid, transport pointer, stream id). In flight, grpc's transport is keyed by
+ * its framer, a pointer it shares 1:1 with its loopy writer, so an early abort (below,
+ * which knows only the loopy writer) can drop the start that no writeStatus will end.
  * State: one LRU entry per in-flight RPC, deleted by its end. A connection's close needs no
- * sweep: every end is preceded by its own start on the same key, and a start overwrites a
- * stale entry left by a stream that never ended (STAT_START_REUSED), so a new connection
- * at a reused address never inherits an old start.
+ * sweep: a start overwrites a stale entry left by a stream that never ended
+ * (STAT_START_REUSED), so a new connection at a reused address never inherits an old start.
  * Probes sit past the stack-growth check (Python places them), so each fires once per
- * call. Measured on grpc-go v1.40.0, v1.58.3, v1.72.2, v1.83.2, v1.85.0: run_cnt of the
- * start == RPCs, of the end == RPCs + grpc's own repeats (0-4 per 2,000).
+ * call.
  * REJECTED  entry of (*loopyWriter).earlyAbortStreamHandler(l, eas): l=RAX, eas=RBX.
  *          grpc-go refuses some RPCs in operateHeaders before any handler runs
  *          (InTapHandle error, non-gRPC content-type, malformed headers): handleStream
@@ -38,9 +40,11 @@
  *          value in eas.hf from v1.79. Python counts them; no span (no method known).
  *          Not seen: a v1.79+ abort whose headers exceed the peer's header-list limit
  *          (grpc-go then queues a RST_STREAM instead of the earlyAbortStream).
- * Rejected: operateHeaders (huge, runs on the reader goroutine, stream built inside it:
- * no argument carries it), the handle closure (inlined/varies by version), and ending
- * at closeStream/deleteStream (no status there; would make 3 hits).
+ *          Streams refused with a bare RST_STREAM (over MaxConcurrentStreams, oversized
+ *          headers, a draining server) leave their start behind: no span, and the entry
+ *          waits for LRU eviction or a reused key (rare: peers respect those limits).
+ * Not the start: handleStream (ServeHTTP runs it too: 4 hits there) and the handle closure
+ * (inlined/varies by version). Not the end: closeStream/deleteStream (no status there).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -78,21 +82,35 @@ struct {
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
 
+/* operateHeaders(t, frame, ...) (< v1.60) or (t, ctx, frame, ...): the frame's register. */
+static __always_inline __u64 frame_arg(struct pt_regs *ctx, const struct grpc_server_config *cfg)
+{
+	/* Both loads first: a select between ctx fields compiles to ctx pointer arithmetic,
+	 * which the verifier refuses. */
+	__u64 arg2 = GO_ARG2(ctx), arg4 = GO_ARG4(ctx);
+
+	barrier_var(arg4);
+	return cfg->frame_arg == 4 ? arg4 : arg2;
+}
+
 SEC("uprobe")
-int grpc_server_handle_stream(struct pt_regs *ctx)
+int grpc_server_operate_headers(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
 	struct stream_key key = {};
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns(), fh;
+	__u8 type = 0;
 
 	if (!cfg) {
 		stat_inc(STAT_NO_CONFIG);
 		return 0;
 	}
 	key.tgid = tgid;
-	key.conn = GO_ARG3(ctx); /* t's data word: the transport object */
-	if (go_chain_u32(GO_ARG4(ctx), &cfg->stream_id, &key.stream_id)) {
+	if (go_read_u64(GO_ARG1(ctx) + cfg->t_framer, &key.conn) ||
+	    go_chain_addr(frame_arg(ctx, cfg), &cfg->frame_header, &fh) ||
+	    go_read_u8(fh + cfg->fh_type, &type) || type != 0x1 /* HEADERS */ ||
+	    go_read_u32(fh + cfg->fh_stream_id, &key.stream_id)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
@@ -135,6 +153,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start, start_ns = 0;
+	struct ctx_stream joined = {};
 	struct stream_key key = {};
 	struct grpc_server_event *ev;
 	__u32 code = 0;
@@ -145,19 +164,35 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		return 0;
 	}
 	key.tgid = tgid;
-	key.conn = t;
-	if (go_chain_u32(s, &cfg->stream_id, &key.stream_id)) {
-		stat_inc(STAT_BAD_READ);
-		return 0;
-	}
-	start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
-	if (start) {
-		start_ns = *start;
-		bpf_map_delete_elem(&grpc_server_inflight, &key);
-		end_repeats(ctx, &key);
-	} else if (end_repeats(ctx, &key)) {
-		stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
-		return 0;
+	if (via_serve_http) {
+		/* Its start is the HTTP/2 request's (srv_common.h: the join). */
+		if (go_chain_u64(t, &cfg->ht_ctx, &addr) == 0 &&
+		    ctx_join(tgid, addr, &joined) == 0) {
+			key = joined.stream;
+			start_ns = joined.start_ns;
+		} else {
+			key.conn = t; /* not joined: (ht, 0), unmatched */
+		}
+		if (end_repeats(ctx, &key)) {
+			stat_inc(STAT_DUP_END); /* grpc's own second writeStatus */
+			return 0;
+		}
+	} else {
+		if (go_read_u64(t + cfg->t_framer, &key.conn) ||
+		    go_chain_u32(s, &cfg->stream_id, &key.stream_id)) {
+			stat_inc(STAT_BAD_READ);
+			return 0;
+		}
+		start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
+		if (start) {
+			start_ns = *start;
+			bpf_map_delete_elem(&grpc_server_inflight, &key);
+			end_repeats(ctx, &key);
+		} else if (end_repeats(ctx, &key)) {
+			stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
+			return 0;
+		}
+		key.conn = t; /* reported: the transport (the framer is its 1:1 in-flight key) */
 	}
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -167,7 +202,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = EV_GRPC_SERVER;
 	ev->tgid = tgid;
-	ev->transport = t;
+	ev->transport = key.conn;
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->start_ns = start_ns;
@@ -286,8 +321,15 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 	ev->tgid = tgid;
 	ev->loopy = GO_ARG1(ctx);
 	ev->ts_ns = bpf_ktime_get_ns();
-	if (go_read_u32(eas + cfg->eas_stream_id, &ev->stream_id))
+	if (go_read_u32(eas + cfg->eas_stream_id, &ev->stream_id)) {
 		ev->flags |= SRV_FLAG_BAD_READ;
+	} else {
+		/* operateHeaders started it; no writeStatus will end it: drop the start. */
+		struct stream_key key = { .tgid = tgid, .stream_id = ev->stream_id };
+
+		if (go_read_u64(ev->loopy + cfg->loopy_framer, &key.conn) == 0)
+			bpf_map_delete_elem(&grpc_server_inflight, &key);
+	}
 	if (cfg->eas_code.valid) {
 		r = go_chain_u32(eas, &cfg->eas_code, &code);
 		if (r > 0) { /* nil status: OK, like (*Status).Code (grpc-go never sends it) */

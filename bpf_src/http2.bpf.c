@@ -58,13 +58,19 @@ struct {
 	__type(value, struct http2_config);
 } http2_config SEC(".maps");
 
-/* Server in-flight: start time. 64k concurrent requests per node (default
- * MaxConcurrentStreams is 250 per connection); eviction shows as an unmatched end. */
+/* Server in-flight: start time and the stream's context (its h2_ctx_live key, see
+ * srv_common.h). 64k concurrent requests per node (default MaxConcurrentStreams is 250 per
+ * connection); eviction shows as an unmatched end. */
+struct h2_server_start {
+	__u64 start_ns;
+	__u64 ctx;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct stream_key);
-	__type(value, __u64);
+	__type(value, struct h2_server_start);
 } http2_server_inflight SEC(".maps");
 
 /* Client in-flight: start time and the request fields copied at start (~230 B each). */
@@ -159,9 +165,12 @@ static __always_inline struct http2_event *reserve(void)
 static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct h2_server_start st = { .start_ns = bpf_ktime_get_ns() };
+	struct ctx_key ck = { .tgid = tgid };
+	struct ctx_stream cs = {};
 	struct stream_key key = {};
-	__u64 now = bpf_ktime_get_ns();
 	struct http2_config *cfg;
+	__u64 tab;
 
 	cfg = h2_config(tgid, flavor);
 	if (!cfg)
@@ -172,18 +181,44 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_NOEXIST)) {
+	/* The stream's context, for a gRPC call served by ServeHTTP inside this request. */
+	if (cfg->req_ctx && go_read_iface(GO_ARG3(ctx) + cfg->req_ctx, &tab, &st.ctx) == 0 &&
+	    st.ctx && go_read_u64(st.ctx + GO_CTX_PARENT_DATA, &cs.parent) == 0) {
+		ck.ctx = st.ctx;
+		cs.stream = key;
+		cs.start_ns = st.start_ns;
+		bpf_map_update_elem(&h2_ctx_live, &ck, &cs, BPF_ANY);
+	} else {
+		st.ctx = 0;
+	}
+	if (bpf_map_update_elem(&http2_server_inflight, &key, &st, BPF_NOEXIST)) {
 		/* A stale entry (its request never ended, address reused): the new one wins. */
 		stat_inc(STAT_START_REUSED);
-		bpf_map_update_elem(&http2_server_inflight, &key, &now, BPF_ANY);
+		bpf_map_update_elem(&http2_server_inflight, &key, &st, BPF_ANY);
 	}
 	return 0;
+}
+
+/* The request ended: its context entry moves to the ended map (srv_common.h says why). */
+static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_key *key)
+{
+	struct ctx_key ck = { .tgid = tgid, .ctx = c };
+	struct ctx_stream *cs;
+
+	if (!c)
+		return;
+	cs = bpf_map_lookup_elem(&h2_ctx_live, &ck);
+	if (!cs || cs->stream.conn != key->conn || cs->stream.stream_id != key->stream_id)
+		return;
+	bpf_map_update_elem(&h2_ctx_ended, &ck, cs, BPF_ANY);
+	bpf_map_delete_elem(&h2_ctx_live, &ck);
 }
 
 static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 rws = 0, req = 0, status = 0, *start, start_ns = 0;
+	__u64 rws = 0, req = 0, status = 0, start_ns = 0;
+	struct h2_server_start *start;
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
@@ -200,7 +235,8 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	}
 	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
 	if (start) {
-		start_ns = *start;
+		start_ns = start->start_ns;
+		ctx_retire(tgid, start->ctx, &key);
 		bpf_map_delete_elem(&http2_server_inflight, &key);
 		end_repeats(ctx, &key);
 	} else if (end_repeats(ctx, &key)) {

@@ -71,4 +71,78 @@ static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_
 	return 0;
 }
 
+/* ---- gRPC served by (*grpc.Server).ServeHTTP: joining its end to its HTTP/2 stream ----
+ *
+ * ServeHTTP runs grpc inside an HTTP/2 request: http2.bpf.c already has that request's
+ * start (runHandler), so the gRPC span needs only its end (serverHandlerTransport's
+ * writeStatus) and a join, for 3 hits in all. The join key is the HTTP/2 stream's own
+ * context: runHandler's request carries it (Request.ctx, a *cancelCtx made per stream),
+ * and whatever the middleware does — wrap the ResponseWriter, r.WithContext, copy the
+ * request, hand the call to another goroutine (grpc does) — the request grpc holds has a
+ * context whose parent chain reaches it. Every context type of package context keeps its
+ * parent interface at offset 0, so a walk reads the data word at +8.
+ *
+ * A stale entry could match a live context allocated at a recycled address, so each entry
+ * also holds the stream context's parent pointer, checked on every hit: a middleware
+ * context in the chain never has the connection's context as its parent.
+ *
+ * Live entries are deleted by handlerDone and copied to a small "ended" map, because a
+ * cancelled call's HTTP/2 handler can return (the client reset the stream) before the
+ * gRPC handler goroutine writes its status.
+ */
+#define CTX_WALK_MAX 16            /* contexts stacked by middleware above the stream's */
+#define GO_CTX_PARENT_DATA 8       /* data word of the parent iface at offset 0 */
+
+struct ctx_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 ctx;                 /* the stream's context (a *cancelCtx) */
+};
+
+struct ctx_stream {
+	struct stream_key stream;  /* the HTTP/2 request: (tgid, *serverConn, stream id) */
+	__u64 start_ns;            /* its runHandler time */
+	__u64 parent;              /* the context's parent data pointer: checked on a hit */
+};
+
+/* In-flight HTTP/2 server requests by their stream context (sized like the in-flight map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ctx_key);
+	__type(value, struct ctx_stream);
+} h2_ctx_live SEC(".maps");
+
+/* Ended ones, for a gRPC status written after the HTTP/2 handler returned (client cancel):
+ * 16k recent requests, seconds of history at the highest rates a node sees. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ctx_key);
+	__type(value, struct ctx_stream);
+} h2_ctx_ended SEC(".maps");
+
+/* The HTTP/2 stream whose context is `c` or one of its ancestors: 0 and *out, or -1. */
+static __always_inline int ctx_join(__u32 tgid, __u64 c, struct ctx_stream *out)
+{
+	struct ctx_key k = { .tgid = tgid };
+	struct ctx_stream *v;
+	__u64 parent;
+
+	for (int i = 0; i < CTX_WALK_MAX; i++) {
+		if (!c || go_read_u64(c + GO_CTX_PARENT_DATA, &parent))
+			return -1;
+		k.ctx = c;
+		v = bpf_map_lookup_elem(&h2_ctx_live, &k);
+		if (!v || v->parent != parent)
+			v = bpf_map_lookup_elem(&h2_ctx_ended, &k);
+		if (v && v->parent == parent) {
+			*out = *v;
+			return 0;
+		}
+		c = parent;
+	}
+	return -1;
+}
+
 #endif /* PYHTTP2PROBE_SRV_COMMON_H */

@@ -77,6 +77,8 @@ def traced(wl: Workload, during: Callable[[], Any] | None = None,
         t.drain()
         counts = t.program_run_counts()
         stats = t.stats()
+        if t.serverside is not None:
+            extra["in_flight"] = t.serverside.in_flight()
         registry = CollectorRegistry()
         registry.register(t.metrics)
         extra["metrics"] = generate_latest(registry).decode()

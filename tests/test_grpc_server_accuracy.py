@@ -1,10 +1,12 @@
 """gRPC server spans against the workload's server-side ground truth, on several grpc-go
-versions, with many streams per connection and connection churn.
+versions, with many streams per connection and connection churn — served by grpc's own
+transport and by (*grpc.Server).ServeHTTP under net/http's HTTP/2 server (h2c), the latter
+behind middleware that wraps the ResponseWriter, stacks contexts and copies the request.
 
 Every server truth line (written by the handler: method, code, listener port, handler
 start/end) must match exactly one span with the same (method, code, port) whose interval
-contains the handler's — spans start at handleStream and end at writeStatus, which wrap
-the handler. Zero lost, duplicated or misattributed; two probe hits per RPC.
+contains the handler's. Zero lost, duplicated or misattributed; two probe hits per RPC on
+grpc's transport, three through ServeHTTP (the HTTP/2 request's two, plus the gRPC end).
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from pyhttp2probe.spans import Span
 from tests.gobuild import GO_ROOT, GoBuild, build
-from tests.serverside_harness import match_one_to_one, span_wraps_handler, traced
+from tests.serverside_harness import (
+    TracedRun,
+    match_one_to_one,
+    span_wraps_handler,
+    traced,
+)
 from tests.truth import read_truth, start_workload
 
 VERSIONS = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir()
@@ -28,21 +36,31 @@ NO_HANDLER_CODES = {1, 4}
 
 
 # Stripped builds (no DWARF, no .symtab): offsets from the shipped table, symbols from
-# pclntab; the oldest and newest pins.
-CASES = [(v, "") for v in VERSIONS] + [(v, "-s -w") for v in (VERSIONS[0], VERSIONS[-1])]
+# pclntab; the oldest and newest pins. ServeHTTP on every pin, its middleware mixed in.
+CASES = ([(v, "", "") for v in VERSIONS] + [(v, "-s -w", "") for v in (VERSIONS[0], VERSIONS[-1])]
+         + [(v, "", "mixed") for v in VERSIONS] + [(VERSIONS[-1], "-s -w", "mixed"),
+                                                   (VERSIONS[0], "", "wrap")])
 
 
-@pytest.mark.parametrize(("version", "ldflags"), CASES,
-                         ids=[v + ("-stripped" if f else "") for v, f in CASES])
-def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: str) -> None:
+def _case_id(version: str, ldflags: str, middleware: str) -> str:
+    return (version + ("-stripped" if ldflags else "")
+            + (f"-servehttp-{middleware}" if middleware else ""))
+
+
+@pytest.mark.parametrize(("version", "ldflags", "middleware"), CASES,
+                         ids=[_case_id(*c) for c in CASES])
+def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: str,
+                                                         middleware: str) -> None:
     binary = build(GoBuild(src="grpcwork", mod=f"grpcmods/{version}", ldflags=ldflags))
+    serve_http = ["-serve-http", "-middleware", middleware] if middleware else []
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
         args = ["-servers", "3", "-conns-per-server", "2", "-goroutines", "8", "-rpcs", "25",
-                "-churn", "4", "-truth", ct, "-server-truth", st, "-hold"]
+                "-churn", "4", "-truth", ct, "-server-truth", st, "-hold", *serve_http]
         with start_workload(binary, args) as wl:
             run = traced(wl)
         client, server = read_truth(ct), read_truth(st)
+    assert run.summary is not None and run.summary["serve_http"] == bool(middleware)
 
     spans = run.of_kind("grpc_server")
     assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans), run.stats
@@ -69,13 +87,41 @@ def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: 
     assert len(extras) <= abandoned
     assert all(s.server_address == "127.0.0.1" and s.service and s.method for s in spans)
 
-    # 2 hits per RPC: one start, one end (a repeated writeStatus is grpc's own double call)
     n = len(spans)
-    starts = run.run_counts["grpc_server_handle_stream"]
+    assert len(pairs) == len(server) and n > 1000
+    kinds = Counter(t["kind"] for t in server)
+    assert set(kinds) == {"unary", "server_stream", "client_stream", "bidi"}
+    if middleware:
+        _check_servehttp(run, spans)
+        return
+    # 2 hits per RPC: one start, one end (a repeated writeStatus is grpc's own double call)
+    assert not [s for s in spans if "via_serve_http" in s.flags]
+    starts = run.run_counts["grpc_server_operate_headers"]
     ends = run.run_counts["grpc_server_write_status"]
     assert starts == n
     assert ends == n + run.stats["grpc_server.dup_end"]
     assert (starts + ends) / n <= 2.05
-    assert len(pairs) == len(server) and n > 1000
-    kinds = Counter(t["kind"] for t in server)
-    assert set(kinds) == {"unary", "server_stream", "client_stream", "bidi"}
+    assert run.extra["in_flight"]["grpc_server.grpc_server_inflight"] == 0
+
+
+def _check_servehttp(run: TracedRun, spans: list[Span]) -> None:
+    """Each ServeHTTP span is joined to the HTTP/2 request it ran in: it carries that
+    request's identity (conn, stream id) and start, and the request's own :path (read by
+    the other probe, from the other side) names the same method. 3 hits per RPC."""
+    assert all("via_serve_http" in s.flags for s in spans)
+    assert run.run_counts["grpc_server_operate_headers"] == 0
+    # a (conn, stream id) recurs once churn frees a connection: its start tells them apart
+    h2 = {(s.transport, s.stream_id, s.start_ns): s for s in run.of_kind("http_server")}
+    for s in spans:
+        req = h2.get((s.transport, s.stream_id, s.start_ns))
+        assert req is not None, s
+        assert req.full_method == s.full_method and req.status_code == 200, (s, req)
+    assert len(h2) == len(spans)  # the workload sends nothing but gRPC to these servers
+    rc, n = run.run_counts, len(spans)
+    h2_hits = sum(v for k, v in rc.items() if k.startswith("http2_server_"))
+    ends = rc["grpc_server_write_status_ht"]
+    assert ends == n + run.stats["grpc_server.dup_end"]
+    assert (h2_hits + ends) / n <= 3.05, rc
+    assert rc["grpc_server_write_status"] == 0
+    left = run.extra["in_flight"]
+    assert left["http2.http2_server_inflight"] == left["http2.h2_ctx_live"] == 0, left

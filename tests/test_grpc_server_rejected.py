@@ -65,10 +65,13 @@ def test_accepted_rpcs_keep_one_span_and_two_hits(run: TracedRun) -> None:
     assert collections.Counter((s.full_method, s.status_code) for s in server) == {
         ("/reject.Svc/Ok", 0): OK}
     counts: dict[str, Any] = run.run_counts
-    assert counts["grpc_server_handle_stream"] == OK, counts
+    # every stream starts at operateHeaders; the accepted ones end at writeStatus and the
+    # rejected ones at the early abort, which drops their start: nothing stays in flight
+    assert counts["grpc_server_operate_headers"] == OK + DENIED + BUSY, counts
     assert counts["grpc_server_write_status"] == OK, counts
     assert counts["grpc_server_early_abort"] == DENIED + BUSY, counts
     assert run.stats["grpc_server.unmatched_end"] == 0, run.stats
+    assert run.extra["in_flight"]["grpc_server.grpc_server_inflight"] == 0, run.extra
 
 
 def test_client_spans_carry_the_rejection_codes(run: TracedRun) -> None:

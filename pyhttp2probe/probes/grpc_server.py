@@ -1,10 +1,14 @@
 """gRPC server probes: attach plan -> struct grpc_server_config + attach points, and the
 decoding of struct grpc_server_event into spans.
 
-Two hits per RPC (bpf_src/grpc_server.bpf.c says why these points): the entry of
-grpc.(*Server).handleStream and the entry of the transport's writeStatus. Layout
-decisions that differ across grpc-go versions are made here, from the plan's fields:
-  <1.69      handleStream(t, *Stream, trInfo); WriteStatus; Stream{id, method}
+Two hits per RPC on grpc's own transport (bpf_src/grpc_server.bpf.c says why these
+points): the entry of transport.(*http2Server).operateHeaders and the entry of the
+transport's writeStatus. Through (*grpc.Server).ServeHTTP only the end is probed; its start
+and identity come from the HTTP/2 request it runs in (the http2 object's maps, shared).
+Layout decisions that differ across grpc-go versions are made here, from the plan:
+  <1.60      operateHeaders(frame, handle, traceCtx): frame is Go argument 2
+  >=1.60     operateHeaders(ctx, frame, handle): frame is argument 4 (ctx takes two)
+  <1.69      WriteStatus; Stream{id, method}
   1.69-1.76  *ServerStream{*Stream (pointer)}; writeStatus
   >=1.77     *ServerStream{Stream (value)}; writeStatus
   local address: http2Server.localAddr (old) or http2Server.peer.LocalAddr (newer)
@@ -12,6 +16,7 @@ decisions that differ across grpc-go versions are made here, from the plan's fie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +35,10 @@ SPB = "google.golang.org/genproto/googleapis/rpc/status"
 PEER = GRPC + "/peer"
 
 FN_HANDLE_STREAM = GRPC + ".(*Server).handleStream"
+FN_OPERATE_HEADERS = TRANSPORT + ".(*http2Server).operateHeaders"
+XNET_H2 = "golang.org/x/net/http2"
+# grpc-go added operateHeaders' ctx argument (before frame) in this release
+OPERATE_HEADERS_CTX_SINCE = (1, 60, 0)
 # Renamed WriteStatus -> writeStatus in v1.69; the first present wins.
 FN_WRITE_STATUS = (TRANSPORT + ".(*http2Server).writeStatus",
                    TRANSPORT + ".(*http2Server).WriteStatus")
@@ -40,8 +49,8 @@ FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 FN_EARLY_ABORT = TRANSPORT + ".(*loopyWriter).earlyAbortStreamHandler"
 HPACK = "golang.org/x/net/http2/hpack"
 
-FUNCTIONS = (FN_HANDLE_STREAM, *FN_WRITE_STATUS, *FN_WRITE_STATUS_HT, FN_TCPADDR_NETWORK,
-             FN_EARLY_ABORT)
+FUNCTIONS = (FN_HANDLE_STREAM, FN_OPERATE_HEADERS, *FN_WRITE_STATUS, *FN_WRITE_STATUS_HT,
+             FN_TCPADDR_NETWORK, FN_EARLY_ABORT)
 FIELDS = (
     f"{TRANSPORT}.ServerStream.Stream", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.method",
     f"{STATUS}.Status.s", f"{SPB}.Status.Code",
@@ -51,11 +60,14 @@ FIELDS = (
     f"{TRANSPORT}.earlyAbortStream.streamID", f"{TRANSPORT}.earlyAbortStream.status",
     f"{TRANSPORT}.earlyAbortStream.hf", f"{HPACK}.HeaderField.Name",
     f"{HPACK}.HeaderField.Value", f"{HPACK}.HeaderField.Sensitive",
+    f"{TRANSPORT}.http2Server.framer", f"{TRANSPORT}.loopyWriter.framer",
+    f"{XNET_H2}.MetaHeadersFrame.HeadersFrame", f"{XNET_H2}.HeadersFrame.FrameHeader",
+    f"{XNET_H2}.FrameHeader.Type", f"{XNET_H2}.FrameHeader.StreamID", "net/http.Request.ctx",
 )
 
 OBJECT = "grpc_server.bpf.o"
 CONFIG_MAP = "grpc_server_config"
-PROG_START = "grpc_server_handle_stream"
+PROG_START = "grpc_server_operate_headers"
 PROG_END = "grpc_server_write_status"
 PROG_END_HT = "grpc_server_write_status_ht"
 PROG_REJECTED = "grpc_server_early_abort"
@@ -173,12 +185,13 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     else:
         notes.append("net.(*TCPAddr).Network absent: local address read without type check")
 
+    if f.has(f"{TRANSPORT}.serverHandlerTransport.req") and f.has("net/http.Request.ctx"):
+        set_chain(cfg, "ht_ctx", [f[f"{TRANSPORT}.serverHandlerTransport.req"]],
+                  f["net/http.Request.ctx"] + 8)  # the iface's data word
+    start = _operate_headers(cfg, f, plan, binary, notes)
     rejected = _early_abort(cfg, f, functions, binary, notes)
 
-    start = functions.get(FN_HANDLE_STREAM)
-    if start is None:
-        raise ProbePlanError(f"{binary}: function {FN_HANDLE_STREAM} not found in the binary")
-    points = [AttachPoint(PROG_START, FN_HANDLE_STREAM, _body(binary, int(start.entry)))]
+    points = [start]
     end = _first(functions, FN_WRITE_STATUS, binary)
     if end is None:
         raise ProbePlanError(f"{binary}: none of {', '.join(FN_WRITE_STATUS)} in the binary")
@@ -190,6 +203,33 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
         points.append(rejected)
     return ServerProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,
                         notes=notes)
+
+
+def grpc_version(plan: Any) -> tuple[int, ...] | None:
+    """(major, minor, patch) of the linked grpc-go, None when the build info lacks it."""
+    v = (getattr(plan, "modules", None) or {}).get(GRPC)
+    m = re.match(r"v(\d+)\.(\d+)\.(\d+)", v or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def _operate_headers(cfg: Any, f: PlanFields, plan: Any, binary: str,
+                     notes: list[str]) -> AttachPoint:
+    """Config and attach point of the start: operateHeaders, where the frame opening a
+    stream carries its final id. Which register holds the frame depends on the version."""
+    fo = plan.functions.get(FN_OPERATE_HEADERS)
+    if fo is None:
+        raise ProbePlanError(f"{binary}: function {FN_OPERATE_HEADERS} not found in the binary")
+    version = grpc_version(plan)
+    if version is None:
+        notes.append("grpc-go version unknown: operateHeaders taken as >= v1.60 (ctx, frame)")
+    cfg.frame_arg = 2 if version is not None and version < OPERATE_HEADERS_CTX_SINCE else 4
+    cfg.t_framer = f[f"{TRANSPORT}.http2Server.framer"]
+    cfg.loopy_framer = f[f"{TRANSPORT}.loopyWriter.framer"]
+    set_chain(cfg, "frame_header", [f[f"{XNET_H2}.MetaHeadersFrame.HeadersFrame"]],
+              f[f"{XNET_H2}.HeadersFrame.FrameHeader"])
+    cfg.fh_type = f[f"{XNET_H2}.FrameHeader.Type"]
+    cfg.fh_stream_id = f[f"{XNET_H2}.FrameHeader.StreamID"]
+    return AttachPoint(PROG_START, FN_OPERATE_HEADERS, _body(binary, int(fo.entry)))
 
 
 def _early_abort(cfg: Any, f: PlanFields, functions: Mapping[str, Any], binary: str,

@@ -146,6 +146,11 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             cfg.rws_conn = f[t("responseWriterState.conn")]
             cfg.rws_req = f[t("responseWriterState.req")]
             cfg.rws_status = f[t("responseWriterState.status")]
+            if f.has("net/http.Request.ctx"):  # joins gRPC-over-ServeHTTP calls to requests
+                cfg.req_ctx = f["net/http.Request.ctx"]
+            else:
+                out.notes.append(f"{fl.name}: no Request.ctx offset: gRPC calls served by "
+                                 "ServeHTTP get no start (unmatched)")
         if "client" in sides:
             cfg.cs_cc = f[t("clientStream.cc")]
             cfg.cs_id = f[t("clientStream.ID")]

@@ -18,6 +18,12 @@ from ..spans import Span
 from . import AttachPoint, grpc_server, http2
 from .grpc_client import ProbePlanError
 
+# Maps of http2.bpf.o that grpc_server.bpf.o reads (the ServeHTTP join, srv_common.h).
+SHARED_MAPS = ("h2_ctx_live", "h2_ctx_ended")
+# Maps holding one entry per open request, by object (the ended map is history, not state).
+IN_FLIGHT_MAPS = {"grpc_server": ("grpc_server_inflight",),
+                  "http2": ("http2_server_inflight", "http2_client_inflight", "h2_ctx_live")}
+
 
 @dataclass
 class LoadedObject:
@@ -46,10 +52,30 @@ class ServerSideProbes:
     rejected: dict[int, int] = field(default_factory=dict)
 
     def start(self) -> ServerSideProbes:
-        """Load and attach what the binary has; on failure, release what was acquired."""
+        """Load and attach what the binary has; on failure, release what was acquired.
+
+        HTTP/2 first: the gRPC object shares its request-context maps, through which a gRPC
+        call served by ServeHTTP finds the HTTP/2 request it runs in (srv_common.h).
+        """
         from libbpf_loader import BpfObject
 
         try:
+            h2_obj = None
+            try:
+                hp = http2.build(self.plan, self.layout, self.exe)
+            except ProbePlanError as exc:
+                self.skipped["http2"] = str(exc)
+                hp = http2.Http2Probes()
+            self.notes += hp.notes
+            if hp.flavors:
+                h2_obj = BpfObject.open(self.bpf_dir / http2.OBJECT).load()
+                self.loaded.append(LoadedObject("http2", h2_obj, hp.points))
+                for fp in hp.flavors:
+                    h2_obj.map(http2.CONFIG_MAP).update(
+                        fp.config_key(self.pid).to_bytes(8, "little"), fp.config)
+                self._attach(h2_obj, hp.points)
+            else:
+                self.skipped["http2"] = "no HTTP/2 client or server functions linked"
             sp = None
             if grpc_server.present(self.plan):
                 try:
@@ -60,26 +86,15 @@ class ServerSideProbes:
                 self.skipped["grpc_server"] = f"{grpc_server.FN_HANDLE_STREAM} not linked"
             if sp is not None:
                 self.notes += sp.notes
-                obj = BpfObject.open(self.bpf_dir / grpc_server.OBJECT).load()
+                obj = BpfObject.open(self.bpf_dir / grpc_server.OBJECT)
                 self.loaded.append(LoadedObject("grpc_server", obj, sp.points))
+                if h2_obj is not None:
+                    for name in SHARED_MAPS:
+                        obj.map(name).share(h2_obj.map(name))
+                obj.load()
                 obj.map(grpc_server.CONFIG_MAP).update(self.pid.to_bytes(4, "little"),
                                                        sp.config)
                 self._attach(obj, sp.points)
-            try:
-                hp = http2.build(self.plan, self.layout, self.exe)
-            except ProbePlanError as exc:
-                self.skipped["http2"] = str(exc)
-                hp = http2.Http2Probes()
-            self.notes += hp.notes
-            if hp.flavors:
-                obj = BpfObject.open(self.bpf_dir / http2.OBJECT).load()
-                self.loaded.append(LoadedObject("http2", obj, hp.points))
-                for fp in hp.flavors:
-                    obj.map(http2.CONFIG_MAP).update(fp.config_key(self.pid).to_bytes(8, "little"),
-                                                     fp.config)
-                self._attach(obj, hp.points)
-            else:
-                self.skipped["http2"] = "no HTTP/2 client or server functions linked"
         except BaseException:
             self.close()
             raise
@@ -133,6 +148,16 @@ class ServerSideProbes:
                 if name.startswith("STAT_") and name != "STAT_MAX":
                     raw = m.lookup(idx.to_bytes(4, "little")) or b"\0" * 8
                     out[f"{lo.name}.{name[5:].lower()}"] = int.from_bytes(raw, "little")
+        return out
+
+    def in_flight(self) -> dict[str, int]:
+        """Entries held by each in-flight map, {"grpc_server.grpc_server_inflight": n}: once
+        traffic stops, only requests still open should be there (a walk: tests, debugging)."""
+        out: dict[str, int] = {}
+        for lo in self.loaded:
+            for name in IN_FLIGHT_MAPS[lo.name]:
+                keys = lo.obj.map(name).keys()
+                out[f"{lo.name}.{name}"] = sum(1 for _ in keys)
         return out
 
     def run_counts(self) -> dict[str, int]:
