@@ -108,10 +108,17 @@ class Map:
         """Make this map, before load, the very kernel map `other` (loaded) already is.
 
         Two objects that must see each other's entries (one writes, the other reads) share
-        a map this way instead of copying state through user space; libbpf checks that
-        type, key/value sizes and max_entries agree when this object loads.
+        a map this way instead of copying state through user space. libbpf would silently
+        adopt the other map's shape, so a type, key/value size or max_entries that differs
+        from this map's declaration is refused here: the programs were built for this one.
         """
-        ret = lib.bpf_map__reuse_fd(self._live(), other._loaded_fd())
+        fd = other._loaded_fd()
+        mine = (self.type, self.key_size, self.value_size, self.max_entries)
+        theirs = (other.type, other.key_size, other.value_size, other.max_entries)
+        if mine != theirs:
+            raise MapError(errno.EINVAL, f"cannot share {other._what()} as {self._what()}: "
+                                         f"(type, key, value, max_entries) {theirs} != {mine}")
+        ret = lib.bpf_map__reuse_fd(self._live(), fd)
         if ret < 0:
             raise error_from_errno(MapError, ret, f"share {other._what()} as {self._what()}")
 

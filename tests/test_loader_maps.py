@@ -124,3 +124,39 @@ def test_percpu_map_gives_one_value_per_cpu(compile_bpf: Callable[..., Path]) ->
             hits.lookup(0)
         with pytest.raises(MapError, match="needs"):
             hits.update_percpu(0, [1] * (len(per_cpu) + 1))
+
+
+def test_shared_map_is_one_kernel_map_for_two_objects(compile_bpf: Callable[..., Path]) -> None:
+    """What one object's program writes, the other object reads, and the reverse."""
+    path = compile_bpf(HASH_MAP, "hashmap")
+    with BpfObject.open(path) as owner, BpfObject.open(path) as user:
+        owner.map(".rodata").set_initial_value(struct.pack("<Q", 42))
+        owner.load()
+        user.map("table").share(owner.map("table"))
+        user.load()
+        key = KEY.new("struct tkey *", {"pid": 1, "conn": 42})
+        owner.map("table").update(key[0], 5)
+        assert int.from_bytes(user.map("table").lookup(key[0]), "little") == 5
+        user.map("table").delete(key[0])
+        assert owner.map("table").lookup(key[0]) is None
+        assert user.map("table").fd != owner.map("table").fd  # own fd, same map
+
+
+def test_sharing_a_map_of_another_shape_is_refused(compile_bpf: Callable[..., Path]) -> None:
+    """libbpf itself would adopt the other map's size without a word."""
+    path = compile_bpf(HASH_MAP, "hashmap")
+    with BpfObject.open(path) as owner, BpfObject.open(path) as user:
+        owner.map("table").resize(128)
+        owner.load()
+        with pytest.raises(MapError) as exc:
+            user.map("table").share(owner.map("table"))
+        assert exc.value.errno == errno.EINVAL and "max_entries" in str(exc.value)
+        assert user.map("table").max_entries == 64
+
+
+def test_sharing_needs_a_loaded_map(compile_bpf: Callable[..., Path]) -> None:
+    path = compile_bpf(HASH_MAP, "hashmap")
+    with BpfObject.open(path) as a, BpfObject.open(path) as b:
+        with pytest.raises(MapError) as exc:
+            b.map("table").share(a.map("table"))
+        assert exc.value.errno == errno.EBADF
