@@ -114,7 +114,9 @@ struct grpc_client_event {
 #define STAT_H2_NO_STREAM 7
 
 /* Which HTTP/2 implementation a probe belongs to (attach cookie, config key low byte). */
-#define H2_FLAVOR_BUNDLED 0         /* net/http's h2_bundle.go (symbols net/http.(*http2...)) */
+/* net/http's own HTTP/2: h2_bundle.go (net/http.(*http2...)) up to Go 1.26,
+ * net/http/internal/http2 from Go 1.27; a binary links one of the two. */
+#define H2_FLAVOR_BUNDLED 0
 #define H2_FLAVOR_XNET 1            /* golang.org/x/net/http2 */
 
 /* Per-process config for grpc_server.bpf.c, keyed by tgid. */
@@ -205,7 +207,13 @@ struct http2_config {
 	__u32 url_host;                 /* url.URL.Host (string) */
 	__u32 url_path;                 /* url.URL.Path (string) */
 	__u32 cs_read_closed;           /* clientStream.readClosed (bool); 0: not in the plan */
-	__u32 req_ctx;                  /* Request.ctx (iface); 0: no ServeHTTP join */
+	__u32 req_ctx;                  /* server request's context (iface): Request.ctx */
+	__u32 req_ctx_valid;            /* 0: no context offset, no ServeHTTP join */
+	__u32 rws_req_inline;           /* 1: responseWriterState.req is a request value (Go 1.27) */
+	/* client request fields: the server's request type's unless they differ (Go 1.27) */
+	__u32 creq_method;
+	__u32 creq_url;
+	__u32 creq_host;
 	__u32 _pad;
 };
 

@@ -117,9 +117,27 @@ static __always_inline struct http2_config *h2_config(__u32 tgid, __u8 flavor)
 	return cfg;
 }
 
-/* Copy Request.Method, the host (URL.Host, else Host) and URL.Path. */
-static __always_inline int read_request(const struct http2_config *cfg, __u64 req,
-					char *method, __u16 *method_len, char *host,
+/* Where a request type keeps Method, URL and Host (net/http.Request on both sides up to
+ * Go 1.26; Go 1.27's internal package has a server and a client request type). */
+struct req_offsets {
+	__u32 method;
+	__u32 url;
+	__u32 host;
+};
+
+static __always_inline struct req_offsets server_req(const struct http2_config *cfg)
+{
+	return (struct req_offsets){ cfg->req_method, cfg->req_url, cfg->req_host };
+}
+
+static __always_inline struct req_offsets client_req(const struct http2_config *cfg)
+{
+	return (struct req_offsets){ cfg->creq_method, cfg->creq_url, cfg->creq_host };
+}
+
+/* Copy the request's Method, the host (URL.Host, else Host) and URL.Path. */
+static __always_inline int read_request(const struct http2_config *cfg, struct req_offsets o,
+					__u64 req, char *method, __u16 *method_len, char *host,
 					__u16 *host_len, char *path, __u16 *path_len, __u32 *flags)
 {
 	__u64 url = 0;
@@ -127,15 +145,15 @@ static __always_inline int read_request(const struct http2_config *cfg, __u64 re
 
 	if (!req)
 		return -1;
-	if (read_str_method(req + cfg->req_method, method, method_len, &trunc))
+	if (read_str_method(req + o.method, method, method_len, &trunc))
 		bad = 1;
 	if (trunc)
 		*flags |= SRV_FLAG_METHOD_TRUNCATED;
-	if (go_read_u64(req + cfg->req_url, &url))
+	if (go_read_u64(req + o.url, &url))
 		bad = 1;
 	if (url && read_str_host(url + cfg->url_host, host, host_len, &trunc))
 		bad = 1;
-	if (*host_len == 0 && read_str_host(req + cfg->req_host, host, host_len, &trunc))
+	if (*host_len == 0 && read_str_host(req + o.host, host, host_len, &trunc))
 		bad = 1;
 	if (trunc)
 		*flags |= SRV_FLAG_HOST_TRUNCATED;
@@ -182,7 +200,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		return 0;
 	}
 	/* The stream's context, for a gRPC call served by ServeHTTP inside this request. */
-	if (cfg->req_ctx && go_read_iface(GO_ARG3(ctx) + cfg->req_ctx, &tab, &st.ctx) == 0 &&
+	if (cfg->req_ctx_valid && go_read_iface(GO_ARG3(ctx) + cfg->req_ctx, &tab, &st.ctx) == 0 &&
 	    st.ctx && go_read_u64(st.ctx + GO_CTX_PARENT_DATA, &cs.parent) == 0) {
 		ck.ctx = st.ctx;
 		cs.stream = key;
@@ -261,9 +279,12 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		ev->flags |= SRV_FLAG_BAD_READ;
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
 	ev->status = status ? (__u32)status : 200;
-	go_read_u64(rws + cfg->rws_req, &req);
-	read_request(cfg, req, ev->method, &ev->method_len, ev->host, &ev->host_len, ev->path,
-		     &ev->path_len, &ev->flags);
+	if (cfg->rws_req_inline)
+		req = rws + cfg->rws_req;
+	else
+		go_read_u64(rws + cfg->rws_req, &req);
+	read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
+		     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
 	if (ev->flags & SRV_FLAG_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	bpf_ringbuf_submit(ev, 0);
@@ -293,8 +314,8 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	}
 	__builtin_memset(st, 0, sizeof(*st));
 	st->start_ns = bpf_ktime_get_ns();
-	read_request(cfg, GO_ARG2(ctx), st->method, &st->method_len, st->host, &st->host_len,
-		     st->path, &st->path_len, &flags);
+	read_request(cfg, client_req(cfg), GO_ARG2(ctx), st->method, &st->method_len, st->host,
+		     &st->host_len, st->path, &st->path_len, &flags);
 	st->flags = flags;
 	if (flags & SRV_FLAG_BAD_READ)
 		stat_inc(STAT_BAD_READ);

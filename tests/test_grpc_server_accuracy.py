@@ -37,21 +37,27 @@ NO_HANDLER_CODES = {1, 4}
 
 # Stripped builds (no DWARF, no .symtab): offsets from the shipped table, symbols from
 # pclntab; the oldest and newest pins. ServeHTTP on every pin, its middleware mixed in.
-CASES = ([(v, "", "") for v in VERSIONS] + [(v, "-s -w", "") for v in (VERSIONS[0], VERSIONS[-1])]
-         + [(v, "", "mixed") for v in VERSIONS] + [(VERSIONS[-1], "-s -w", "mixed"),
-                                                   (VERSIONS[0], "", "wrap")])
+# Go 1.27 (net/http's HTTP/2 moved to net/http/internal/http2) under ServeHTTP, stripped too.
+GO127 = "go1.27.4"
+CASES = ([(v, "", "", "") for v in VERSIONS]
+         + [(v, "-s -w", "", "") for v in (VERSIONS[0], VERSIONS[-1])]
+         + [(v, "", "mixed", "") for v in VERSIONS]
+         + [(VERSIONS[-1], "-s -w", "mixed", ""), (VERSIONS[0], "", "wrap", ""),
+            (VERSIONS[-1], "", "mixed", GO127), (VERSIONS[-1], "-s -w", "mixed", GO127)])
 
 
-def _case_id(version: str, ldflags: str, middleware: str) -> str:
+def _case_id(version: str, ldflags: str, middleware: str, toolchain: str) -> str:
     return (version + ("-stripped" if ldflags else "")
-            + (f"-servehttp-{middleware}" if middleware else ""))
+            + (f"-servehttp-{middleware}" if middleware else "")
+            + (f"-{toolchain}" if toolchain else ""))
 
 
-@pytest.mark.parametrize(("version", "ldflags", "middleware"), CASES,
+@pytest.mark.parametrize(("version", "ldflags", "middleware", "toolchain"), CASES,
                          ids=[_case_id(*c) for c in CASES])
 def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: str,
-                                                         middleware: str) -> None:
-    binary = build(GoBuild(src="grpcwork", mod=f"grpcmods/{version}", ldflags=ldflags))
+                                                         middleware: str, toolchain: str) -> None:
+    env = (("GOTOOLCHAIN", toolchain),) if toolchain else ()
+    binary = build(GoBuild(src="grpcwork", mod=f"grpcmods/{version}", ldflags=ldflags, env=env))
     serve_http = ["-serve-http", "-middleware", middleware] if middleware else []
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"

@@ -144,6 +144,12 @@ TYPE_ANCHORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     f"{TRANSPORT}.earlyAbortStream": (f"{TRANSPORT}.(*loopyWriter).earlyAbortStreamHandler",),
     "golang.org/x/net/http2/hpack.HeaderField": (
         f"{TRANSPORT}.(*loopyWriter).earlyAbortStreamHandler",),
+    # Go 1.27's HTTP/2 request and response types: plain data, read where they are used
+    "net/http/internal/http2.ServerRequest": ("net/http/internal/http2.(*serverConn).runHandler",),
+    "net/http/internal/http2.ClientRequest": (
+        "net/http/internal/http2.(*clientStream).encodeAndWriteHeaders",),
+    "net/http/internal/http2.ClientResponse": (
+        "net/http/internal/http2.(*clientStream).cleanupWriteRequest",),
 })
 
 
@@ -202,6 +208,27 @@ JOIN_FIELDS: tuple[str, ...] = (
     "net/http.Request.ctx",
 )
 SERVER_H2_FIELDS = SERVER_H2_FIELDS + JOIN_FIELDS
+
+# Go 1.27 moved net/http's HTTP/2 from h2_bundle.go into net/http/internal/http2: the same
+# functions, and request/response types of its own (pyhttp2probe/probes/http2.py).
+STD_H2 = "net/http/internal/http2"
+STD_H2_FUNCTIONS: tuple[str, ...] = (
+    f"{STD_H2}.(*serverConn).runHandler",
+    f"{STD_H2}.(*responseWriter).handlerDone",
+    f"{STD_H2}.(*clientStream).encodeAndWriteHeaders",
+    f"{STD_H2}.(*clientStream).cleanupWriteRequest",
+)
+STD_H2_FIELDS: tuple[str, ...] = (
+    *(f"{STD_H2}.{name}" for name in (
+        "responseWriter.rws", "responseWriterState.stream", "responseWriterState.conn",
+        "responseWriterState.req", "responseWriterState.status", "stream.id",
+        "clientStream.cc", "clientStream.ID", "clientStream.res", "clientStream.readClosed",
+        "ServerRequest.Method", "ServerRequest.URL", "ServerRequest.Host",
+        "ServerRequest.Context", "ClientRequest.Method", "ClientRequest.URL",
+        "ClientRequest.Host", "ClientResponse.StatusCode")),
+)
+SERVER_H2_FUNCTIONS = SERVER_H2_FUNCTIONS + STD_H2_FUNCTIONS
+SERVER_H2_FIELDS = SERVER_H2_FIELDS + STD_H2_FIELDS
 
 FUNCTIONS = FUNCTIONS + tuple(f for f in SERVER_H2_FUNCTIONS if f not in FUNCTIONS)
 FIELDS = FIELDS + tuple(f for f in SERVER_H2_FIELDS if f not in FIELDS)

@@ -24,12 +24,21 @@ CONFIG_MAP = "http2_config"
 
 @dataclass(frozen=True)
 class Flavor:
-    """Names of one HTTP/2 implementation's functions and types."""
+    """Names of one HTTP/2 implementation's functions and types.
+
+    The request and response types are net/http's own, except in Go 1.27's
+    net/http/internal/http2, which has its own (a server request embedded by value in
+    responseWriterState, a client request, a client response).
+    """
 
     name: str
     code: int  # H2_FLAVOR_* in events.h
     fn_prefix: str  # e.g. "net/http.(*http2"
     type_prefix: str  # e.g. "net/http.http2"
+    server_request: str = "net/http.Request"
+    client_request: str = "net/http.Request"
+    response: str = "net/http.Response"
+    request_ctx: str = "ctx"  # the server request's context field
 
     def fn(self, recv: str, method: str) -> str:
         return f"{self.fn_prefix}{recv}).{method}"
@@ -61,22 +70,30 @@ class Flavor:
         return (t("responseWriter.rws"), t("responseWriterState.stream"),
                 t("responseWriterState.conn"), t("responseWriterState.req"),
                 t("responseWriterState.status"), t("stream.id"), t("clientStream.cc"),
-                t("clientStream.ID"), t("clientStream.res"), t("clientStream.readClosed"))
+                t("clientStream.ID"), t("clientStream.res"), t("clientStream.readClosed"),
+                *(f"{r}.{n}" for r in dict.fromkeys((self.server_request, self.client_request))
+                  for n in ("Method", "URL", "Host")),
+                f"{self.server_request}.{self.request_ctx}", f"{self.response}.StatusCode")
 
 
 BUNDLED = Flavor("net/http", 0, "net/http.(*http2", "net/http.http2")
+# Go 1.27 moved net/http's HTTP/2 into an internal package: same functions, own request
+# types. It shares the bundled flavor's code (and programs): a binary links one of the two.
+STD_INTERNAL = Flavor("net/http", 0, "net/http/internal/http2.(*", "net/http/internal/http2.",
+                      server_request="net/http/internal/http2.ServerRequest",
+                      client_request="net/http/internal/http2.ClientRequest",
+                      response="net/http/internal/http2.ClientResponse", request_ctx="Context")
 XNET = Flavor("x/net/http2", 1, "golang.org/x/net/http2.(*", "golang.org/x/net/http2.")
-FLAVORS = (BUNDLED, XNET)
+FLAVORS = (BUNDLED, STD_INTERNAL, XNET)
 FLAVOR_NAMES = {fl.code: fl.name for fl in FLAVORS}
 
-STD_FIELDS = ("net/http.Response.StatusCode", "net/http.Request.Method", "net/http.Request.URL",
-              "net/http.Request.Host", "net/url.URL.Host", "net/url.URL.Path")
+STD_FIELDS = ("net/url.URL.Host", "net/url.URL.Path")
 FUNCTIONS = tuple(fn for fl in FLAVORS for fn in fl.functions())
-FIELDS = (*STD_FIELDS, *(f for fl in FLAVORS for f in fl.fields()))
+FIELDS = tuple(dict.fromkeys((*STD_FIELDS, *(f for fl in FLAVORS for f in fl.fields()))))
 
 
 def _suffix(fl: Flavor) -> str:
-    return "bundled" if fl is BUNDLED else "xnet"
+    return "xnet" if fl is XNET else "bundled"
 
 
 @dataclass
@@ -118,6 +135,8 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
     f = PlanFields(plan, binary)
     out = Http2Probes()
     for fl in FLAVORS:
+        if any(fp.flavor.code == fl.code for fp in out.flavors):
+            continue  # net/http's own HTTP/2: bundled or internal, never both
         sides: list[str] = []
         points: list[AttachPoint] = []
         sfx = _suffix(fl)
@@ -146,8 +165,11 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             cfg.rws_conn = f[t("responseWriterState.conn")]
             cfg.rws_req = f[t("responseWriterState.req")]
             cfg.rws_status = f[t("responseWriterState.status")]
-            if f.has("net/http.Request.ctx"):  # joins gRPC-over-ServeHTTP calls to requests
-                cfg.req_ctx = f["net/http.Request.ctx"]
+            cfg.rws_req_inline = 0 if f.is_pointer(t("responseWriterState.req")) else 1
+            ctx_field = f"{fl.server_request}.{fl.request_ctx}"
+            if f.has(ctx_field):  # joins gRPC-over-ServeHTTP calls to requests
+                cfg.req_ctx = f[ctx_field]
+                cfg.req_ctx_valid = 1
             else:
                 out.notes.append(f"{fl.name}: no Request.ctx offset: gRPC calls served by "
                                  "ServeHTTP get no start (unmatched)")
@@ -155,15 +177,19 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             cfg.cs_cc = f[t("clientStream.cc")]
             cfg.cs_id = f[t("clientStream.ID")]
             cfg.cs_res = f[t("clientStream.res")]
-            cfg.res_status = f["net/http.Response.StatusCode"]
+            cfg.res_status = f[f"{fl.response}.StatusCode"]
+            cfg.creq_method = f[f"{fl.client_request}.Method"]
+            cfg.creq_url = f[f"{fl.client_request}.URL"]
+            cfg.creq_host = f[f"{fl.client_request}.Host"]
             if f.has(t("clientStream.readClosed")):  # optional: sharpens the error flag
                 cfg.cs_read_closed = f[t("clientStream.readClosed")]
             else:
                 out.notes.append(f"{fl.name}: no clientStream.readClosed offset: a late "
                                  "cancel after a complete response counts as an error")
-        cfg.req_method = f["net/http.Request.Method"]
-        cfg.req_url = f["net/http.Request.URL"]
-        cfg.req_host = f["net/http.Request.Host"]
+        if "server" in sides:
+            cfg.req_method = f[f"{fl.server_request}.Method"]
+            cfg.req_url = f[f"{fl.server_request}.URL"]
+            cfg.req_host = f[f"{fl.server_request}.Host"]
         cfg.url_host = f["net/url.URL.Host"]
         cfg.url_path = f["net/url.URL.Path"]
         out.flavors.append(FlavorProbes(fl, layout.to_bytes(cfg), points, tuple(sides)))
