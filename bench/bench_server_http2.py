@@ -129,6 +129,20 @@ def run() -> str:
         rows.append(Row("gRPC server (grpc transport)", f"ghz -n {GHZ_N} -c {GHZ_C}",
                         int(got["count"]), len(spans), hits, base["rps"], got["rps"]))
 
+        def ghz_servehttp(ports: tuple[int, int, int]) -> dict[str, Any]:
+            return _ghz(ghz, proto, ports[1])  # the h2c listener: net/http -> ServeHTTP
+
+        base, _ = _servehttp_path(binary, ghz_servehttp, False)
+        got, r = _servehttp_path(binary, ghz_servehttp, True)
+        spans = r.of_kind("grpc_server")
+        joined = sum(1 for s in spans if "via_serve_http" in s.flags)
+        assert joined == len(spans) == len(r.of_kind("http_server")), (joined, len(spans))
+        hits = sum(v for k, v in r.run_counts.items()
+                   if k.startswith(("grpc_server", "http2_server")))
+        rows.append(Row("gRPC via (*grpc.Server).ServeHTTP (h2c): per RPC, its gRPC span and "
+                        "its HTTP/2 span", f"ghz -n {GHZ_N} -c {GHZ_C}", int(got["count"]),
+                        len(spans), hits, base["rps"], got["rps"]))
+
     for scheme in ("h2c", "tls"):
         def h2_load(ports: tuple[int, int, int], scheme: str = scheme) -> dict[str, Any]:
             url = (f"http://127.0.0.1:{ports[1]}/status/200" if scheme == "h2c"
@@ -156,7 +170,9 @@ def run() -> str:
             "Each path ran once without and once with the agent attached (one run, side by "
             "side). *Requests* is what the load tool reports (h2work: client plus server "
             "side of each request); *spans* is what the agent produced; hits/span is the "
-            "kernel's run_cnt of every attached program over spans. Throughput is the load "
+            "kernel's run_cnt of every attached program over spans (ServeHTTP: over gRPC "
+            "spans, each of which also has its HTTP/2 request's span, so per RPC). "
+            "Throughput is the load "
             "tool's own req/s; the ratio is with/without. One uprobe hit costs ~9.5 µs on "
             "this nested VM, which dominates the ratio.\n\n"
             "| path | load | requests | spans | hits/span | req/s without | req/s with | "

@@ -93,7 +93,8 @@ CLOCK_SLACK_NS = 50_000
 
 
 def span_wraps_handler(t: dict[str, Any], s: Span) -> bool:
-    """A gRPC server span (handleStream → writeStatus) contains its handler's interval...
+    """A gRPC server span (operateHeaders, or the HTTP/2 request's start through ServeHTTP →
+    writeStatus) contains its handler's interval...
 
     ...except when a stream op failed inside the handler (truth `op_failed`): grpc then
     writes the status from inside that RecvMsg/SendMsg, so the span rightly ends within
