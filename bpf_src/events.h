@@ -107,7 +107,8 @@ struct grpc_client_event {
 #define SRV_FLAG_PATH_TRUNCATED 16
 #define SRV_FLAG_VIA_SERVE_HTTP 32  /* gRPC served by (*grpc.Server).ServeHTTP */
 #define SRV_FLAG_ERROR 64           /* HTTP/2 client: the request ended with an error */
-#define SRV_FLAG_NO_RESPONSE 128    /* HTTP/2 client: no response headers were received */
+#define SRV_FLAG_NO_RESPONSE 128    /* client: none received; server: none sent (panic) */
+#define SRV_FLAG_PANIC 256          /* HTTP/2 server: the handler panicked (stream reset) */
 
 /* http2.bpf.c: HTTP/2 client requests that ended before they had a stream id (canceled or
  * failed while waiting for a connection slot): no span, counted (index of map "stats"). */
@@ -214,7 +215,7 @@ struct http2_config {
 	__u32 creq_method;
 	__u32 creq_url;
 	__u32 creq_host;
-	__u32 _pad;
+	__u32 rws_sent_header;          /* responseWriterState.sentHeader (bool); 0: unknown */
 };
 
 /* One finished HTTP/2 request (client or server, by type). Identity: (tgid, conn,

@@ -64,6 +64,7 @@ struct {
 struct h2_server_start {
 	__u64 start_ns;
 	__u64 ctx;
+	__u64 rw;      /* the *responseWriter: read by the panic end, which gets no rw */
 };
 
 struct {
@@ -183,7 +184,7 @@ static __always_inline struct http2_event *reserve(void)
 static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct h2_server_start st = { .start_ns = bpf_ktime_get_ns() };
+	struct h2_server_start st = { .start_ns = bpf_ktime_get_ns(), .rw = GO_ARG2(ctx) };
 	struct ctx_key ck = { .tgid = tgid };
 	struct ctx_stream cs = {};
 	struct stream_key key = {};
@@ -287,6 +288,72 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
 	if (ev->flags & SRV_FLAG_BAD_READ)
 		stat_inc(STAT_BAD_READ);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* A handler panicked: runHandler's deferred recover resets the stream with a
+ * handlerPanicRST frame instead of calling handlerDone. Its writeFrame runs on the serve
+ * goroutine with (stream id, sc as the writeContext): the request ends there, flagged.
+ * Only the rw recorded at start leads to the request's fields; it is read only when its
+ * rws still names this (conn, stream) — the writer is not pooled on this path, but no
+ * longer referenced either. */
+static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, __u32 sid)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 rws = 0, req = 0, conn = 0, status = 0;
+	struct stream_key key = {};
+	struct h2_server_start *start;
+	struct http2_config *cfg;
+	struct http2_event *ev;
+	__u32 rws_sid = 0;
+	__u8 sent = 0;
+
+	cfg = h2_config(tgid, flavor);
+	if (!cfg)
+		return 0;
+	key.tgid = tgid;
+	key.conn = GO_ARG3(ctx); /* writeContext's data word: the *serverConn */
+	key.stream_id = sid;
+	if (end_repeats(ctx, &key)) {
+		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
+		return 0;
+	}
+	ev = reserve();
+	if (!ev)
+		return 0;
+	ev->type = EV_HTTP2_SERVER;
+	ev->tgid = tgid;
+	ev->flavor = flavor;
+	ev->conn = key.conn;
+	ev->stream_id = sid;
+	ev->end_ns = bpf_ktime_get_ns();
+	ev->flags = SRV_FLAG_ERROR | SRV_FLAG_PANIC;
+	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
+	if (!start) {
+		ev->flags |= SRV_FLAG_UNMATCHED;
+		stat_inc(STAT_UNMATCHED_END);
+		bpf_ringbuf_submit(ev, 0);
+		return 0;
+	}
+	ev->start_ns = start->start_ns;
+	ctx_retire(tgid, start->ctx, &key);
+	if (go_read_u64(start->rw + cfg->w_rws, &rws) == 0 &&
+	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
+	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {
+		if (cfg->rws_sent_header && go_read_u8(rws + cfg->rws_sent_header, &sent) == 0 &&
+		    sent && go_read_u64(rws + cfg->rws_status, &status) == 0)
+			ev->status = (__u32)status; /* sent before the panic: the client saw it */
+		if (cfg->rws_req_inline)
+			req = rws + cfg->rws_req;
+		else
+			go_read_u64(rws + cfg->rws_req, &req);
+		read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
+			     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
+	}
+	if (!ev->status)
+		ev->flags |= SRV_FLAG_NO_RESPONSE;
+	bpf_map_delete_elem(&http2_server_inflight, &key);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -404,6 +471,14 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	{ return http2_server_run_handler(ctx, FLAVOR); }                                 \
 	SEC("uprobe") int http2_server_end_##SUFFIX(struct pt_regs *ctx)                  \
 	{ return http2_server_handler_done(ctx, FLAVOR); }                                \
+	SEC("uprobe") int http2_server_panic_##SUFFIX(struct pt_regs *ctx)                \
+	{ return http2_server_panic(ctx, FLAVOR, (__u32)GO_ARG1(ctx)); }                  \
+	SEC("uprobe") int http2_server_panic_ptr_##SUFFIX(struct pt_regs *ctx)            \
+	{                                                                                 \
+		__u32 sid = 0;                                                            \
+		go_read_u32(GO_ARG1(ctx), &sid);                                          \
+		return http2_server_panic(ctx, FLAVOR, sid);                              \
+	}                                                                                 \
 	SEC("uprobe") int http2_client_start_##SUFFIX(struct pt_regs *ctx)                \
 	{ return http2_client_write_headers(ctx, FLAVOR); }                               \
 	SEC("uprobe") int http2_client_end_##SUFFIX(struct pt_regs *ctx)                  \

@@ -230,5 +230,19 @@ STD_H2_FIELDS: tuple[str, ...] = (
 SERVER_H2_FUNCTIONS = SERVER_H2_FUNCTIONS + STD_H2_FUNCTIONS
 SERVER_H2_FIELDS = SERVER_H2_FIELDS + STD_H2_FIELDS
 
+# A panicking HTTP/2 handler's request ends where its stream reset is written (value method
+# and the pointer wrapper an interface call reaches); sentHeader tells whether a status went
+# out before the panic.
+PANIC_FUNCTIONS: tuple[str, ...] = tuple(
+    name for fn_pfx, ty_pfx in (("net/http.(*http2", "net/http.http2"),
+                                (f"{XNET_H2}.(*", f"{XNET_H2}."),
+                                (f"{STD_H2}.(*", f"{STD_H2}."))
+    for name in (f"{ty_pfx}handlerPanicRST.writeFrame", f"{fn_pfx}handlerPanicRST).writeFrame"))
+PANIC_FIELDS: tuple[str, ...] = tuple(
+    f"{pfx}responseWriterState.sentHeader"
+    for pfx in ("net/http.http2", f"{XNET_H2}.", f"{STD_H2}."))
+SERVER_H2_FUNCTIONS = SERVER_H2_FUNCTIONS + PANIC_FUNCTIONS
+SERVER_H2_FIELDS = SERVER_H2_FIELDS + PANIC_FIELDS
+
 FUNCTIONS = FUNCTIONS + tuple(f for f in SERVER_H2_FUNCTIONS if f not in FUNCTIONS)
 FIELDS = FIELDS + tuple(f for f in SERVER_H2_FIELDS if f not in FIELDS)

@@ -326,7 +326,7 @@ def decode(layout: Layout, records: Any) -> list[GrpcServerEvent]:
 
 
 SRV_FLAG_NAMES = ("unmatched", "bad_read", "method_truncated", "host_truncated",
-                  "path_truncated", "via_serve_http", "error", "no_response")
+                  "path_truncated", "via_serve_http", "error", "no_response", "panic")
 
 
 def srv_flag_names(flags: int, constants: Mapping[str, int]) -> tuple[str, ...]:

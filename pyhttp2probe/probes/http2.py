@@ -62,14 +62,23 @@ class Flavor:
     def client_end(self) -> str:
         return self.fn("clientStream", "cleanupWriteRequest")
 
+    @property
+    def server_panic(self) -> tuple[str, str]:
+        """handlerPanicRST.writeFrame: the value method and its pointer wrapper (the one an
+        interface call reaches; it may inline the other)."""
+        return (f"{self.type_prefix}handlerPanicRST.writeFrame",
+                self.fn("handlerPanicRST", "writeFrame"))
+
     def functions(self) -> tuple[str, ...]:
-        return (self.server_start, self.server_end, self.client_start, self.client_end)
+        return (self.server_start, self.server_end, self.client_start, self.client_end,
+                *self.server_panic)
 
     def fields(self) -> tuple[str, ...]:
         t = self.ty
         return (t("responseWriter.rws"), t("responseWriterState.stream"),
                 t("responseWriterState.conn"), t("responseWriterState.req"),
-                t("responseWriterState.status"), t("stream.id"), t("clientStream.cc"),
+                t("responseWriterState.status"), t("responseWriterState.sentHeader"),
+                t("stream.id"), t("clientStream.cc"),
                 t("clientStream.ID"), t("clientStream.res"), t("clientStream.readClosed"),
                 *(f"{r}.{n}" for r in dict.fromkeys((self.server_request, self.client_request))
                   for n in ("Method", "URL", "Host")),
@@ -129,6 +138,23 @@ def _entry(functions: Mapping[str, Any], name: str, binary: str) -> int | None:
     return after_stack_check(binary, int(fo.entry)) if binary else int(fo.entry)
 
 
+def _panic_points(fl: Flavor, functions: Mapping[str, Any], binary: str,
+                  notes: list[str]) -> list[AttachPoint]:
+    """Where a panicking handler's request ends (error path only: 0 hits otherwise)."""
+    sfx = _suffix(fl)
+    value, ptr = fl.server_panic
+    points = []
+    for name, prog in ((value, f"http2_server_panic_{sfx}"),
+                       (ptr, f"http2_server_panic_ptr_{sfx}")):
+        off = _entry(functions, name, binary)
+        if off is not None:
+            points.append(AttachPoint(prog, name, off))
+    if not points:
+        notes.append(f"{fl.name}: {value} not linked: a panicking handler's request "
+                     "leaves no span")
+    return points
+
+
 def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
     """Config and attach points for each HTTP/2 flavor (and side) linked into the binary."""
     functions: Mapping[str, Any] = plan.functions
@@ -152,6 +178,8 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             sides.append(side)
             points.append(AttachPoint(f"http2_{side}_start_{sfx}", start_fn, start))
             points.append(AttachPoint(f"http2_{side}_end_{sfx}", end_fn, end))
+            if side == "server":
+                points += _panic_points(fl, functions, binary, out.notes)
         if not sides:
             continue
         t = fl.ty
@@ -166,6 +194,8 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             cfg.rws_req = f[t("responseWriterState.req")]
             cfg.rws_status = f[t("responseWriterState.status")]
             cfg.rws_req_inline = 0 if f.is_pointer(t("responseWriterState.req")) else 1
+            if f.has(t("responseWriterState.sentHeader")):  # a panic's status, if sent
+                cfg.rws_sent_header = f[t("responseWriterState.sentHeader")]
             ctx_field = f"{fl.server_request}.{fl.request_ctx}"
             if f.has(ctx_field):  # joins gRPC-over-ServeHTTP calls to requests
                 cfg.req_ctx = f[ctx_field]

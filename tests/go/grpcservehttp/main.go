@@ -55,6 +55,7 @@ func main() {
 	h2Goroutines := flag.Int("h2-goroutines", 0, "goroutines making net/http HTTP/2 (h2c) requests to the own listener")
 	h2Requests := flag.Int("h2-requests", 20, "requests per -h2-goroutines goroutine")
 	h2TruthPath := flag.String("h2-truth", "", "HTTP/2 client truth JSON lines")
+	h2Panics := flag.Int("h2-panics", 0, "extra requests per -h2-goroutines goroutine to /panic/* paths (handler panics)")
 	portsPath := flag.String("ports", "", "write \"<grpc-port> <h2c-port> <tls-port>\" to this file before READY")
 	flag.Parse()
 
@@ -75,6 +76,16 @@ func main() {
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			srv.ServeHTTP(w, r)
 			return
+		}
+		switch r.URL.Path {
+		case "/panic/before-header": // net/http resets the stream: the client sees no status
+			panic("grpcservehttp: handler panic")
+		case "/panic/abort": // the sentinel reverse proxies use: same reset, nothing logged
+			panic(http.ErrAbortHandler)
+		case "/panic/after-header": // 200 went out (flushed), then the reset
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			panic("grpcservehttp: handler panic after the header")
 		}
 		code := 200
 		if v, ok := strings.CutPrefix(r.URL.Path, "/sleep/"); ok {
@@ -166,7 +177,7 @@ func main() {
 			wg.Add(1)
 			go func(g int) {
 				defer wg.Done()
-				for i := 0; i < *h2Requests; i++ {
+				for i := 0; i < *h2Requests+*h2Panics; i++ {
 					// every 5th request is abandoned by the client (timeout before headers)
 					path, method, timeout := "/status/200", "GET", 10*time.Second
 					switch (g + i) % 5 {
@@ -176,6 +187,9 @@ func main() {
 						path, method = "/status/503", "POST"
 					case 3:
 						path, timeout = "/sleep/200", 20*time.Millisecond
+					}
+					if i >= *h2Requests {
+						path = []string{"/panic/before-header", "/panic/abort", "/panic/after-header"}[(g+i)%3]
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), timeout)
 					req, _ := http.NewRequestWithContext(ctx, method,
