@@ -74,13 +74,17 @@ def ghz() -> Path:
         pytest.fail(f"cannot build ghz from the Go module proxy: {exc}")
 
 
-def test_ghz_counts_equal_agent_server_spans(ghz: Path) -> None:
+@pytest.mark.parametrize("listener", ["grpc", "servehttp"])
+def test_ghz_counts_equal_agent_server_spans(ghz: Path, listener: str) -> None:
+    """ghz against grpc's own transport, and against net/http's h2c listener, which hands
+    gRPC requests to (*grpc.Server).ServeHTTP."""
     binary = build(GoBuild(src="grpcservehttp", mod=MOD))
     with tempfile.TemporaryDirectory() as tmp:
         proto, ports = Path(tmp) / "health.proto", Path(tmp) / "ports"
         proto.write_text(HEALTH_PROTO)
         with start_workload(binary, ["-conns", "0", "-ports", ports, "-hold"]) as wl:
-            gport, _, _ = read_ports(ports)
+            grpc_port, h2c_port, _ = read_ports(ports)
+            gport = grpc_port if listener == "grpc" else h2c_port
 
             def load() -> list[dict]:
                 reports = []
@@ -111,4 +115,16 @@ def test_ghz_counts_equal_agent_server_spans(ghz: Path) -> None:
     assert {s.server_port for s in spans} == {gport}
     n = len(spans)
     rc = run.run_counts
-    assert rc["grpc_server_operate_headers"] + rc["grpc_server_write_status"] == 2 * n
+    if listener == "grpc":
+        assert not [s for s in spans if s.flags]
+        assert rc["grpc_server_operate_headers"] + rc["grpc_server_write_status"] == 2 * n
+        return
+    # ServeHTTP: each call joined to its HTTP/2 request; 3 hits per call in all
+    assert all(s.flags == ("via_serve_http",) for s in spans), Counter(s.flags for s in spans)
+    http = run.of_kind("http_server")
+    assert {(s.transport, s.stream_id, s.start_ns) for s in http} == {
+        (s.transport, s.stream_id, s.start_ns) for s in spans}
+    assert rc["grpc_server_operate_headers"] == rc["grpc_server_write_status"] == 0
+    hits = rc["grpc_server_write_status_ht"] + sum(
+        v for k, v in rc.items() if k.startswith("http2_server_"))
+    assert hits == 3 * n, rc
