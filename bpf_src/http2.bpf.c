@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-/* http2: one span per HTTP/2 request, client and server, for net/http's bundled HTTP/2
- * (h2_bundle.go, symbols net/http.(*http2...)) and golang.org/x/net/http2: 2 hits each.
- * Both flavors share this code; each has its own programs (suffix _bundled / _xnet) so the
- * flavor is a constant, and the config is keyed by tgid << 8 | flavor since one process
- * may link both.
+/* http2: one span per HTTP/2 request, client and server, for net/http's own HTTP/2
+ * (h2_bundle.go, symbols net/http.(*http2...), up to Go 1.26; net/http/internal/http2 from
+ * Go 1.27, where x/net/http2 delegates to it) and golang.org/x/net/http2: 2 hits each.
+ * The flavors share this code; each has its own programs (suffix _bundled / _xnet; Go 1.27's
+ * internal package uses _bundled, a binary links one of the two) so the flavor is a
+ * constant, and the config is keyed by tgid << 8 | flavor since one process may link both.
+ * Go 1.27's request types differ from net/http.Request: the config carries per-side
+ * request offsets and whether responseWriterState.req is a value.
  *
  * SERVER (same functions in both flavors since x/net v0.10 and Go 1.21 .. 1.26):
  *   START  entry of (*serverConn).runHandler(sc, rw, req, handler): sc=RAX, rw=RBX.
@@ -15,6 +18,11 @@
  *          yet: handlerDone's flush writes 200), req (Method, URL.Path, Host).
  *          Read before handlerDone returns rws to its sync.Pool — reading it at the
  *          runHandler RET instead would race with the pool's next user.
+ *   PANIC  a handler that panics skips handlerDone: its request ends where runHandler's
+ *          recover has the stream reset written (handlerPanicRST.writeFrame, see
+ *          http2_server_panic), on that error path only.
+ *   JOIN   runHandler also records the stream's context for gRPC's ServeHTTP end
+ *          (srv_common.h), and handlerDone moves it to the ended map.
  *   HTTP/1.1 never reaches these functions: it produces no HTTP/2 span by construction.
  *   TLS and h2c both sit below serverConn, so both are covered the same way.
  * CLIENT:
