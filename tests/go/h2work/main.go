@@ -6,13 +6,15 @@
 // Server stacks (server i gets stack i mod 4):
 //
 //	nethttp-tls  net/http.Server over TLS (bundled HTTP/2, and HTTP/1.1 for h1 clients)
-//	nethttp-h2c  net/http.Server with Protocols{HTTP1, UnencryptedHTTP2} (bundled h2c)
+//	nethttp-h2c  net/http.Server with Protocols{HTTP1, UnencryptedHTTP2} (bundled h2c;
+//	             before Go 1.24, which has no Protocols, see h2c_old.go)
 //	xnet-tls     golang.org/x/net/http2.Server.ServeConn on TLS connections (h2 only)
 //	xnet-h2c     net/http.Server with golang.org/x/net/http2/h2c.NewHandler (x/net h2c)
 //
 // Client stacks: nethttp (http.Transport, ForceAttemptHTTP2 over TLS; Protocols
-// UnencryptedHTTP2 for h2c), xnet (x/net/http2.Transport over TLS; AllowHTTP for h2c) and
-// http1 (http.Transport with HTTP/2 disabled: HTTP/1.1 traffic that must yield no h2 span).
+// UnencryptedHTTP2 for h2c, or before Go 1.24 the bundled http2Transport), xnet
+// (x/net/http2.Transport over TLS; AllowHTTP for h2c) and http1 (http.Transport with
+// HTTP/2 disabled: HTTP/1.1 traffic that must yield no h2 span).
 package main
 
 import (
@@ -185,10 +187,7 @@ func (w *workload) startServer(idx int, cert tls.Certificate) (*server, error) {
 			NextProtos: []string{"h2", "http/1.1"}}}
 		go s.hs.ServeTLS(lis, "", "")
 	case "nethttp-h2c":
-		s.hs = &http.Server{Handler: h, Protocols: new(http.Protocols)}
-		s.hs.Protocols.SetHTTP1(true)
-		s.hs.Protocols.SetUnencryptedHTTP2(true)
-		go s.hs.Serve(lis)
+		s.serveNetHTTPH2C(h) // h2c_go124.go; h2c_old.go before Go 1.24
 	case "xnet-tls":
 		s.tls = true
 		h2s := &http2.Server{MaxConcurrentStreams: 1000}
@@ -273,9 +272,7 @@ func (w *workload) newClient(stack string, s *server, churn bool) *client {
 		t := &http.Transport{TLSClientConfig: insecureTLS, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}
 		rt, c.closer = t, t.CloseIdleConnections
 	case stack == "nethttp":
-		t := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 64}
-		t.Protocols.SetUnencryptedHTTP2(true)
-		rt, c.closer = t, t.CloseIdleConnections
+		rt, c.closer = netHTTPH2CTransport() // h2c_go124.go; h2c_old.go before Go 1.24
 	case stack == "xnet" && s.tls:
 		t := &http2.Transport{TLSClientConfig: insecureTLS}
 		rt, c.closer = t, t.CloseIdleConnections
