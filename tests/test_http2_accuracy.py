@@ -25,9 +25,14 @@ STACK_FLAVOR = {"nethttp": "net/http", "xnet": "x/net/http2", "nethttp-tls": "ne
                 "nethttp-h2c": "net/http", "xnet-tls": "x/net/http2", "xnet-h2c": "x/net/http2"}
 
 
-def _key(t: dict) -> tuple:
+# Built with Go 1.27, x/net/http2 delegates to net/http/internal/http2 (unless built with
+# the http2legacy tag): every stack is carried by net/http's own HTTP/2 code there.
+GO127_FLAVOR = dict.fromkeys(STACK_FLAVOR, "net/http")
+
+
+def _key(t: dict, flavor_of: dict[str, str] = STACK_FLAVOR) -> tuple:
     stack = t.get("client_stack") if t["side"] == "client" else t["server_stack"]
-    return (STACK_FLAVOR[stack], t["method"], t["path"], t["status"], t["server_port"])
+    return (flavor_of[stack], t["method"], t["path"], t["status"], t["server_port"])
 
 
 def _span_key(s: object) -> tuple:
@@ -35,15 +40,36 @@ def _span_key(s: object) -> tuple:
             s.server_port)  # type: ignore[attr-defined]
 
 
-# h2work's own pins (newest x/net), stripped too, and an old x/net (2023) for layout drift.
-CASES = [(None, ""), (None, "-s -w"), ("h2mods/xnet-v0.10.0", "")]
+# h2work's own pins (newest x/net), stripped too, and an old x/net (2023) for layout drift,
+# all with the machine's Go; then older Go releases (GOTOOLCHAIN, from the module cache or
+# the proxy), whose bundled HTTP/2 has other struct layouts: Go 1.22 with and without
+# DWARF (stripped: offsets_table.json) and Go 1.24. h2mods/go1.22 pins x/net v0.35.0, the
+# last release whose go.mod says a Go older than 1.23 (1.18). Go 1.22 has no h2c in net/http
+# (http.Protocols is 1.24): h2work's h2c_old.go then drives its bundled HTTP/2 directly.
+# Go 1.27 (with and without DWARF): net/http's HTTP/2 lives in net/http/internal/http2.
+CASES = [
+    pytest.param(None, "", None, id="dwarf"),
+    pytest.param(None, "-s -w", None, id="stripped"),
+    pytest.param("h2mods/xnet-v0.10.0", "", None, id="xnet-v0.10.0"),
+    pytest.param("h2mods/go1.22", "", "go1.22.12", id="go1.22"),
+    pytest.param("h2mods/go1.22", "-s -w", "go1.22.12", id="go1.22-stripped"),
+    pytest.param("h2mods/go1.22", "", "go1.24.13", id="go1.24"),
+    pytest.param(None, "", "go1.27.4", id="go1.27"),
+    pytest.param(None, "-s -w", "go1.27.4", id="go1.27-stripped"),
+]
 
 
-@pytest.mark.parametrize(("mod", "ldflags"), CASES,
-                         ids=["dwarf", "stripped", "xnet-v0.10.0"])
-def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None,
-                                                               ldflags: str) -> None:
-    binary = build(GoBuild(src="h2work", mod=mod, ldflags=ldflags))
+@pytest.mark.parametrize(("mod", "ldflags", "toolchain"), CASES)
+def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None, ldflags: str,
+                                                               toolchain: str | None) -> None:
+    env = (("GOTOOLCHAIN", toolchain),) if toolchain else ()
+    go127 = bool(toolchain and toolchain.startswith("go1.27"))
+    flavor_of = GO127_FLAVOR if go127 else STACK_FLAVOR
+
+    def key(t: dict) -> tuple:
+        return _key(t, flavor_of)
+
+    binary = build(GoBuild(src="h2work", mod=mod, ldflags=ldflags, env=env))
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
         args = ["-servers", "8", "-conns-per-server", "2", "-goroutines", "6", "-rpcs", "12",
@@ -66,7 +92,7 @@ def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None,
 
     cspans = run.of_kind("http_client")
     pairs, lost, extra = match_one_to_one(
-        h2_client, cspans, _key, _span_key,
+        h2_client, cspans, key, _span_key,
         lambda t, s: t["client_start_ns"] - CLOCK_SLACK_NS <= s.start_ns
         <= t["client_end_ns"] + CLOCK_SLACK_NS)
     assert not lost, [h2_client[i] for i in lost[:5]]
@@ -74,7 +100,7 @@ def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None,
 
     sspans = run.of_kind("http_server")
     pairs_s, lost_s, extra_s = match_one_to_one(
-        h2_server, sspans, _key, _span_key,
+        h2_server, sspans, key, _span_key,
         lambda t, s: s.start_ns <= t["server_start_ns"] + CLOCK_SLACK_NS
         and t["server_end_ns"] <= s.end_ns + CLOCK_SLACK_NS)
     assert not lost_s, [h2_server[i] for i in lost_s[:5]]
@@ -95,6 +121,6 @@ def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None,
     # exactly two hits per request on each side and flavor
     rc = run.run_counts
     for side in ("client", "server"):
-        for fl in ("bundled", "xnet"):
+        for fl in ("bundled",) if go127 else ("bundled", "xnet"):
             assert rc[f"http2_{side}_start_{fl}"] == rc[f"http2_{side}_end_{fl}"] > 0
     assert sum(rc.values()) == 2 * (len(cspans) + len(sspans))
