@@ -79,7 +79,7 @@ def _pct(n: int, d: int) -> str:
 def _row(name: str, r: dict[str, Any]) -> str:
     m: MatchResult = r["match"]
     t = m.truth
-    exact = m.matched - len(m.too_short)
+    exact = m.matched
     return (f"| {name} | {t:,} | {len(r['spans']):,} | {exact:,} ({_pct(exact, t)}) | "
             f"{len(m.lost):,} | {len(m.extra) + r['unmatched']:,} | "
             f"{_pct(m.misattributed + len(m.extra), t)} |")

@@ -1,8 +1,9 @@
 """Match gRPC client spans to the workload's ground truth one to one (tests and bench).
 
-A span matches a truth row when (server_port, method, code) agree and the span lies inside
+A span matches a truth row when (server_port, method, code) agree, the span lies inside
 the client-measured interval widened by `tol_ns` (the probes fire inside the client's
-timed region, so a correct span can only be shorter than the client's own measurement).
+timed region, so a correct span can only be shorter than the client's own measurement),
+and a completed call's span is not shorter than the delay its server waited.
 """
 
 from __future__ import annotations
@@ -28,23 +29,22 @@ class MatchResult:
     matched: int
     lost: list[dict[str, Any]] = field(default_factory=list)
     extra: list[Span] = field(default_factory=list)
-    too_short: list[tuple[Span, dict[str, Any]]] = field(default_factory=list)
     duplicate_keys: int = 0
 
     @property
     def exact(self) -> bool:
-        return (not self.lost and not self.extra and not self.too_short
-                and not self.duplicate_keys and self.matched == self.truth == self.spans)
+        return (not self.lost and not self.extra and not self.duplicate_keys
+                and self.matched == self.truth == self.spans)
 
     @property
     def misattributed(self) -> int:
         """Truth rows without their own correct span (lost or paired wrongly)."""
-        return self.truth - self.matched + len(self.too_short)
+        return self.truth - self.matched
 
     def summary(self) -> str:
         return (f"truth={self.truth} spans={self.spans} matched={self.matched} "
                 f"lost={len(self.lost)} extra={len(self.extra)} "
-                f"too_short={len(self.too_short)} dup_keys={self.duplicate_keys}")
+                f"dup_keys={self.duplicate_keys}")
 
 
 def truth_key(row: dict[str, Any]) -> tuple[int, str, int]:
@@ -55,12 +55,20 @@ def span_key(s: Span) -> tuple[int, str, int]:
     return (s.server_port, s.full_method, s.status_code)
 
 
+def _too_short(s: Span, row: dict[str, Any]) -> bool:
+    """A completed call's span must cover the server's delay (the request went out after
+    the span started, the answer came back before it ended)."""
+    return not row.get("failure") and s.end_ns - s.start_ns < int(row.get("server_delay_ns") or 0)
+
+
 def match(spans: list[Span], truth: list[dict[str, Any]], tol_ns: int = TOL_NS,
           max_candidates: int = 64) -> MatchResult:
     """One-to-one assignment per key: every (span, truth) pair where the span lies inside
-    the truth interval (± tol_ns) is a candidate, scored by how much of the client's
-    interval the span leaves out; pairs are taken best score first. Then durations are
-    checked against the server delay."""
+    the truth interval (± tol_ns) and covers the server's delay is a candidate, scored by
+    how much of the client's interval the span leaves out; pairs are taken best score
+    first, then augmenting paths pair the rest. The delay is a candidate condition, not a
+    check after the fact: among concurrent identical calls a greedy pick could otherwise
+    hand a short span the row of a long call while a valid pairing exists."""
     res = MatchResult(truth=len(truth), spans=len(spans), matched=0)
     res.duplicate_keys = _overlapping_duplicates(spans)
     rows_by_key: dict[tuple[int, str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -82,7 +90,7 @@ def match(spans: list[Span], truth: list[dict[str, Any]], tol_ns: int = TOL_NS,
                 r = rows[ti]
                 if r["client_start_ns"] + longest + tol_ns < s.end_ns:
                     break  # no row starting this early lasts until the span's end
-                if s.end_ns <= r["client_end_ns"] + tol_ns:
+                if s.end_ns <= r["client_end_ns"] + tol_ns and not _too_short(s, r):
                     score = abs(s.start_ns - r["client_start_ns"]) + abs(
                         r["client_end_ns"] - s.end_ns)
                     pairs.append((score, si, ti))
@@ -101,14 +109,7 @@ def match(spans: list[Span], truth: list[dict[str, Any]], tol_ns: int = TOL_NS,
         for si in range(len(group)):
             if span_to[si] is None:
                 _augment(si, adj, span_to, row_to)
-        for si, ti in enumerate(span_to):
-            if ti is None:
-                continue
-            res.matched += 1
-            sp, r = group[si], rows[ti]
-            delay = int(r.get("server_delay_ns") or 0)
-            if not r.get("failure") and sp.end_ns - sp.start_ns < delay:
-                res.too_short.append((sp, r))
+        res.matched += sum(1 for ti in span_to if ti is not None)
         span_used = [t is not None for t in span_to]
         row_used = [t is not None for t in row_to]
         res.extra.extend(s for si, s in enumerate(group) if not span_used[si])
