@@ -39,26 +39,32 @@ NO_HANDLER_CODES = {1, 4}
 # pclntab; the oldest and newest pins. ServeHTTP on every pin, its middleware mixed in.
 # Go 1.27 (net/http's HTTP/2 moved to net/http/internal/http2) under ServeHTTP, stripped too.
 GO127 = "go1.27.4"
-CASES = ([(v, "", "", "") for v in VERSIONS]
-         + [(v, "-s -w", "", "") for v in (VERSIONS[0], VERSIONS[-1])]
-         + [(v, "", "mixed", "") for v in VERSIONS]
-         + [(VERSIONS[-1], "-s -w", "mixed", ""), (VERSIONS[0], "", "wrap", ""),
-            (VERSIONS[-1], "", "mixed", GO127), (VERSIONS[-1], "-s -w", "mixed", GO127)])
+# x/net's h2c.NewHandler in front of ServeHTTP (x/net's own http2.Server) on the oldest and
+# newest pins.
+XH2C = "xnet-h2c"
+CASES = ([(v, "", "", "", "") for v in VERSIONS]
+         + [(v, "-s -w", "", "", "") for v in (VERSIONS[0], VERSIONS[-1])]
+         + [(v, "", "mixed", "", "") for v in VERSIONS]
+         + [(VERSIONS[-1], "-s -w", "mixed", "", ""), (VERSIONS[0], "", "wrap", "", ""),
+            (VERSIONS[0], "", "mixed", "", XH2C), (VERSIONS[-1], "", "mixed", "", XH2C),
+            (VERSIONS[-1], "", "mixed", GO127, ""), (VERSIONS[-1], "-s -w", "mixed", GO127, "")])
 
 
-def _case_id(version: str, ldflags: str, middleware: str, toolchain: str) -> str:
+def _case_id(version: str, ldflags: str, middleware: str, toolchain: str, h2srv: str) -> str:
     return (version + ("-stripped" if ldflags else "")
             + (f"-servehttp-{middleware}" if middleware else "")
-            + (f"-{toolchain}" if toolchain else ""))
+            + (f"-{h2srv}" if h2srv else "") + (f"-{toolchain}" if toolchain else ""))
 
 
-@pytest.mark.parametrize(("version", "ldflags", "middleware", "toolchain"), CASES,
+@pytest.mark.parametrize(("version", "ldflags", "middleware", "toolchain", "h2srv"), CASES,
                          ids=[_case_id(*c) for c in CASES])
 def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: str,
-                                                         middleware: str, toolchain: str) -> None:
+                                                         middleware: str, toolchain: str,
+                                                         h2srv: str) -> None:
     env = (("GOTOOLCHAIN", toolchain),) if toolchain else ()
     binary = build(GoBuild(src="grpcwork", mod=f"grpcmods/{version}", ldflags=ldflags, env=env))
     serve_http = ["-serve-http", "-middleware", middleware] if middleware else []
+    serve_http += ["-h2-server", h2srv] if h2srv else []
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
         args = ["-servers", "3", "-conns-per-server", "2", "-goroutines", "8", "-rpcs", "25",
@@ -98,7 +104,11 @@ def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: 
     kinds = Counter(t["kind"] for t in server)
     assert set(kinds) == {"unary", "server_stream", "client_stream", "bidi"}
     if middleware:
+        assert run.summary["h2_server"] == (h2srv or "nethttp")
         _check_servehttp(run, spans)
+        # the HTTP/2 server that carried the calls: x/net's own under its h2c handler
+        flavor = "xnet" if h2srv == XH2C else "bundled"
+        assert run.run_counts[f"http2_server_start_{flavor}"] == n
         return
     # 2 hits per RPC: one start, one end (a repeated writeStatus is grpc's own double call)
     assert not [s for s in spans if "via_serve_http" in s.flags]

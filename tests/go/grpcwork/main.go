@@ -6,7 +6,8 @@
 //
 // With -serve-http every server is served through (*grpc.Server).ServeHTTP under net/http's
 // HTTP/2 server (h2c) on the same port instead of grpc's own transport; -middleware (none,
-// wrap, mixed) puts a middleware chain in front of it (servehttp.go). Clients are unchanged.
+// wrap, mixed) puts a middleware chain in front of it (servehttp.go); -h2-server xnet-h2c
+// serves it through golang.org/x/net/http2/h2c.NewHandler instead. Clients are unchanged.
 //
 // Client truth line (one per RPC made by the client side, nested ones included):
 //
@@ -96,7 +97,7 @@ type config struct {
 	seed                                                                     int64
 	truth, serverTruth                                                       string
 	waitStart, hold, dialEarly, serveHTTP                                    bool
-	middleware                                                               string
+	middleware, h2Server                                                     string
 	timeout                                                                  time.Duration
 }
 
@@ -431,6 +432,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "per-call deadline bound for calls that should succeed")
 	flag.BoolVar(&cfg.serveHTTP, "serve-http", false, "serve each grpc server through ServeHTTP under net/http's HTTP/2 server (h2c) instead of its own transport")
 	flag.StringVar(&cfg.middleware, "middleware", "none", "with -serve-http: none, wrap (every request through a middleware chain) or mixed (alternate requests)")
+	flag.StringVar(&cfg.h2Server, "h2-server", "nethttp", "with -serve-http: nethttp (net/http's own h2c) or xnet-h2c (x/net's h2c.NewHandler, its http2.Server)")
 	flag.Parse()
 	if cfg.servers < 1 || cfg.connsPerServer < 1 || cfg.goroutines < 0 || cfg.rpcs < 0 || cfg.streamMsgs < 1 {
 		fatal("bad sizes")
@@ -440,8 +442,12 @@ func main() {
 	default:
 		fatal("unknown -middleware %q (none, wrap, mixed)", cfg.middleware)
 	}
+	if cfg.h2Server != "nethttp" && cfg.h2Server != "xnet-h2c" {
+		fatal("unknown -h2-server %q (nethttp, xnet-h2c)", cfg.h2Server)
+	}
 	if !cfg.serveHTTP {
 		cfg.middleware = "none" // grpc's own transport has no net/http handler to wrap
+		cfg.h2Server = ""
 	}
 	kinds, err := parseMix(cfg.mix)
 	if err != nil {
@@ -579,7 +585,7 @@ func main() {
 		"total": total, "server_handled": w.serverTruth.count(), "by_code": byCode,
 		"elapsed_s": elapsed.Seconds(), "rps": float64(total) / elapsed.Seconds(),
 		"code_mismatch": atomic.LoadInt64(&w.mismatch), "connections": atomic.LoadInt64(&w.nextConn),
-		"serve_http": cfg.serveHTTP, "middleware": cfg.middleware,
+		"serve_http": cfg.serveHTTP, "middleware": cfg.middleware, "h2_server": cfg.h2Server,
 	})
 	fmt.Fprintf(os.Stderr, "SUMMARY %s\n", summary)
 	if cfg.hold {

@@ -14,9 +14,20 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 )
 
 func (s *workServer) serveHTTP() {
+	if s.w.cfg.h2Server == "xnet-h2c" {
+		// The common pattern of gRPC and HTTP on one port before Go 1.24: x/net's h2c
+		// handler hands prior-knowledge connections to x/net's own http2.Server.
+		s.hs = &http.Server{Handler: h2c.NewHandler(s.handler(s.w.cfg.middleware),
+			&http2.Server{MaxConcurrentStreams: 100000})}
+		go s.hs.Serve(s.lis)
+		return
+	}
 	// h2c only: gRPC clients open with the HTTP/2 preface (prior knowledge), no Upgrade.
 	s.hs = &http.Server{
 		Handler: s.handler(s.w.cfg.middleware),
