@@ -20,6 +20,7 @@ import pytest
 
 from pyhttp2probe.spans import Span
 from tests.gobuild import GO_ROOT, GoBuild, build
+from tests.grpc_client_match import match
 from tests.serverside_harness import (
     TracedRun,
     match_one_to_one,
@@ -73,6 +74,9 @@ def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: 
             run = traced(wl)
         client, server = read_truth(ct), read_truth(st)
     assert run.summary is not None and run.summary["serve_http"] == bool(middleware)
+    if toolchain:  # the client side of the same calls, on a Go release of its own
+        res = match(run.of_kind("grpc_client", include_unmatched=True), client)
+        assert res.exact, res.summary()
 
     spans = run.of_kind("grpc_server")
     assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans), run.stats
