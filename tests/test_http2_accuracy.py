@@ -43,14 +43,16 @@ def _span_key(s: object) -> tuple:
 # h2work's own pins (newest x/net), stripped too, and an old x/net (2023) for layout drift,
 # all with the machine's Go; then older Go releases (GOTOOLCHAIN, from the module cache or
 # the proxy), whose bundled HTTP/2 has other struct layouts: Go 1.22 with and without
-# DWARF (stripped: offsets_table.json) and Go 1.24. h2mods/go1.22 pins x/net v0.35.0, the
-# last release whose go.mod says a Go older than 1.23 (1.18). Go 1.22 has no h2c in net/http
+# DWARF (stripped: offsets_table.json) and Go 1.24; Go 1.20 with x/net v0.24.0 (its go.mod
+# says 1.18). h2mods/go1.22 pins x/net v0.35.0, the last release whose go.mod says a Go
+# older than 1.23 (1.18). Go 1.22 has no h2c in net/http
 # (http.Protocols is 1.24): h2work's h2c_old.go then drives its bundled HTTP/2 directly.
 # Go 1.27 (with and without DWARF): net/http's HTTP/2 lives in net/http/internal/http2.
 CASES = [
     pytest.param(None, "", None, id="dwarf"),
     pytest.param(None, "-s -w", None, id="stripped"),
     pytest.param("h2mods/xnet-v0.10.0", "", None, id="xnet-v0.10.0"),
+    pytest.param("h2mods/go1.20", "", "go1.20.14", id="go1.20"),
     pytest.param("h2mods/go1.22", "", "go1.22.12", id="go1.22"),
     pytest.param("h2mods/go1.22", "-s -w", "go1.22.12", id="go1.22-stripped"),
     pytest.param("h2mods/go1.22", "", "go1.24.13", id="go1.24"),
