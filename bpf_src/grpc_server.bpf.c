@@ -153,7 +153,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start, start_ns = 0;
-	struct ctx_stream joined = {};
+	struct ctx_stream *joined = NULL;
 	struct stream_key key = {};
 	struct grpc_server_event *ev;
 	__u32 code = 0;
@@ -165,17 +165,21 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	}
 	key.tgid = tgid;
 	if (via_serve_http) {
-		/* Its start is the HTTP/2 request's (srv_common.h: the join). */
-		if (go_chain_u64(t, &cfg->ht_ctx, &addr) == 0 &&
-		    ctx_join(tgid, addr, &joined) == 0) {
-			key = joined.stream;
-			start_ns = joined.start_ns;
+		/* Its start is the HTTP/2 request's (srv_common.h: the join). A repeat is told
+		 * by the entry itself: a goroutine's last key is no proof here, since a reused
+		 * goroutine can end a new stream with the same (recycled conn, id). */
+		if (go_chain_u64(t, &cfg->ht_ctx, &addr) == 0)
+			joined = ctx_join(tgid, addr);
+		if (joined) {
+			if (joined->grpc_ended) {
+				stat_inc(STAT_DUP_END); /* grpc's own second writeStatus */
+				return 0;
+			}
+			joined->grpc_ended = 1;
+			key = joined->stream;
+			start_ns = joined->start_ns;
 		} else {
-			key.conn = t; /* not joined: (ht, 0), unmatched */
-		}
-		if (end_repeats(ctx, &key)) {
-			stat_inc(STAT_DUP_END); /* grpc's own second writeStatus */
-			return 0;
+			key.conn = t; /* not joined: (ht, 0), unmatched; a repeat is a 2nd one */
 		}
 	} else {
 		if (go_read_u64(t + cfg->t_framer, &key.conn) ||

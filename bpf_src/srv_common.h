@@ -103,6 +103,8 @@ struct ctx_stream {
 	struct stream_key stream;  /* the HTTP/2 request: (tgid, *serverConn, stream id) */
 	__u64 start_ns;            /* its runHandler time */
 	__u64 parent;              /* the context's parent data pointer: checked on a hit */
+	__u32 grpc_ended;          /* a gRPC end took this request: a second one is grpc's repeat */
+	__u32 _pad;
 };
 
 /* In-flight HTTP/2 server requests by their stream context (sized like the in-flight map). */
@@ -122,8 +124,8 @@ struct {
 	__type(value, struct ctx_stream);
 } h2_ctx_ended SEC(".maps");
 
-/* The HTTP/2 stream whose context is `c` or one of its ancestors: 0 and *out, or -1. */
-static __always_inline int ctx_join(__u32 tgid, __u64 c, struct ctx_stream *out)
+/* The entry of the HTTP/2 stream whose context is `c` or one of its ancestors, or NULL. */
+static __always_inline struct ctx_stream *ctx_join(__u32 tgid, __u64 c)
 {
 	struct ctx_key k = { .tgid = tgid };
 	struct ctx_stream *v;
@@ -131,18 +133,16 @@ static __always_inline int ctx_join(__u32 tgid, __u64 c, struct ctx_stream *out)
 
 	for (int i = 0; i < CTX_WALK_MAX; i++) {
 		if (!c || go_read_u64(c + GO_CTX_PARENT_DATA, &parent))
-			return -1;
+			return NULL;
 		k.ctx = c;
 		v = bpf_map_lookup_elem(&h2_ctx_live, &k);
 		if (!v || v->parent != parent)
 			v = bpf_map_lookup_elem(&h2_ctx_ended, &k);
-		if (v && v->parent == parent) {
-			*out = *v;
-			return 0;
-		}
+		if (v && v->parent == parent)
+			return v;
 		c = parent;
 	}
-	return -1;
+	return NULL;
 }
 
 #endif /* PYHTTP2PROBE_SRV_COMMON_H */
