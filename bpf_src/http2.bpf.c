@@ -241,11 +241,62 @@ static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_
 	bpf_map_delete_elem(&h2_ctx_live, &ck);
 }
 
+/* Take a request's start out of flight (its context entry retired): 1 and *out, or 0. */
+static __always_inline int take_start(__u32 tgid, const struct stream_key *key,
+				      struct h2_server_start *out)
+{
+	struct h2_server_start *start = bpf_map_lookup_elem(&http2_server_inflight, key);
+
+	if (!start)
+		return 0;
+	*out = *start;
+	ctx_retire(tgid, start->ctx, key);
+	bpf_map_delete_elem(&http2_server_inflight, key);
+	return 1;
+}
+
+/* A reserved server record for `key`, ending now; an unknown start is flagged unmatched. */
+static __always_inline struct http2_event *server_event(const struct stream_key *key,
+							__u8 flavor, __u64 start_ns)
+{
+	struct http2_event *ev = reserve();
+
+	if (!ev)
+		return NULL;
+	ev->type = EV_HTTP2_SERVER;
+	ev->tgid = key->tgid;
+	ev->flavor = flavor;
+	ev->conn = key->conn;
+	ev->stream_id = key->stream_id;
+	ev->end_ns = bpf_ktime_get_ns();
+	ev->start_ns = start_ns;
+	if (!start_ns) {
+		ev->flags |= SRV_FLAG_UNMATCHED;
+		stat_inc(STAT_UNMATCHED_END);
+	}
+	return ev;
+}
+
+/* The request's method, host and path from its responseWriterState (a pointer to the
+ * request, or the request itself in Go 1.27). */
+static __always_inline void read_rws_request(const struct http2_config *cfg, __u64 rws,
+					     struct http2_event *ev)
+{
+	__u64 req = 0;
+
+	if (cfg->rws_req_inline)
+		req = rws + cfg->rws_req;
+	else
+		go_read_u64(rws + cfg->rws_req, &req);
+	read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
+		     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
+}
+
 static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 rws = 0, req = 0, status = 0, start_ns = 0;
-	struct h2_server_start *start;
+	struct h2_server_start start = {};
+	__u64 rws = 0, status = 0;
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
@@ -260,40 +311,20 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
-	if (start) {
-		start_ns = start->start_ns;
-		ctx_retire(tgid, start->ctx, &key);
-		bpf_map_delete_elem(&http2_server_inflight, &key);
+	if (take_start(tgid, &key, &start)) {
 		end_repeats(ctx, &key);
 	} else if (end_repeats(ctx, &key)) {
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
-	ev = reserve();
+	ev = server_event(&key, flavor, start.start_ns);
 	if (!ev)
 		return 0;
-	ev->type = EV_HTTP2_SERVER;
-	ev->tgid = tgid;
-	ev->flavor = flavor;
-	ev->conn = key.conn;
-	ev->stream_id = key.stream_id;
-	ev->end_ns = bpf_ktime_get_ns();
-	ev->start_ns = start_ns;
-	if (!start_ns) {
-		ev->flags |= SRV_FLAG_UNMATCHED;
-		stat_inc(STAT_UNMATCHED_END);
-	}
 	if (go_read_u64(rws + cfg->rws_status, &status))
 		ev->flags |= SRV_FLAG_BAD_READ;
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
 	ev->status = status ? (__u32)status : 200;
-	if (cfg->rws_req_inline)
-		req = rws + cfg->rws_req;
-	else
-		go_read_u64(rws + cfg->rws_req, &req);
-	read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
-		     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
+	read_rws_request(cfg, rws, ev);
 	if (ev->flags & SRV_FLAG_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	bpf_ringbuf_submit(ev, 0);
@@ -309,9 +340,9 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, __u32 sid)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 rws = 0, req = 0, conn = 0, status = 0;
+	struct h2_server_start start = {};
+	__u64 rws = 0, conn = 0, status = 0;
 	struct stream_key key = {};
-	struct h2_server_start *start;
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	__u32 rws_sid = 0;
@@ -323,45 +354,26 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	key.tgid = tgid;
 	key.conn = GO_ARG3(ctx); /* writeContext's data word: the *serverConn */
 	key.stream_id = sid;
-	if (end_repeats(ctx, &key)) {
+	if (take_start(tgid, &key, &start)) {
+		end_repeats(ctx, &key);
+	} else if (end_repeats(ctx, &key)) {
 		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
 		return 0;
 	}
-	ev = reserve();
+	ev = server_event(&key, flavor, start.start_ns);
 	if (!ev)
 		return 0;
-	ev->type = EV_HTTP2_SERVER;
-	ev->tgid = tgid;
-	ev->flavor = flavor;
-	ev->conn = key.conn;
-	ev->stream_id = sid;
-	ev->end_ns = bpf_ktime_get_ns();
-	ev->flags = SRV_FLAG_ERROR | SRV_FLAG_PANIC;
-	start = bpf_map_lookup_elem(&http2_server_inflight, &key);
-	if (!start) {
-		ev->flags |= SRV_FLAG_UNMATCHED;
-		stat_inc(STAT_UNMATCHED_END);
-		bpf_ringbuf_submit(ev, 0);
-		return 0;
-	}
-	ev->start_ns = start->start_ns;
-	ctx_retire(tgid, start->ctx, &key);
-	if (go_read_u64(start->rw + cfg->w_rws, &rws) == 0 &&
+	ev->flags |= SRV_FLAG_ERROR | SRV_FLAG_PANIC;
+	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
 	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
 	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {
 		if (cfg->rws_sent_header && go_read_u8(rws + cfg->rws_sent_header, &sent) == 0 &&
 		    sent && go_read_u64(rws + cfg->rws_status, &status) == 0)
 			ev->status = (__u32)status; /* sent before the panic: the client saw it */
-		if (cfg->rws_req_inline)
-			req = rws + cfg->rws_req;
-		else
-			go_read_u64(rws + cfg->rws_req, &req);
-		read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
-			     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
+		read_rws_request(cfg, rws, ev);
 	}
 	if (!ev->status)
 		ev->flags |= SRV_FLAG_NO_RESPONSE;
-	bpf_map_delete_elem(&http2_server_inflight, &key);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

@@ -16,7 +16,15 @@ from typing import Any
 from ..events import Layout
 from ..spans import Span
 from . import AttachPoint, after_stack_check
-from .grpc_server import PlanFields, _columns, _strs, set_chain, split_hostport, srv_flag_names
+from .grpc_server import (
+    FN_WRITE_STATUS_HT,
+    PlanFields,
+    _columns,
+    _strs,
+    set_chain,
+    split_hostport,
+    srv_flag_names,
+)
 
 OBJECT = "http2.bpf.o"
 CONFIG_MAP = "http2_config"
@@ -160,6 +168,7 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
     functions: Mapping[str, Any] = plan.functions
     f = PlanFields(plan, binary)
     out = Http2Probes()
+    serve_http = any(name in functions for name in FN_WRITE_STATUS_HT)
     for fl in FLAVORS:
         if any(fp.flavor.code == fl.code for fp in out.flavors):
             continue  # net/http's own HTTP/2: bundled or internal, never both
@@ -197,7 +206,9 @@ def build(plan: Any, layout: Layout, binary: str = "") -> Http2Probes:
             if f.has(t("responseWriterState.sentHeader")):  # a panic's status, if sent
                 cfg.rws_sent_header = f[t("responseWriterState.sentHeader")]
             ctx_field = f"{fl.server_request}.{fl.request_ctx}"
-            if f.has(ctx_field):  # joins gRPC-over-ServeHTTP calls to requests
+            if not serve_http:
+                pass  # no grpc ServeHTTP linked: nothing to join, no per-request map work
+            elif f.has(ctx_field):  # joins gRPC-over-ServeHTTP calls to requests
                 cfg.req_ctx = f[ctx_field]
                 cfg.req_ctx_valid = 1
             else:
