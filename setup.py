@@ -22,7 +22,12 @@ CLANG_FLAGS = ["-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall", "-
 
 
 class build_bpf(Command):
-    """Compile every bpf_src/*.bpf.c into pyhttp2probe/bpf/*.bpf.o when stale."""
+    """Compile every bpf_src/*.bpf.c into pyhttp2probe/bpf/*.bpf.o when stale.
+
+    Only the product's objects: bench- and test-only BPF lives in bench/bpf/ and tests/bpf/
+    and is built on demand by bench/bpfbuild.py. Outputs whose source is gone are removed,
+    so they never ship.
+    """
 
     description = "compile CO-RE BPF objects with clang"
     user_options: ClassVar[list[tuple[str, str, str]]] = []
@@ -43,6 +48,10 @@ class build_bpf(Command):
             target = BPF_OUT / header.name
             if not target.exists() or target.read_bytes() != header.read_bytes():
                 shutil.copyfile(header, target)
+        for stale in [*BPF_OUT.glob("*.h"), *BPF_OUT.glob("*.bpf.o")]:
+            src_name = stale.name.removesuffix(".o") + ".c" if stale.suffix == ".o" else stale.name
+            if not (BPF_SRC / src_name).exists():
+                stale.unlink()
         for src in sorted(BPF_SRC.glob("*.bpf.c")):
             out = BPF_OUT / (src.name[: -len(".c")] + ".o")
             if out.exists() and out.stat().st_mtime >= max(src.stat().st_mtime, newest_header):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bpfbuild import build_object
 from libbpf_loader import bpf_stats_enabled
 from pyhttp2probe.spans import Span
 from pyhttp2probe.tracer import Tracer
@@ -20,6 +21,7 @@ from tests.gobuild import GoBuild, build
 from tests.grpc_client_match import MatchResult, match
 from tests.truth import read_truth, run_workload, start_workload
 
+ROOT = Path(__file__).resolve().parent.parent
 PIN = "v1.85.0"
 K, N, RPCS = 8, 32, 200  # 8 x 32 x 200 = 51,200 calls, plus churn goroutines' calls
 ARGS = ["-servers", str(K), "-goroutines", str(N), "-rpcs", str(RPCS), "-churn", "4",
@@ -33,12 +35,24 @@ def _binary() -> Path:
     return build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}"))
 
 
+def _oldkey_dir(tmp: Path) -> Path:
+    """A bpf_dir holding the ablation object (bench-only, not shipped) under Tracer's name."""
+    d = tmp / "bpf-oldkey"
+    d.mkdir(exist_ok=True)
+    link = d / "grpc_client_oldkey.bpf.o"
+    if not link.is_symlink():
+        link.symlink_to(build_object(ROOT / "bench" / "bpf" / "grpc_client_oldkey.bpf.c"))
+    return d
+
+
 def _traced(binary: Path, args: list[str], variant: str, tmp: Path) -> dict[str, Any]:
     truth_path = tmp / f"truth-{variant}-{time.monotonic_ns()}.jsonl"
+    bpf_dir = _oldkey_dir(tmp) if variant == "oldkey" else None
     with bpf_stats_enabled(), start_workload(binary, [*args, "-truth", str(truth_path),
                                                       "-hold"]) as wl:
         assert wl.pid is not None
-        tracer = Tracer(pid=wl.pid, registry=None, variant=variant, server_side=False)
+        tracer = Tracer(pid=wl.pid, registry=None, variant=variant, server_side=False,
+                        bpf_dir=bpf_dir)
         with tracer:
             wl.go()
             wl.wait_done(900)

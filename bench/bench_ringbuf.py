@@ -1,6 +1,6 @@
 """Ring-buffer drain into Python: C-side batches + numpy decode vs one callback per record.
 
-The producer is bpf_src/bench_ringbuf.bpf.c run by BPF_PROG_TEST_RUN with repeat=N (a
+The producer is tests/bpf/bench_ringbuf.bpf.c run by BPF_PROG_TEST_RUN with repeat=N (a
 socket filter: skb test runs honour `repeat`; syscall and raw_tp ones refuse it), each run
 writing 16 call_event records. Each round fills the ring, then drains it on this one
 thread, so the figure is the consumer's own cost on one core, not the producer's.
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bpfbuild import build_object
 from libbpf_loader import (
     Batch,
     BpfObject,
@@ -22,8 +23,8 @@ from libbpf_loader import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-OBJ = ROOT / "pyhttp2probe" / "bpf" / "bench_ringbuf.bpf.o"
-CT = ffi_from_header(ROOT / "bpf_src" / "calltrace.h")
+OBJ_SRC = ROOT / "tests" / "bpf" / "bench_ringbuf.bpf.c"  # built by bench/bpfbuild.py
+CT = ffi_from_header(ROOT / "tests" / "bpf" / "calltrace.h")
 DTYPE = struct_dtype(CT, "struct call_event")
 FIELDS = [name for name, _ in CT.typeof("struct call_event").fields]
 PER_RUN = 16
@@ -81,7 +82,7 @@ def run() -> str:
     """Measure both drains side by side (best of ROUNDS) and return a Markdown section."""
     results: dict[str, list[tuple[int, float]]] = {"batch": [], "record": []}
     fill_rates = []
-    with BpfObject.open(OBJ) as obj:
+    with BpfObject.open(build_object(OBJ_SRC)) as obj:
         obj.load()
         for _ in range(ROUNDS):
             for name, drain in (("batch", _batched), ("record", _per_record)):
@@ -99,7 +100,7 @@ def run() -> str:
         "",
         f"Producer: `bench_ringbuf.bpf.c` via BPF_PROG_TEST_RUN (repeat={RUNS}, "
         f"{PER_RUN} records per run, {CT.sizeof('struct call_event')}-byte `struct call_event`"
-        f" from `bpf_src/calltrace.h`), {expected:,} records per round, filled then drained "
+        f" from `tests/bpf/calltrace.h`), {expected:,} records per round, filled then drained "
         f"on one thread; best of {ROUNDS} rounds. Producer alone: "
         f"{max(fill_rates) / 1e6:.1f} M records/s. Drops (reserve failures): {dropped}. "
         "Both drains end with every field decoded (numpy: a structured array over the "

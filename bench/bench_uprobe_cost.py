@@ -1,7 +1,7 @@
 """Cost of one uprobe hit: a Go loop calling a noinline function, unprobed vs probed.
 
 Both runs use the same binary (tests/go/calltarget, `loop M`), which times its own loop
-so process start-up is excluded. The probed run attaches bpf_src/calltrace.bpf.c's
+so process start-up is excluded. The probed run attaches tests/bpf/calltrace.bpf.c's
 `trace_call` at `main.bump`'s entry and drains its ring buffer on a thread meanwhile.
 """
 
@@ -12,11 +12,12 @@ import subprocess
 import threading
 from pathlib import Path
 
+from bench.bpfbuild import build_object
 from libbpf_loader import BpfObject, RingBuffer, bpf_stats_enabled
 from tests.test_loader_trace import calltarget, go_func_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
-OBJ = ROOT / "pyhttp2probe" / "bpf" / "calltrace.bpf.o"
+OBJ_SRC = ROOT / "tests" / "bpf" / "calltrace.bpf.c"  # built by bench/bpfbuild.py
 CALLS = 200_000
 ROUNDS = 3
 
@@ -65,7 +66,7 @@ def _loop(binary: Path, obj: BpfObject | None, multi: bool = False) -> tuple[flo
 
 
 def _open(multi: bool) -> BpfObject:
-    obj = BpfObject.open(OBJ)
+    obj = BpfObject.open(build_object(OBJ_SRC))
     obj.map(".rodata").set_initial_value(struct.pack("<I", 0))
     if multi:
         obj.program("trace_call").prepare_uprobe_multi()

@@ -1,5 +1,9 @@
 """Shared test fixtures: built BPF objects and compiling throwaway BPF C in a test.
 
+The product's objects come from setup.py's build_bpf (pyhttp2probe/bpf/); the loader
+tests' own BPF (tests/bpf/*.bpf.c) never ships and is built by bench/bpfbuild.py into a
+content-keyed cache.
+
 Nothing is skipped: these tests need root, BTF and uprobes, and fail loudly without them.
 """
 
@@ -12,19 +16,26 @@ from pathlib import Path
 
 import pytest
 
+from bench.bpfbuild import build_object
+
 ROOT = Path(__file__).resolve().parent.parent
 BPF_OUT = ROOT / "pyhttp2probe" / "bpf"
+TEST_BPF = ROOT / "tests" / "bpf"
 CLANG = ["clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86",
          f"-I{ROOT / 'bpf_src'}", f"-I{ROOT / 'vmlinux' / 'x86'}"]
 
 
 @pytest.fixture(scope="session")
 def bpf_objects() -> Callable[[str], Path]:
-    """Build stale bpf_src/*.bpf.c once, then map a name ("calltrace") to its object."""
+    """Map a name to its object: tests/bpf/<name>.bpf.c ("calltrace") built on demand, else
+    the product's pyhttp2probe/bpf/<name>.bpf.o (stale bpf_src/*.bpf.c are built once)."""
     subprocess.run([sys.executable, "setup.py", "-q", "build_bpf"], cwd=ROOT, check=True,
                    capture_output=True)
 
     def path(name: str) -> Path:
+        src = TEST_BPF / f"{name}.bpf.c"
+        if src.exists():
+            return build_object(src)
         obj = BPF_OUT / f"{name}.bpf.o"
         assert obj.exists(), f"{obj} was not built"
         return obj

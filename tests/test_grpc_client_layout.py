@@ -10,19 +10,22 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bench.bpfbuild import build_object
 from pyhttp2probe.events import EventDecoder, Layout
 from pyhttp2probe.metrics import RpcMetrics
 from pyhttp2probe.spans import parse_target, span_from_event, split_method
 
-BPF = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "bpf"
+ROOT = Path(__file__).resolve().parent.parent
+BPF = ROOT / "pyhttp2probe" / "bpf"
+OLDKEY_SRC = ROOT / "bench" / "bpf" / "grpc_client_oldkey.bpf.c"  # the bench's ablation
 
 
 def test_config_struct_python_sees_is_the_one_the_bpf_object_was_built_with() -> None:
     from libbpf_loader import BpfObject
 
     layout = Layout()
-    for name in ("grpc_client.bpf.o", "grpc_client_oldkey.bpf.o"):
-        obj = BpfObject.open(BPF / name)
+    for path in (BPF / "grpc_client.bpf.o", build_object(OLDKEY_SRC)):
+        obj = BpfObject.open(path)
         try:
             m = obj.map("grpc_client_config")
             assert m.value_size == layout.sizeof("grpc_client_config")

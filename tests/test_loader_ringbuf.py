@@ -13,9 +13,9 @@ from libbpf_loader import Batch, BpfObject, RingBuffer, ffi_from_header, struct_
 from libbpf_loader.errors import ClosedError, MapError
 
 ROOT = Path(__file__).resolve().parent.parent
-CT = ffi_from_header(ROOT / "bpf_src" / "calltrace.h")
+CT = ffi_from_header(ROOT / "tests" / "bpf" / "calltrace.h")
 RECORD = CT.sizeof("struct call_event")
-PER_RUN = 16  # RECORDS_PER_RUN in bpf_src/bench_ringbuf.bpf.c
+PER_RUN = 16  # RECORDS_PER_RUN in tests/bpf/bench_ringbuf.bpf.c
 PACKET = bytes(64)  # skb test runs need at least an Ethernet header
 
 

@@ -16,7 +16,7 @@ from pyhttp2probe.goelf import function_offsets
 from tests.gobuild import GoBuild, build
 
 ROOT = Path(__file__).resolve().parent.parent
-CALLTRACE_H = ROOT / "bpf_src" / "calltrace.h"
+CALLTRACE_H = ROOT / "tests" / "bpf" / "calltrace.h"
 WORDS = ["", "a", "ab", "abc", "abcd", "abcde"]
 N_CALLS = 300
 

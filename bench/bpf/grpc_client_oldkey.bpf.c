@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* ABLATION, bench only: the old keying that DESIGN.md says never to use.
+/* ABLATION, bench only (built by bench/bpfbuild.py, not shipped): the old keying that
+ * DESIGN.md says never to use.
  *
  * START at the entry of (*http2Client).NewStream reads t.nextID (RAX = t) before the
  * transport takes its lock, and keys the start time by that stream id ALONE. END at the
@@ -10,7 +11,7 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include "events.h"
+#include "events.h" /* these three from bpf_src/ */
 #include "go_helpers.h"
 #include "grpc_client_common.h"
 
