@@ -1,11 +1,13 @@
 /* Small readers of Go runtime values from uprobes (amd64, Go register ABI).
  *
  * Every user-memory read is checked; a failed read returns -1 so callers can count it.
- * Loops have constant bounds the verifier can see. Include after vmlinux.h, bpf_helpers.h
- * and events.h (for struct go_chain and GO_CHAIN_MAX).
+ * Loops have constant bounds the verifier can see. Include after vmlinux.h and
+ * bpf_helpers.h.
  */
 #ifndef PYHTTP2PROBE_GO_HELPERS_H
 #define PYHTTP2PROBE_GO_HELPERS_H
+
+#include "config.h" /* struct go_chain, GO_CHAIN_MAX */
 
 /* Go's register ABI on amd64: integer args in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11;
  * an interface or string argument takes two consecutive registers. */

@@ -1,8 +1,8 @@
 """Decode ring-buffer records using the layout declared once in bpf_src/events.h.
 
-The header text is fed to cffi's cdef (DESIGN.md rule 5: never a hand-copied format), and
-a numpy structured dtype is built from cffi's offsets so a whole batch of same-size
-records decodes with one numpy.frombuffer call.
+The text of events.h (records) and config.h (per-process configs) is fed to cffi's cdef
+(DESIGN.md rule 5: never a hand-copied format), and a numpy structured dtype is built from
+cffi's offsets so a whole batch of same-size records decodes with one numpy.frombuffer call.
 """
 
 from __future__ import annotations
@@ -31,17 +31,21 @@ _NUMPY_OF = {
 }
 
 
-def header_path() -> Path:
-    """The events.h shipped beside the BPF objects (the one they were compiled with)."""
-    return bpf_asset("events.h")
+# The cdef-friendly headers, concatenated in this order (each is self-sufficient).
+HEADERS = ("events.h", "config.h")
+
+
+def header_path(name: str = "events.h") -> Path:
+    """A header shipped beside the BPF objects (the one they were compiled with)."""
+    return bpf_asset(name)
 
 
 class Layout:
-    """cffi view of events.h: struct types, integer #define constants, numpy dtypes."""
+    """cffi view of events.h + config.h: struct types, integer #define constants, dtypes."""
 
     def __init__(self, text: str | None = None) -> None:
         if text is None:
-            text = header_path().read_text()
+            text = "\n".join(header_path(name).read_text() for name in HEADERS)
         self.constants: dict[str, int] = {m[1]: int(m[2], 0) for m in _DEFINE.finditer(text)}
         body = _PREPROC.sub("", text)
         if self.constants:

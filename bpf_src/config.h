@@ -1,0 +1,107 @@
+/* Per-process config types: the offsets Python writes from a process's attach plan into
+ * each object's tgid-keyed config map, so one loaded object serves many binaries.
+ *
+ * Like events.h, Python reads this very text into cffi's cdef (after events.h), so keep it
+ * cdef-friendly: fixed-width __uNN types only, no macros inside structs except plain
+ * integer #define constants, no bitfields, no includes. Self-sufficient: it needs nothing
+ * from events.h. BPF programs include vmlinux.h (which defines __uNN) before this file.
+ */
+#ifndef PYHTTP2PROBE_CONFIG_H
+#define PYHTTP2PROBE_CONFIG_H
+
+/* Pointer hops a field chain may follow before its last offset. */
+#define GO_CHAIN_MAX 4
+
+/* A field reached from a base address: follow `nhops` pointer fields (hop[0..nhops-1]),
+ * then add `last`. Embedded-by-value fields are folded into offsets by Python; embedded
+ * pointers are hops. `valid` is 0 when the plan lacks the field: the read is skipped. */
+struct go_chain {
+	__u32 valid;
+	__u32 nhops;
+	__u32 hop[GO_CHAIN_MAX];
+	__u32 last;
+	__u32 _pad;
+};
+
+/* grpc_client.bpf.c, keyed by tgid. */
+struct grpc_client_config {
+	__u64 status_error_fn;          /* runtime addr of internal/status.(*Error).Error */
+	__u32 itab_fun0;                /* offset of fun[0] in runtime.itab (24 on amd64) */
+	__u32 cs_finished;              /* clientStream.finished (bool) */
+	__u32 cs_attempt;               /* clientStream.attempt (*csAttempt) */
+	__u32 attempt_stream;           /* csAttempt.s / csAttempt.transportStream */
+	struct go_chain cs_method;      /* cs -> callHdr -> Method (Go string) */
+	struct go_chain cs_target;      /* cs -> cc -> target (Go string) */
+	struct go_chain stream_id;      /* stream -> id (uint32) */
+	struct go_chain stream_ct;      /* stream -> ct (*http2Client) */
+	struct go_chain stream_code;    /* stream -> status -> s -> Code (int32) */
+	struct go_chain err_code;       /* *status.Error -> s -> s -> Code (int32) */
+	struct go_chain ct_remote_addr; /* http2Client -> remoteAddr (net.Addr iface) */
+	__u64 tcpaddr_network_fn;       /* runtime addr of net.(*TCPAddr).Network; 0: no check */
+	__u32 tcpaddr_ip;               /* net.TCPAddr.IP (slice) */
+	__u32 tcpaddr_port;             /* net.TCPAddr.Port (int) */
+	__u32 ct_next_id;               /* http2Client.nextID: ablation probe only */
+	__u32 _pad;
+};
+
+/* grpc_server.bpf.c, keyed by tgid. */
+struct grpc_server_config {
+	struct go_chain stream_id;      /* *ServerStream (or *Stream) -> id (uint32) */
+	struct go_chain stream_method;  /* *ServerStream (or *Stream) -> method (Go string) */
+	struct go_chain status_code;    /* *status.Status -> s -> Code (int32) */
+	struct go_chain t_local_addr;   /* *http2Server -> localAddr (net.Addr iface) */
+	struct go_chain ht_host;        /* *serverHandlerTransport -> req -> Host (Go string) */
+	__u64 tcpaddr_network_fn;       /* runtime addr of net.(*TCPAddr).Network; 0: no check */
+	__u32 itab_fun0;                /* offset of fun[0] in runtime.itab (24 on amd64) */
+	__u32 tcpaddr_ip;               /* net.TCPAddr.IP (slice) */
+	__u32 tcpaddr_port;             /* net.TCPAddr.Port (int) */
+	__u32 eas_stream_id;            /* earlyAbortStream.streamID (uint32) */
+	struct go_chain eas_code;       /* *earlyAbortStream -> status -> s -> Code (< v1.79) */
+	__u32 eas_hf;                   /* earlyAbortStream.hf ([]hpack.HeaderField, >= v1.79) */
+	__u32 hf_stride;                /* sizeof(hpack.HeaderField); 0: no hf layout */
+	__u32 hf_name;                  /* HeaderField.Name (string) */
+	__u32 hf_value;                 /* HeaderField.Value (string) */
+	/* START at (*http2Server).operateHeaders(t, [ctx,] frame *MetaHeadersFrame, ...) */
+	__u32 frame_arg;                /* Go argument number of frame: 2 (< v1.60) or 4 */
+	__u32 t_framer;                 /* http2Server.framer: in-flight key, shared by loopy */
+	__u32 loopy_framer;             /* loopyWriter.framer */
+	__u32 fh_type;                  /* FrameHeader.Type (uint8), from the header */
+	__u32 fh_stream_id;             /* FrameHeader.StreamID (uint32), from the header */
+	__u32 _pad;
+	struct go_chain frame_header;   /* *MetaHeadersFrame -> *HeadersFrame -> FrameHeader */
+	struct go_chain ht_ctx;         /* *serverHandlerTransport -> req -> ctx (iface) */
+};
+
+/* http2.bpf.c, per (process, flavor): keyed by tgid << 8 | flavor (H2_FLAVOR_* of
+ * events.h), since one process may link both HTTP/2 implementations. */
+struct http2_config {
+	/* server: runHandler(sc, rw, req, h) entry and (*responseWriter).handlerDone(w) entry */
+	struct go_chain rw_stream_id;   /* *responseWriter -> rws -> stream -> id */
+	__u32 w_rws;                    /* responseWriter.rws */
+	__u32 rws_conn;                 /* responseWriterState.conn (*serverConn) */
+	__u32 rws_req;                  /* responseWriterState.req (*Request) */
+	__u32 rws_status;               /* responseWriterState.status (int) */
+	struct go_chain rws_stream_id;  /* *responseWriterState -> stream -> id */
+	/* client: (*clientStream).encodeAndWriteHeaders(req) and cleanupWriteRequest(err) */
+	__u32 cs_cc;                    /* clientStream.cc (*ClientConn) */
+	__u32 cs_id;                    /* clientStream.ID (uint32) */
+	__u32 cs_res;                   /* clientStream.res (*Response) */
+	/* net/http and net/url (shared by both flavors) */
+	__u32 res_status;               /* Response.StatusCode (int) */
+	__u32 req_method;               /* Request.Method (string) */
+	__u32 req_url;                  /* Request.URL (*url.URL) */
+	__u32 req_host;                 /* Request.Host (string) */
+	__u32 url_host;                 /* url.URL.Host (string) */
+	__u32 url_path;                 /* url.URL.Path (string) */
+	__u32 cs_read_closed;           /* clientStream.readClosed (bool); 0: not in the plan */
+	__u32 req_ctx;                  /* server request's context (iface): Request.ctx */
+	__u32 req_ctx_valid;            /* 0: no context offset, no ServeHTTP join */
+	__u32 rws_req_inline;           /* 1: responseWriterState.req is a request value (Go 1.27) */
+	/* client request fields: the server's request type's unless they differ (Go 1.27) */
+	__u32 creq_method;
+	__u32 creq_url;
+	__u32 creq_host;
+	__u32 rws_sent_header;          /* responseWriterState.sentHeader (bool); 0: unknown */
+};
+
+#endif /* PYHTTP2PROBE_CONFIG_H */
