@@ -23,24 +23,20 @@
 #define H2_HOST_MAX 64
 #define H2_PATH_MAX 128
 
-/* grpc_client_event.flags */
-#define GRPC_FLAG_NO_STREAM 1        /* failed before any transport stream existed */
-#define GRPC_FLAG_STATUS_GUESSED 2   /* error was neither a status error nor in the stream */
-#define GRPC_FLAG_METHOD_TRUNCATED 4
-#define GRPC_FLAG_UNMATCHED 8        /* end without a start: start_ns is 0 */
-#define GRPC_FLAG_TARGET_TRUNCATED 16
-#define GRPC_FLAG_BAD_READ 32        /* some user-memory read failed; fields may be 0 */
-
-/* grpc_server_event.flags and http2_event.flags */
-#define SRV_FLAG_UNMATCHED 1        /* end without a start: start_ns is 0 */
-#define SRV_FLAG_BAD_READ 2         /* some user-memory read failed; fields may be 0 */
-#define SRV_FLAG_METHOD_TRUNCATED 4
-#define SRV_FLAG_HOST_TRUNCATED 8
-#define SRV_FLAG_PATH_TRUNCATED 16
-#define SRV_FLAG_VIA_SERVE_HTTP 32  /* gRPC served by (*grpc.Server).ServeHTTP */
-#define SRV_FLAG_ERROR 64           /* HTTP/2 client: the request ended with an error */
-#define SRV_FLAG_NO_RESPONSE 128    /* client: none received; server: none sent (panic) */
-#define SRV_FLAG_PANIC 256          /* HTTP/2 server: the handler panicked (stream reset) */
+/* The `flags` of every record: one set of bits for all span kinds. Python names a bit by
+ * its name after SPAN_F_, lowercased (pyhttp2probe/spans.py flag_names). */
+#define SPAN_F_UNMATCHED 1           /* end without a start: start_ns is 0 */
+#define SPAN_F_BAD_READ 2            /* some user-memory read failed; fields may be 0 */
+#define SPAN_F_NO_STREAM 4           /* gRPC client: failed before any transport stream */
+#define SPAN_F_STATUS_GUESSED 8      /* gRPC client: error neither a status nor in the stream */
+#define SPAN_F_METHOD_TRUNCATED 16
+#define SPAN_F_TARGET_TRUNCATED 32
+#define SPAN_F_HOST_TRUNCATED 64
+#define SPAN_F_PATH_TRUNCATED 128
+#define SPAN_F_VIA_SERVE_HTTP 256    /* gRPC served by (*grpc.Server).ServeHTTP */
+#define SPAN_F_ERROR 512             /* HTTP/2: the request ended with an error */
+#define SPAN_F_NO_RESPONSE 1024      /* client: none received; server: none sent (panic) */
+#define SPAN_F_PANIC 2048            /* HTTP/2 server: the handler panicked (stream reset) */
 
 /* Indexes of the loss/health counters of each object (map "stats", stats.h). */
 #define STAT_RINGBUF_FULL 0   /* ring buffer reservation failed: record lost */
@@ -85,7 +81,7 @@ struct grpc_client_event {
 
 /* One finished server RPC. Identity: (tgid, transport, stream_id). Through ServeHTTP it is
  * the HTTP/2 request's: (tgid, *serverConn, HTTP/2 stream id); when that join fails
- * (SRV_FLAG_UNMATCHED) it is (tgid, *serverHandlerTransport, 0). */
+ * (SPAN_F_UNMATCHED) it is (tgid, *serverHandlerTransport, 0). */
 struct grpc_server_event {
 	__u32 type;
 	__u32 tgid;
@@ -117,7 +113,7 @@ struct grpc_server_reject_event {
 	__u64 ts_ns;
 	__u32 stream_id;
 	__u32 status_code;
-	__u32 flags;                    /* SRV_FLAG_BAD_READ: code unread, reported as 2 */
+	__u32 flags;                    /* SPAN_F_BAD_READ: code unread, reported as 2 */
 	__u32 _pad;
 };
 

@@ -162,7 +162,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	ev->tgid = tgid;
 	ev->start_ns = start;
 	if (!start)
-		ev->flags |= GRPC_FLAG_UNMATCHED;
+		ev->flags |= SPAN_F_UNMATCHED;
 	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;

@@ -41,7 +41,7 @@ static __always_inline void read_peer(const struct grpc_client_config *cfg, __u6
 	}
 	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + cfg->tcpaddr_ip)) ||
 	    go_read_u64(data + cfg->tcpaddr_port, &port)) {
-		ev->flags |= GRPC_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 		return;
 	}
 	ev->peer_port = (__u16)port;
@@ -75,7 +75,7 @@ static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u
 	    fn != 0) {
 		r = go_chain_u32(errdata, &cfg->err_code, &code);
 		if (r < 0)
-			ev->flags |= GRPC_FLAG_BAD_READ;
+			ev->flags |= SPAN_F_BAD_READ;
 		return r ? 0 : code; /* nil inner status means OK, like (*Status).Code */
 	}
 	if (stream) {
@@ -83,9 +83,9 @@ static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u
 		if (r == 0)
 			return code;
 		if (r < 0)
-			ev->flags |= GRPC_FLAG_BAD_READ;
+			ev->flags |= SPAN_F_BAD_READ;
 	}
-	ev->flags |= GRPC_FLAG_STATUS_GUESSED;
+	ev->flags |= SPAN_F_STATUS_GUESSED;
 	stat_inc(STAT_STATUS_GUESSED);
 	return 2; /* codes.Unknown */
 }
@@ -104,25 +104,25 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	ev->end_ns = bpf_ktime_get_ns();
 
 	if (go_read_u64(cs + cfg->cs_attempt, &attempt))
-		ev->flags |= GRPC_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream))
-		ev->flags |= GRPC_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	if (stream) {
 		if (go_chain_u32(stream, &cfg->stream_id, &sid) < 0 ||
 		    go_chain_u64(stream, &cfg->stream_ct, &ct) < 0)
-			ev->flags |= GRPC_FLAG_BAD_READ;
+			ev->flags |= SPAN_F_BAD_READ;
 	}
 	ev->stream_id = sid;
 	ev->transport = ct;
 	if (!stream || !ct)
-		ev->flags |= GRPC_FLAG_NO_STREAM;
+		ev->flags |= SPAN_F_NO_STREAM;
 
 	if (go_chain_addr(cs, &cfg->cs_method, &addr) == 0 &&
 	    go_read_string(addr, ev->method, &ev->method_len, &trunc) == 0) {
 		if (trunc)
-			ev->flags |= GRPC_FLAG_METHOD_TRUNCATED;
+			ev->flags |= SPAN_F_METHOD_TRUNCATED;
 	} else {
-		ev->flags |= GRPC_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	}
 
 	if (ct) {
@@ -130,11 +130,11 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	} else if (go_chain_addr(cs, &cfg->cs_target, &addr) == 0 &&
 		   go_read_string(addr, ev->target, &ev->target_len, &trunc) == 0) {
 		if (trunc)
-			ev->flags |= GRPC_FLAG_TARGET_TRUNCATED;
+			ev->flags |= SPAN_F_TARGET_TRUNCATED;
 	}
 
 	ev->status_code = read_code(cfg, errtab, errdata, stream, ev);
-	if (ev->flags & GRPC_FLAG_BAD_READ)
+	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	return stream;
 }

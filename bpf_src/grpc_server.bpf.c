@@ -135,7 +135,7 @@ static __always_inline void read_local_addr(const struct grpc_server_config *cfg
 		return; /* not a *net.TCPAddr (a unix socket): no address */
 	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + cfg->tcpaddr_ip)) ||
 	    go_read_u64(data + cfg->tcpaddr_port, &port)) {
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 		return;
 	}
 	ev->local_port = (__u16)port;
@@ -211,32 +211,32 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->start_ns = start_ns;
 	if (!start_ns) {
-		ev->flags |= SRV_FLAG_UNMATCHED;
+		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
 	/* nil *Status or nil inner proto: OK, like (*Status).Code. */
 	r = go_chain_u32(st, &cfg->status_code, &code);
 	if (r < 0)
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	ev->status_code = r ? 0 : code;
 	if (go_chain_addr(s, &cfg->stream_method, &addr) == 0 &&
 	    read_str_method(addr, ev->method, &ev->method_len, &trunc) == 0) {
 		if (trunc)
-			ev->flags |= SRV_FLAG_METHOD_TRUNCATED;
+			ev->flags |= SPAN_F_METHOD_TRUNCATED;
 	} else {
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	}
 	if (via_serve_http) {
-		ev->flags |= SRV_FLAG_VIA_SERVE_HTTP;
+		ev->flags |= SPAN_F_VIA_SERVE_HTTP;
 		if (go_chain_addr(t, &cfg->ht_host, &addr) == 0 &&
 		    read_str_host(addr, ev->host, &ev->host_len, &trunc) == 0) {
 			if (trunc)
-				ev->flags |= SRV_FLAG_HOST_TRUNCATED;
+				ev->flags |= SPAN_F_HOST_TRUNCATED;
 		}
 	} else {
 		read_local_addr(cfg, t, ev);
 	}
-	if (ev->flags & SRV_FLAG_BAD_READ)
+	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
@@ -326,7 +326,7 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 	ev->loopy = GO_ARG1(ctx);
 	ev->ts_ns = bpf_ktime_get_ns();
 	if (go_read_u32(eas + cfg->eas_stream_id, &ev->stream_id)) {
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	} else {
 		/* operateHeaders started it; no writeStatus will end it: drop the start. */
 		struct stream_key key = { .tgid = tgid, .stream_id = ev->stream_id };
@@ -345,10 +345,10 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 	}
 	if (r) {
 		code = 2;
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	}
 	ev->status_code = code;
-	if (ev->flags & SRV_FLAG_BAD_READ)
+	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;

@@ -88,7 +88,7 @@ struct h2_client_start {
 	__u16 method_len;
 	__u16 host_len;
 	__u16 path_len;
-	__u16 flags;
+	__u16 flags;   /* SPAN_F_* of the start: truncations, bad read (all below 1 << 16) */
 	char method[H2_METHOD_MAX];
 	char host[H2_HOST_MAX];
 	char path[H2_PATH_MAX];
@@ -157,7 +157,7 @@ static __always_inline int read_request(const struct http2_config *cfg, struct r
 	if (read_str_method(req + o.method, method, method_len, &trunc))
 		bad = 1;
 	if (trunc)
-		*flags |= SRV_FLAG_METHOD_TRUNCATED;
+		*flags |= SPAN_F_METHOD_TRUNCATED;
 	if (go_read_u64(req + o.url, &url))
 		bad = 1;
 	if (url && read_str_host(url + cfg->url_host, host, host_len, &trunc))
@@ -165,13 +165,13 @@ static __always_inline int read_request(const struct http2_config *cfg, struct r
 	if (*host_len == 0 && read_str_host(req + o.host, host, host_len, &trunc))
 		bad = 1;
 	if (trunc)
-		*flags |= SRV_FLAG_HOST_TRUNCATED;
+		*flags |= SPAN_F_HOST_TRUNCATED;
 	if (url && read_str_path(url + cfg->url_path, path, path_len, &trunc))
 		bad = 1;
 	if (trunc)
-		*flags |= SRV_FLAG_PATH_TRUNCATED;
+		*flags |= SPAN_F_PATH_TRUNCATED;
 	if (bad)
-		*flags |= SRV_FLAG_BAD_READ;
+		*flags |= SPAN_F_BAD_READ;
 	return bad ? -1 : 0;
 }
 
@@ -271,7 +271,7 @@ static __always_inline struct http2_event *server_event(const struct stream_key 
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->start_ns = start_ns;
 	if (!start_ns) {
-		ev->flags |= SRV_FLAG_UNMATCHED;
+		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
 	return ev;
@@ -321,11 +321,11 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	if (!ev)
 		return 0;
 	if (go_read_u64(rws + cfg->rws_status, &status))
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
 	ev->status = status ? (__u32)status : 200;
 	read_rws_request(cfg, rws, ev);
-	if (ev->flags & SRV_FLAG_BAD_READ)
+	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
@@ -363,7 +363,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	ev = server_event(&key, flavor, start.start_ns);
 	if (!ev)
 		return 0;
-	ev->flags |= SRV_FLAG_ERROR | SRV_FLAG_PANIC;
+	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
 	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
 	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
 	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {
@@ -373,7 +373,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 		read_rws_request(cfg, rws, ev);
 	}
 	if (!ev->status)
-		ev->flags |= SRV_FLAG_NO_RESPONSE;
+		ev->flags |= SPAN_F_NO_RESPONSE;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -404,7 +404,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	read_request(cfg, client_req(cfg), GO_ARG2(ctx), st->method, &st->method_len, st->host,
 		     &st->host_len, st->path, &st->path_len, &flags);
 	st->flags = flags;
-	if (flags & SRV_FLAG_BAD_READ)
+	if (flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	if (bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_NOEXIST)) {
 		stat_inc(STAT_START_REUSED);
@@ -463,23 +463,23 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		__builtin_memcpy(ev->path, st->path, sizeof(ev->path));
 		bpf_map_delete_elem(&http2_client_inflight, &key);
 	} else {
-		ev->flags |= SRV_FLAG_UNMATCHED;
+		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
 	if (go_read_u64(cs + cfg->cs_res, &res))
-		ev->flags |= SRV_FLAG_BAD_READ;
+		ev->flags |= SPAN_F_BAD_READ;
 	if (GO_ARG2(ctx)) {
 		/* err is not final at entry: a context canceled after the response's END_STREAM
 		 * races with it in writeRequest's select, and cleanupWriteRequest itself forgives
 		 * it. A complete response (headers, and END_STREAM read) is no error. */
 		if (!(res && cfg->cs_read_closed && go_read_u8(cs + cfg->cs_read_closed, &done) == 0 &&
 		      done))
-			ev->flags |= SRV_FLAG_ERROR;
+			ev->flags |= SPAN_F_ERROR;
 	}
 	if (res && go_read_u64(res + cfg->res_status, &status) == 0)
 		ev->status = (__u32)status;
 	else
-		ev->flags |= SRV_FLAG_NO_RESPONSE;
+		ev->flags |= SPAN_F_NO_RESPONSE;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

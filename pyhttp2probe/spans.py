@@ -6,15 +6,15 @@ plus the traced program's name; it lives here so sinks and metrics see one shape
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .events import GrpcClientEvent
 
-# Mirrors of events.h flag bits are read from the header at run time (Layout.constants);
-# these names only make span.flags readable in JSON.
-FLAG_NAMES = ("no_stream", "status_guessed", "method_truncated", "unmatched",
-              "target_truncated", "bad_read")
+# Flag bits are events.h's SPAN_F_* constants, read from the header at run time
+# (Layout.constants); a bit's name is its constant's name after the prefix, lowercased.
+FLAG_PREFIX = "SPAN_F_"
 
 
 @dataclass(slots=True)
@@ -86,14 +86,12 @@ def parse_target(target: str) -> tuple[str, int]:
     return host, port
 
 
-def flag_names(flags: int, constants: dict[str, int]) -> tuple[str, ...]:
-    """Names of the set GRPC_FLAG_* bits, with their values from events.h."""
-    out = []
-    for name in FLAG_NAMES:
-        bit = constants.get("GRPC_FLAG_" + name.upper(), 0)
-        if bit and flags & bit:
-            out.append(name)
-    return tuple(out)
+def flag_names(flags: int, constants: Mapping[str, int]) -> tuple[str, ...]:
+    """Names of the set SPAN_F_* bits of events.h, in bit order ("unmatched", ...)."""
+    if not flags:
+        return ()
+    bits = sorted((bit, name) for name, bit in constants.items() if name.startswith(FLAG_PREFIX))
+    return tuple(name[len(FLAG_PREFIX):].lower() for bit, name in bits if flags & bit)
 
 
 def span_from_event(ev: GrpcClientEvent, constants: dict[str, int],

@@ -72,7 +72,7 @@ int oldkey_end(struct pt_regs *ctx)
 		ev->start_ns = *start;
 		bpf_map_delete_elem(&oldkey_inflight, &ev->stream_id);
 	} else {
-		ev->flags |= GRPC_FLAG_UNMATCHED;
+		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
 	bpf_ringbuf_submit(ev, 0);

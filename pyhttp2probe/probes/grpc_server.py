@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..events import Layout, _ip
-from ..spans import Span, split_method
+from ..spans import Span, flag_names, split_method
 from . import AttachPoint, after_stack_check
 from .grpc_client import ITAB_FUN0_AMD64, ProbePlanError
 
@@ -325,16 +325,9 @@ def decode(layout: Layout, records: Any) -> list[GrpcServerEvent]:
         _strs(c["method"], c["method_len"]), _strs(c["host"], c["host_len"]), strict=True)]
 
 
-SRV_FLAG_NAMES = ("unmatched", "bad_read", "method_truncated", "host_truncated",
-                  "path_truncated", "via_serve_http", "error", "no_response", "panic")
-
-
 def srv_flag_names(flags: int, constants: Mapping[str, int]) -> tuple[str, ...]:
-    """Names of the set SRV_FLAG_* bits, with their values from events.h."""
-    if not flags:  # the common case, on the hot path
-        return ()
-    return tuple(n for n in SRV_FLAG_NAMES
-                 if flags & constants.get("SRV_FLAG_" + n.upper(), 0))
+    """Names of the set SPAN_F_* bits of events.h (one set for every record type)."""
+    return flag_names(flags, constants)
 
 
 def split_hostport(hostport: str) -> tuple[str, int]:
