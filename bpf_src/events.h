@@ -17,7 +17,8 @@
 #define EV_HTTP2_SERVER 4
 #define EV_GRPC_SERVER_REJECTED 5
 
-/* Bounded copies of Go strings: gRPC method and dial target; HTTP/2 request fields. */
+/* Bounded copies of Go strings: gRPC method and dial target; HTTP/2 request fields.
+ * Powers of two: the string reader masks lengths with them for the verifier. */
 #define GO_STR_MAX 128
 #define H2_METHOD_MAX 16
 #define H2_HOST_MAX 64
@@ -38,7 +39,7 @@
 #define SPAN_F_NO_RESPONSE 1024      /* client: none received; server: none sent (panic) */
 #define SPAN_F_PANIC 2048            /* HTTP/2 server: the handler panicked (stream reset) */
 
-/* Indexes of the loss/health counters of each object (map "stats", stats.h). */
+/* Indexes of the loss/health counters of each object (map "stats", common.h). */
 #define STAT_RINGBUF_FULL 0   /* ring buffer reservation failed: record lost */
 #define STAT_UNMATCHED_END 1  /* end without an in-flight start (evicted or attached late) */
 #define STAT_DUP_END 2        /* a concurrent duplicate end lost the race: dropped */
@@ -103,9 +104,6 @@ struct grpc_server_event {
 /* A gRPC server RPC rejected before any handler ran (InTapHandle error, bad content-type,
  * malformed headers): grpc-go answers it from the loopy writer goroutine through
  * (*loopyWriter).earlyAbortStreamHandler. No method is known there: counted, not spanned. */
-/* Header fields of an earlyAbortStream.hf searched for "grpc-status" (grpc-go puts it 3rd). */
-#define EAS_HF_MAX 8
-
 struct grpc_server_reject_event {
 	__u32 type;
 	__u32 tgid;

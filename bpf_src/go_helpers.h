@@ -1,4 +1,6 @@
-/* Small readers of Go runtime values from uprobes (amd64, Go register ABI).
+/* Readers of Go runtime values from uprobes (amd64, Go register ABI): registers, checked
+ * user-memory reads, field chains, interfaces, strings, TCP addresses. Nothing here knows
+ * maps or records; common.h builds on these.
  *
  * Every user-memory read is checked; a failed read returns -1 so callers can count it.
  * Loops have constant bounds the verifier can see. Include after vmlinux.h and
@@ -17,14 +19,6 @@
 #define GO_ARG4(ctx) ((__u64)(ctx)->di)
 /* The current goroutine (g) lives in R14: it pairs the entry and RETs of one call only. */
 #define GO_GOROUTINE(ctx) ((__u64)(ctx)->r14)
-
-/* Key of per-goroutine state: it pairs the entry and the RETs of one synchronous call
- * (DESIGN.md rule 1), never work that crosses goroutines. */
-struct g_key {
-	__u32 tgid;
-	__u32 _pad;
-	__u64 g;
-};
 
 static __always_inline int go_read_u64(__u64 addr, __u64 *out)
 {
@@ -112,27 +106,64 @@ static __always_inline int go_read_iface(__u64 addr, __u64 *tab, __u64 *data)
 	return 0;
 }
 
-/* Copy the Go string header at `addr` (ptr, len) into buf[0..GO_STR_MAX).
- * Sets *len to the copied length and *truncated when the string was longer. */
-static __always_inline int go_read_string(__u64 addr, char *buf, __u16 *len, int *truncated)
+/* Copy the Go string header at `addr` (ptr, len) into buf[0..max). `max` must be a power
+ * of two known at compile time (pass the sizeof of the destination array) so the verifier
+ * sees the bound. Sets *len to the copied length and *trunc when the string was longer. */
+static __always_inline int go_read_string(__u64 addr, char *buf, __u32 max, __u16 *len,
+					  int *trunc)
 {
 	__u64 hdr[2] = {};
 	__u64 n;
 
 	*len = 0;
-	*truncated = 0;
+	*trunc = 0;
 	if (!addr || bpf_probe_read_user(hdr, sizeof(hdr), (const void *)addr))
 		return -1;
 	n = hdr[1];
-	if (n > GO_STR_MAX) {
-		n = GO_STR_MAX;
-		*truncated = 1;
+	if (n > max) {
+		n = max;
+		*trunc = 1;
 	}
 	if (!hdr[0] || !n)
+		return 0;
+	n &= 2 * max - 1; /* keeps n unchanged, and its bound visible to the verifier */
+	if (n == 0 || n > max)
 		return 0;
 	if (bpf_probe_read_user(buf, n, (const void *)hdr[0]))
 		return -1;
 	*len = n;
+	return 0;
+}
+
+/* The TCP address behind the net.Addr interface value stored at `iface`: ip (16 bytes,
+ * IPv6 or IPv4-mapped IPv6) and port. net.Addr's methods are Network, String, so the
+ * itab's fun[0] (at itab_fun0) tells a *net.TCPAddr apart when network_fn, the runtime
+ * address of net.(*TCPAddr).Network, is known (0: unchecked); that works for stripped
+ * binaries too. ip_off/port_off: net.TCPAddr.IP (slice) and .Port (int).
+ * Returns 0 when read (ip stays zero if its bytes were unreadable), 1 when there is no
+ * TCP address (a nil or unreadable interface, a unix socket), -1 when the TCPAddr's
+ * fields could not be read. */
+static __always_inline int go_read_tcp_addr(__u64 iface, __u32 itab_fun0, __u64 network_fn,
+					    __u32 ip_off, __u32 port_off, __u8 *ip, __u16 *port)
+{
+	__u64 tab, data, fn, slice[2] = {}, p = 0;
+	__u32 v4 = 0;
+
+	if (go_read_iface(iface, &tab, &data) || !tab || !data)
+		return 1;
+	if (network_fn && (go_read_u64(tab + itab_fun0, &fn) || fn != network_fn))
+		return 1;
+	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + ip_off)) ||
+	    go_read_u64(data + port_off, &p))
+		return -1;
+	*port = (__u16)p;
+	if (slice[1] == 16) {
+		bpf_probe_read_user(ip, 16, (const void *)slice[0]); /* zeroed if it fails */
+	} else if (slice[1] == 4 && !bpf_probe_read_user(&v4, 4, (const void *)slice[0])) {
+		ip[10] = 0xff;
+		ip[11] = 0xff;
+		__builtin_memcpy(&ip[12], &v4, 4);
+	}
 	return 0;
 }
 

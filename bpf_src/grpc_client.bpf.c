@@ -34,8 +34,6 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include "events.h"
-#include "go_helpers.h"
 #include "grpc_client_common.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -90,11 +88,9 @@ int grpc_client_start(struct pt_regs *ctx)
 	struct g_key gk = {};
 	__u64 cs = GO_ARG1(ctx), attempt;
 
-	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	cfg = config_of_tgid(&grpc_client_config, tgid);
+	if (!cfg)
 		return 0;
-	}
 	if (go_read_u64(cs + cfg->cs_attempt, &attempt)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
@@ -103,10 +99,8 @@ int grpc_client_start(struct pt_regs *ctx)
 		return 0; /* a retry of a call already started */
 	key.tgid = tgid;
 	key.cs = cs;
-	if (bpf_map_lookup_elem(&inflight, &key))
-		stat_inc(STAT_START_REUSED);
 	val.start_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&inflight, &key, &val, BPF_ANY);
+	inflight_start(&inflight, &key, &val);
 	/* a new call at a reused address: its own missing start must not pass as a duplicate */
 	bpf_map_delete_elem(&recently_ended, &key);
 	gk.tgid = tgid;
@@ -126,11 +120,9 @@ int grpc_client_end(struct pt_regs *ctx)
 	__u64 cs = GO_ARG1(ctx), start = 0;
 	__u8 finished = 0;
 
-	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	cfg = config_of_tgid(&grpc_client_config, tgid);
+	if (!cfg)
 		return 0;
-	}
 	if (go_read_u8(cs + cfg->cs_finished, &finished)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
@@ -156,7 +148,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	ev = reserve_event();
+	ev = reserve_zeroed(&events, sizeof(*ev));
 	if (!ev)
 		return 0;
 	ev->tgid = tgid;
@@ -223,6 +215,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	 * policy matched); only a non-nil error ends the call, and it is the call's status. */
 	if ((GO_ARG1(ctx) & 0xff) || !errtab)
 		return 0; /* another attempt follows */
+	/* Not counted as STAT_NO_CONFIG: this process's start and end probes count it. */
 	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
 	if (!cfg)
 		return 0;
@@ -248,7 +241,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 		stat_inc(STAT_DUP_END);
 		return 0;
 	}
-	ev = reserve_event();
+	ev = reserve_zeroed(&events, sizeof(*ev));
 	if (!ev)
 		return 0;
 	/* Not a *status.Error (a wrapped one): the error shouldRetry was given carries the code. */

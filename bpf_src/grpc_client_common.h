@@ -1,4 +1,5 @@
-/* Maps and the end-of-call record builder shared by grpc_client.bpf.c and its ablation.
+/* Maps and the end-of-call record builder shared by grpc_client.bpf.c and its ablation
+ * (bench/bpf/grpc_client_oldkey.bpf.c).
  *
  * Both objects read the FINAL identity of a call at the entry of
  * (*clientStream).finish(err); they differ only in how the start time is found.
@@ -6,7 +7,7 @@
 #ifndef PYHTTP2PROBE_GRPC_CLIENT_COMMON_H
 #define PYHTTP2PROBE_GRPC_CLIENT_COMMON_H
 
-#include "stats.h"
+#include "common.h"
 
 /* Per-process offsets, keyed by tgid: one loaded object serves many processes. 1024 traced
  * processes per agent is far beyond a node's Go gRPC programs; a lookup costs ~50 ns next
@@ -25,38 +26,16 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
+/* The server's address: the transport's remoteAddr, when it is TCP. */
 static __always_inline void read_peer(const struct grpc_client_config *cfg, __u64 ct,
 				      struct grpc_client_event *ev)
 {
-	__u64 addr, tab, data, ip[2] = {}, port = 0, fn;
-	__u64 slice[2] = {};
+	__u64 addr;
 
-	if (go_chain_addr(ct, &cfg->ct_remote_addr, &addr) || go_read_iface(addr, &tab, &data) ||
-	    !tab || !data)
-		return;
-	if (cfg->tcpaddr_network_fn) {
-		/* net.Addr's methods are Network, String: fun[0] tells a *net.TCPAddr apart. */
-		if (go_read_u64(tab + cfg->itab_fun0, &fn) || fn != cfg->tcpaddr_network_fn)
-			return;
-	}
-	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + cfg->tcpaddr_ip)) ||
-	    go_read_u64(data + cfg->tcpaddr_port, &port)) {
+	if (go_chain_addr(ct, &cfg->ct_remote_addr, &addr) == 0 &&
+	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
+			     cfg->tcpaddr_port, ev->peer_ip, &ev->peer_port) < 0)
 		ev->flags |= SPAN_F_BAD_READ;
-		return;
-	}
-	ev->peer_port = (__u16)port;
-	if (slice[1] == 16) {
-		if (!bpf_probe_read_user(ip, 16, (const void *)slice[0]))
-			__builtin_memcpy(ev->peer_ip, ip, 16);
-	} else if (slice[1] == 4) {
-		__u32 v4 = 0;
-
-		if (!bpf_probe_read_user(&v4, 4, (const void *)slice[0])) {
-			ev->peer_ip[10] = 0xff;
-			ev->peer_ip[11] = 0xff;
-			__builtin_memcpy(&ev->peer_ip[12], &v4, 4);
-		}
-	}
 }
 
 /* The status code of the error handed to finish(err): nil -> OK; *status.Error (told
@@ -118,7 +97,7 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 		ev->flags |= SPAN_F_NO_STREAM;
 
 	if (go_chain_addr(cs, &cfg->cs_method, &addr) == 0 &&
-	    go_read_string(addr, ev->method, &ev->method_len, &trunc) == 0) {
+	    go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc) == 0) {
 		if (trunc)
 			ev->flags |= SPAN_F_METHOD_TRUNCATED;
 	} else {
@@ -128,7 +107,8 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	if (ct) {
 		read_peer(cfg, ct, ev);
 	} else if (go_chain_addr(cs, &cfg->cs_target, &addr) == 0 &&
-		   go_read_string(addr, ev->target, &ev->target_len, &trunc) == 0) {
+		   go_read_string(addr, ev->target, sizeof(ev->target), &ev->target_len,
+				  &trunc) == 0) {
 		if (trunc)
 			ev->flags |= SPAN_F_TARGET_TRUNCATED;
 	}
@@ -137,19 +117,6 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	return stream;
-}
-
-/* Reserve a zeroed record; counts and returns NULL when the ring buffer is full. */
-static __always_inline struct grpc_client_event *reserve_event(void)
-{
-	struct grpc_client_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-
-	if (!ev) {
-		stat_inc(STAT_RINGBUF_FULL);
-		return NULL;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	return ev;
 }
 
 #endif /* PYHTTP2PROBE_GRPC_CLIENT_COMMON_H */

@@ -49,14 +49,9 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include "events.h"
-#include "go_helpers.h"
 #include "srv_common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-DEFINE_GO_READ_STR(read_str_method, GO_STR_MAX)
-DEFINE_GO_READ_STR(read_str_host, H2_HOST_MAX)
 
 /* Per-process offsets, keyed by tgid (see grpc_client_common.h for the sizing). */
 struct {
@@ -97,15 +92,13 @@ SEC("uprobe")
 int grpc_server_operate_headers(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
 	struct stream_key key = {};
 	__u64 now = bpf_ktime_get_ns(), fh;
 	__u8 type = 0;
 
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	if (!cfg)
 		return 0;
-	}
 	key.tgid = tgid;
 	if (go_read_u64(GO_ARG1(ctx) + cfg->t_framer, &key.conn) ||
 	    go_chain_addr(frame_arg(ctx, cfg), &cfg->frame_header, &fh) ||
@@ -114,44 +107,26 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_NOEXIST)) {
-		/* A stale entry (its request never ended, address reused): the new one wins. */
-		stat_inc(STAT_START_REUSED);
-		bpf_map_update_elem(&grpc_server_inflight, &key, &now, BPF_ANY);
-	}
+	inflight_start(&grpc_server_inflight, &key, &now);
 	return 0;
 }
 
+/* The listener's address: the transport's localAddr, when it is TCP. */
 static __always_inline void read_local_addr(const struct grpc_server_config *cfg, __u64 t,
 					    struct grpc_server_event *ev)
 {
-	__u64 addr, tab, data, port = 0, fn, slice[2] = {};
+	__u64 addr;
 
-	if (go_chain_addr(t, &cfg->t_local_addr, &addr) || go_read_iface(addr, &tab, &data) ||
-	    !tab || !data)
-		return;
-	if (cfg->tcpaddr_network_fn &&
-	    (go_read_u64(tab + cfg->itab_fun0, &fn) || fn != cfg->tcpaddr_network_fn))
-		return; /* not a *net.TCPAddr (a unix socket): no address */
-	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + cfg->tcpaddr_ip)) ||
-	    go_read_u64(data + cfg->tcpaddr_port, &port)) {
+	if (go_chain_addr(t, &cfg->t_local_addr, &addr) == 0 &&
+	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
+			     cfg->tcpaddr_port, ev->local_ip, &ev->local_port) < 0)
 		ev->flags |= SPAN_F_BAD_READ;
-		return;
-	}
-	ev->local_port = (__u16)port;
-	if (slice[1] == 16) {
-		bpf_probe_read_user(ev->local_ip, 16, (const void *)slice[0]);
-	} else if (slice[1] == 4) {
-		ev->local_ip[10] = 0xff;
-		ev->local_ip[11] = 0xff;
-		bpf_probe_read_user(&ev->local_ip[12], 4, (const void *)slice[0]);
-	}
 }
 
 static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start, start_ns = 0;
 	struct ctx_stream *joined = NULL;
 	struct stream_key key = {};
@@ -159,10 +134,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	__u32 code = 0;
 	int trunc = 0, r;
 
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	if (!cfg)
 		return 0;
-	}
 	key.tgid = tgid;
 	if (via_serve_http) {
 		/* Its start is the HTTP/2 request's (srv_common.h: the join). A repeat is told
@@ -198,12 +171,9 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		}
 		key.conn = t; /* reported: the transport (the framer is its 1:1 in-flight key) */
 	}
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(STAT_RINGBUF_FULL);
+	ev = reserve_zeroed(&events, sizeof(*ev));
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = EV_GRPC_SERVER;
 	ev->tgid = tgid;
 	ev->transport = key.conn;
@@ -220,7 +190,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		ev->flags |= SPAN_F_BAD_READ;
 	ev->status_code = r ? 0 : code;
 	if (go_chain_addr(s, &cfg->stream_method, &addr) == 0 &&
-	    read_str_method(addr, ev->method, &ev->method_len, &trunc) == 0) {
+	    go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc) == 0) {
 		if (trunc)
 			ev->flags |= SPAN_F_METHOD_TRUNCATED;
 	} else {
@@ -229,7 +199,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	if (via_serve_http) {
 		ev->flags |= SPAN_F_VIA_SERVE_HTTP;
 		if (go_chain_addr(t, &cfg->ht_host, &addr) == 0 &&
-		    read_str_host(addr, ev->host, &ev->host_len, &trunc) == 0) {
+		    go_read_string(addr, ev->host, sizeof(ev->host), &ev->host_len, &trunc) == 0) {
 			if (trunc)
 				ev->flags |= SPAN_F_HOST_TRUNCATED;
 		}
@@ -253,6 +223,9 @@ int grpc_server_write_status_ht(struct pt_regs *ctx)
 {
 	return finish(ctx, 1);
 }
+
+/* Header fields of an earlyAbortStream.hf searched for "grpc-status" (grpc-go puts it 3rd). */
+#define EAS_HF_MAX 8
 
 /* The code of a v1.79+ earlyAbortStream: the decimal value of its "grpc-status" field.
  * Returns 0 and sets *code, 1 when no such field is among the first EAS_HF_MAX, -1 on a
@@ -305,22 +278,17 @@ SEC("uprobe")
 int grpc_server_early_abort(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
 	__u64 eas = GO_ARG2(ctx);
 	struct grpc_server_reject_event *ev;
 	__u32 code = 2; /* codes.Unknown until read */
 	int r = -1;
 
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	if (!cfg)
 		return 0;
-	}
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(STAT_RINGBUF_FULL);
+	ev = reserve_zeroed(&events, sizeof(*ev));
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = EV_GRPC_SERVER_REJECTED;
 	ev->tgid = tgid;
 	ev->loopy = GO_ARG1(ctx);

@@ -48,15 +48,9 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include "events.h"
-#include "go_helpers.h"
 #include "srv_common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-DEFINE_GO_READ_STR(read_str_method, H2_METHOD_MAX)
-DEFINE_GO_READ_STR(read_str_host, H2_HOST_MAX)
-DEFINE_GO_READ_STR(read_str_path, H2_PATH_MAX)
 
 /* Per-(process, flavor) offsets: 1024 processes x 2 flavors. */
 struct {
@@ -115,17 +109,6 @@ struct {
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
 
-static __always_inline struct http2_config *h2_config(__u32 tgid, __u8 flavor)
-{
-	__u64 key = ((__u64)tgid << 8) | flavor;
-	struct http2_config *cfg;
-
-	cfg = bpf_map_lookup_elem(&http2_config, &key);
-	if (!cfg)
-		stat_inc(STAT_NO_CONFIG);
-	return cfg;
-}
-
 /* Where a request type keeps Method, URL and Host (net/http.Request on both sides up to
  * Go 1.26; Go 1.27's internal package has a server and a client request type). */
 struct req_offsets {
@@ -154,37 +137,25 @@ static __always_inline int read_request(const struct http2_config *cfg, struct r
 
 	if (!req)
 		return -1;
-	if (read_str_method(req + o.method, method, method_len, &trunc))
+	if (go_read_string(req + o.method, method, H2_METHOD_MAX, method_len, &trunc))
 		bad = 1;
 	if (trunc)
 		*flags |= SPAN_F_METHOD_TRUNCATED;
 	if (go_read_u64(req + o.url, &url))
 		bad = 1;
-	if (url && read_str_host(url + cfg->url_host, host, host_len, &trunc))
+	if (url && go_read_string(url + cfg->url_host, host, H2_HOST_MAX, host_len, &trunc))
 		bad = 1;
-	if (*host_len == 0 && read_str_host(req + o.host, host, host_len, &trunc))
+	if (*host_len == 0 && go_read_string(req + o.host, host, H2_HOST_MAX, host_len, &trunc))
 		bad = 1;
 	if (trunc)
 		*flags |= SPAN_F_HOST_TRUNCATED;
-	if (url && read_str_path(url + cfg->url_path, path, path_len, &trunc))
+	if (url && go_read_string(url + cfg->url_path, path, H2_PATH_MAX, path_len, &trunc))
 		bad = 1;
 	if (trunc)
 		*flags |= SPAN_F_PATH_TRUNCATED;
 	if (bad)
 		*flags |= SPAN_F_BAD_READ;
 	return bad ? -1 : 0;
-}
-
-static __always_inline struct http2_event *reserve(void)
-{
-	struct http2_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-
-	if (!ev) {
-		stat_inc(STAT_RINGBUF_FULL);
-		return NULL;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	return ev;
 }
 
 /* ---- server ---------------------------------------------------------------------- */
@@ -199,7 +170,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	struct http2_config *cfg;
 	__u64 tab;
 
-	cfg = h2_config(tgid, flavor);
+	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -218,11 +189,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	} else {
 		st.ctx = 0;
 	}
-	if (bpf_map_update_elem(&http2_server_inflight, &key, &st, BPF_NOEXIST)) {
-		/* A stale entry (its request never ended, address reused): the new one wins. */
-		stat_inc(STAT_START_REUSED);
-		bpf_map_update_elem(&http2_server_inflight, &key, &st, BPF_ANY);
-	}
+	inflight_start(&http2_server_inflight, &key, &st);
 	return 0;
 }
 
@@ -259,7 +226,7 @@ static __always_inline int take_start(__u32 tgid, const struct stream_key *key,
 static __always_inline struct http2_event *server_event(const struct stream_key *key,
 							__u8 flavor, __u64 start_ns)
 {
-	struct http2_event *ev = reserve();
+	struct http2_event *ev = reserve_zeroed(&events, sizeof(*ev));
 
 	if (!ev)
 		return NULL;
@@ -301,7 +268,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	struct http2_config *cfg;
 	struct http2_event *ev;
 
-	cfg = h2_config(tgid, flavor);
+	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -348,7 +315,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	__u32 rws_sid = 0;
 	__u8 sent = 0;
 
-	cfg = h2_config(tgid, flavor);
+	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -388,7 +355,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	struct stream_key key = {};
 	struct http2_config *cfg;
 
-	cfg = h2_config(tgid, flavor);
+	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	st = bpf_map_lookup_elem(&http2_scratch, &zero);
@@ -406,10 +373,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	st->flags = flags;
 	if (flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	if (bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_NOEXIST)) {
-		stat_inc(STAT_START_REUSED);
-		bpf_map_update_elem(&http2_client_inflight, &key, st, BPF_ANY);
-	}
+	inflight_start(&http2_client_inflight, &key, st);
 	return 0;
 }
 
@@ -423,7 +387,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	struct http2_config *cfg;
 	struct http2_event *ev;
 
-	cfg = h2_config(tgid, flavor);
+	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -440,7 +404,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
-	ev = reserve();
+	ev = reserve_zeroed(&events, sizeof(*ev));
 	if (!ev) {
 		bpf_map_delete_elem(&http2_client_inflight, &key);
 		return 0;

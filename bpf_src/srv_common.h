@@ -1,47 +1,14 @@
-/* Maps and readers shared by grpc_server.bpf.c and http2.bpf.c (one copy per object).
+/* Maps and helpers shared by grpc_server.bpf.c and http2.bpf.c (one copy per object): the
+ * end-repeat filter and the ServeHTTP join.
  *
  * Both paths start a request on one call and finish it on another, possibly on another
- * goroutine, so the in-flight state is keyed by (tgid, connection pointer, stream id) —
- * never by goroutine — and every value is read where it is final.
+ * goroutine, so the in-flight state is keyed by struct stream_key (common.h) — never by
+ * goroutine — and every value is read where it is final.
  */
 #ifndef PYHTTP2PROBE_SRV_COMMON_H
 #define PYHTTP2PROBE_SRV_COMMON_H
 
-#include "stats.h"
-
-/* In-flight key: a stream id is unique only inside its connection (DESIGN.md rule 1). */
-struct stream_key {
-	__u32 tgid;
-	__u32 stream_id;
-	__u64 conn;
-};
-
-/* Copy the Go string header at `addr` into buf[0..max): max must be a power of two known
- * at compile time so the verifier sees the bound. */
-#define DEFINE_GO_READ_STR(NAME, MAX)                                                   \
-	static __always_inline int NAME(__u64 addr, char *buf, __u16 *len, int *trunc)   \
-	{                                                                                 \
-		__u64 hdr[2] = {};                                                        \
-		__u64 n;                                                                  \
-		*len = 0;                                                                 \
-		*trunc = 0;                                                               \
-		if (!addr || bpf_probe_read_user(hdr, sizeof(hdr), (const void *)addr))   \
-			return -1;                                                        \
-		n = hdr[1];                                                               \
-		if (n > (MAX)) {                                                          \
-			n = (MAX);                                                        \
-			*trunc = 1;                                                       \
-		}                                                                         \
-		if (!hdr[0] || !n)                                                        \
-			return 0;                                                         \
-		n &= (2 * (MAX)) - 1;                                                     \
-		if (n == 0 || n > (MAX))                                                  \
-			return 0;                                                         \
-		if (bpf_probe_read_user(buf, n, (const void *)hdr[0]))                    \
-			return -1;                                                        \
-		*len = n;                                                                 \
-		return 0;                                                                 \
-	}
+#include "common.h"
 
 /* Some ends repeat for one request: grpc-go calls writeStatus twice on some error paths
  * (the second is a no-op on the wire), and an entry probe placed at a function's very

@@ -11,9 +11,7 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include "events.h" /* these three from bpf_src/ */
-#include "go_helpers.h"
-#include "grpc_client_common.h"
+#include "grpc_client_common.h" /* from bpf_src/ */
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -32,11 +30,9 @@ int oldkey_start(struct pt_regs *ctx)
 	__u32 id = 0;
 	__u64 now;
 
-	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	cfg = config_of_tgid(&grpc_client_config, tgid);
+	if (!cfg)
 		return 0;
-	}
 	if (go_read_u32(GO_ARG1(ctx) + cfg->ct_next_id, &id)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
@@ -55,14 +51,12 @@ int oldkey_end(struct pt_regs *ctx)
 	__u64 cs = GO_ARG1(ctx), *start;
 	__u8 finished = 0;
 
-	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
-	if (!cfg) {
-		stat_inc(STAT_NO_CONFIG);
+	cfg = config_of_tgid(&grpc_client_config, tgid);
+	if (!cfg)
 		return 0;
-	}
 	if (go_read_u8(cs + cfg->cs_finished, &finished) || finished)
 		return 0;
-	ev = reserve_event();
+	ev = reserve_zeroed(&events, sizeof(*ev));
 	if (!ev)
 		return 0;
 	ev->tgid = tgid;

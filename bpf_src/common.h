@@ -1,0 +1,101 @@
+/* What every probe object shares: its loss counters, the keys of its in-flight state, and
+ * the small steps each probe repeats (config lookup, start insert, record reserve).
+ *
+ * Include after vmlinux.h and bpf_helpers.h; it brings in events.h (records), config.h
+ * (per-process config) and go_helpers.h (Go memory readers). Each object gets its own
+ * copy of the maps declared here.
+ */
+#ifndef PYHTTP2PROBE_COMMON_H
+#define PYHTTP2PROBE_COMMON_H
+
+#include "events.h"
+#include "config.h"
+#include "go_helpers.h"
+
+/* Loss and health counters of one object, indexed by the STAT_* constants of events.h.
+ * A plain array with atomic adds, not per-CPU: the counters move only on anomalies (never
+ * on a healthy request), so contention is nil, and user space reads one value per counter
+ * with an ordinary lookup (DESIGN.md rule 7: losses are counted, never silent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* Key of per-goroutine state: it pairs the entry and the RETs of one synchronous call
+ * (DESIGN.md rule 1), never work that crosses goroutines. */
+struct g_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
+/* Key of a request in flight across goroutines: a stream id is unique only inside its
+ * connection (DESIGN.md rule 1), so (tgid, connection pointer, stream id). */
+struct stream_key {
+	__u32 tgid;
+	__u32 stream_id;
+	__u64 conn;
+};
+
+/* The calling process's config in `map` under `key`, or NULL, counted as STAT_NO_CONFIG
+ * (a probe hit in a process that was not configured, or no longer is). */
+static __always_inline void *config_lookup(void *map, const void *key)
+{
+	void *cfg = bpf_map_lookup_elem(map, key);
+
+	if (!cfg)
+		stat_inc(STAT_NO_CONFIG);
+	return cfg;
+}
+
+/* Config keyed by tgid (grpc_client, grpc_server). */
+static __always_inline void *config_of_tgid(void *map, __u32 tgid)
+{
+	return config_lookup(map, &tgid);
+}
+
+/* Config keyed by tgid << 8 | flavor (http2: one process may link both flavors). */
+static __always_inline void *config_of_flavor(void *map, __u32 tgid, __u8 flavor)
+{
+	__u64 key = ((__u64)tgid << 8) | flavor;
+
+	return config_lookup(map, &key);
+}
+
+/* Record a start in an in-flight map. An entry already under `key` is stale (its request
+ * never ended and its address was reused): the new start overwrites it, counted as
+ * STAT_START_REUSED, so a new connection never inherits an old start. */
+static __always_inline void inflight_start(void *map, const void *key, const void *val)
+{
+	if (bpf_map_update_elem(map, key, val, BPF_NOEXIST)) {
+		stat_inc(STAT_START_REUSED);
+		bpf_map_update_elem(map, key, val, BPF_ANY);
+	}
+}
+
+/* Reserve a zeroed record of `size` bytes (a sizeof, known at compile time) in ring
+ * buffer `rb`; counts STAT_RINGBUF_FULL and returns NULL when it is full. Records are
+ * 8-byte aligned: saying so lets clang zero them with 8-byte stores. */
+static __always_inline void *reserve_zeroed(void *rb, __u64 size)
+{
+	void *rec = bpf_ringbuf_reserve(rb, size, 0);
+
+	if (!rec) {
+		stat_inc(STAT_RINGBUF_FULL);
+		return NULL;
+	}
+	__builtin_memset(__builtin_assume_aligned(rec, 8), 0, size);
+	return rec;
+}
+
+#endif /* PYHTTP2PROBE_COMMON_H */
