@@ -35,7 +35,7 @@ if _built != SHIM_VERSION:
                              "-e .`")
 
 from libbpf_loader._log import capture_libbpf_log, set_libbpf_log_level  # noqa: E402
-from libbpf_loader.layout import ffi_from_header, struct_dtype  # noqa: E402
+from libbpf_loader.layout import HeaderLayout, ffi_from_header, struct_dtype  # noqa: E402
 from libbpf_loader.links import Link  # noqa: E402
 from libbpf_loader.maps import Map  # noqa: E402
 from libbpf_loader.object import BpfObject, Program, bpf_stats_enabled  # noqa: E402
@@ -48,6 +48,7 @@ __all__ = [
     "BpfError",
     "BpfObject",
     "ClosedError",
+    "HeaderLayout",
     "LibbpfVersionError",
     "Link",
     "LoadError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -298,7 +299,9 @@ class BpfObject:
         return names
 
     def _forget_link(self, link: Link) -> None:
-        if link in self._links:
+        # Links may be closed from several threads at once (their detach mostly waits in
+        # the kernel): a concurrent removal of the same link is not an error.
+        with contextlib.suppress(ValueError):
             self._links.remove(link)
 
     def _register_ringbuf(self, rb: RingBuffer) -> None:

@@ -76,7 +76,8 @@ class Batch(Sequence[memoryview]):
 
 
 class RingBuffer:
-    """Drains one or more BPF ring-buffer maps, calling `callback(batch)` once per batch.
+    """Drains one or more BPF ring-buffer maps (of one or several objects), calling
+    `callback(batch)` once per batch.
 
     `poll()`/`consume()` return the number of records delivered; an exception raised by
     the callback propagates from them. Close it, or its BpfObject, to free it.
@@ -86,7 +87,6 @@ class RingBuffer:
                  batch_limit: int = DEFAULT_BATCH_LIMIT) -> None:
         self._callback = callback
         self._lock = threading.Lock()
-        self._obj = map._obj
         fd = self._ringbuf_fd(map)
         self._batch = lib.lbl_batch_new(batch_limit)
         if self._batch == ffi.NULL:
@@ -97,7 +97,10 @@ class RingBuffer:
             lib.lbl_batch_free(self._batch)
             raise error_from_errno(MapError, err, f"ring buffer on map {map.name!r}")
         self._rb: Any = rb
-        self._obj._register_ringbuf(self)
+        # Every object whose maps this drains; closing any of them frees the ring buffer
+        # first (its maps' memory is mapped by it).
+        self._objs = [map._obj]
+        map._obj._register_ringbuf(self)
 
     @staticmethod
     def _ringbuf_fd(map: Map) -> int:
@@ -109,13 +112,20 @@ class RingBuffer:
         return fd
 
     def add(self, map: Map) -> None:
-        """Drain another ring-buffer map (of the same object) into the same batches."""
-        rb = self._live()
-        if map._obj is not self._obj:
-            raise ValueError(f"map {map.name!r} is not from the same BpfObject as this "
-                             "ring buffer (close order would be undefined)")
-        if lib.lbl_ringbuf_add(rb, self._ringbuf_fd(map), self._batch) < 0:
-            raise error_from_errno(MapError, ffi.errno, f"add map {map.name!r} to ring buffer")
+        """Drain another ring-buffer map, of this or another object, into the same batches
+        (libbpf's ring_buffer__add: one epoll, one poll for every map).
+
+        The ring buffer is then freed when any of its objects closes, before that object's
+        maps go away.
+        """
+        with self._lock:
+            rb = self._live()
+            if lib.lbl_ringbuf_add(rb, self._ringbuf_fd(map), self._batch) < 0:
+                raise error_from_errno(MapError, ffi.errno,
+                                       f"add map {map.name!r} to ring buffer")
+            if map._obj not in self._objs:
+                self._objs.append(map._obj)
+                map._obj._register_ringbuf(self)
 
     def _live(self) -> Any:
         if self._rb is None:
@@ -170,7 +180,8 @@ class RingBuffer:
             lib.ring_buffer__free(rb)
             lib.lbl_batch_free(self._batch)
             self._batch = ffi.NULL
-        self._obj._forget_ringbuf(self)
+        for obj in self._objs:
+            obj._forget_ringbuf(self)
 
     def __enter__(self) -> RingBuffer:
         return self
