@@ -127,14 +127,14 @@ def build_probe(grpc: str, xnet: str | None = None, toolchain: str | None = None
 def extract(binary: Path) -> tuple[str, dict[str, str], dict[str, dict[str, object]]]:
     """(go version, modules, field -> {offset, type}) from one probe build's DWARF."""
     sys.path.insert(0, str(ROOT))
-    from pyhttp2probe.goelf import catalog
     from pyhttp2probe.goelf.buildinfo import read_buildinfo
     from pyhttp2probe.goelf.dwarf import struct_fields
     from pyhttp2probe.goelf.elf import ElfFile
+    from pyhttp2probe.probes import catalogue
 
     with ElfFile(binary) as elf:
         info = read_buildinfo(elf)
-        found = struct_fields(elf, catalog.FIELDS)
+        found = struct_fields(elf, catalogue().fields)
     fields = {k: {"offset": f.offset, "type": f.type_name} for k, f in found.items()}
     return info.go_version, info.modules, fields
 
@@ -181,8 +181,8 @@ def main() -> int:
 def write_table(binaries: list[Path], out: Path, failures: list[str]) -> None:
     """Merge every build's fields into the table, keyed by the module owning each field."""
     sys.path.insert(0, str(ROOT))
-    from pyhttp2probe.goelf import catalog
     from pyhttp2probe.goelf.offsets import module_of, std_key
+    from pyhttp2probe.probes import catalogue
 
     modules: dict[str, dict[str, dict[str, object]]] = {}
     std: dict[str, dict[str, object]] = {}
@@ -210,7 +210,7 @@ def write_table(binaries: list[Path], out: Path, failures: list[str]) -> None:
                  "builds (ci/gen_offsets_table.py). std is keyed by Go minor version.",
         "failed_builds": failures,
         # what the table was generated for: a key outside this list is unknown, not absent
-        "fields": sorted(catalog.FIELDS),
+        "fields": sorted(catalogue().fields),
         "modules": {m: dict(sorted(v.items(), key=lambda kv: _semver(kv[0])))
                     for m, v in sorted(modules.items())},
         "std": dict(sorted(std.items())),

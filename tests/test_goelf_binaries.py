@@ -15,6 +15,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from pyhttp2probe.goelf import (
+    Catalogue,
     GoBinaryError,
     MissingOffsetError,
     UnsupportedGoVersionError,
@@ -22,16 +23,17 @@ from pyhttp2probe.goelf import (
     build_plan,
     function_offsets,
 )
-from pyhttp2probe.goelf import catalog as cat
 from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.offsets import OffsetsTable, load_table
 from pyhttp2probe.goelf.pclntab import funcname_blob, pclntab_functions
+from pyhttp2probe.probes import catalogue
 from tests.gobuild import GoBuild, build
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ["v1.40.0", "v1.58.3", "v1.72.2", "v1.83.2", "v1.85.0"]
 NEWEST = VERSIONS[-1]
-T = cat.TRANSPORT
+T = "google.golang.org/grpc/internal/transport"
+CAT = catalogue()
 
 
 def _mini(version: str, stripped: bool = False, flags: tuple[str, ...] = ()) -> Path:
@@ -56,8 +58,8 @@ VARIANT_IDS = [v + "".join(f) for v, f in VARIANTS]
 @pytest.mark.parametrize(("version", "flags"), VARIANTS, ids=VARIANT_IDS)
 def test_stripped_build_gives_the_same_functions_and_fields(version: str,
                                                             flags: tuple[str, ...]) -> None:
-    normal = build_plan(_mini(version, flags=flags), use_cache=False)
-    stripped = build_plan(_mini(version, stripped=True, flags=flags), use_cache=False)
+    normal = build_plan(_mini(version, flags=flags), CAT, use_cache=False)
+    stripped = build_plan(_mini(version, stripped=True, flags=flags), CAT, use_cache=False)
     assert normal.offsets_source == "dwarf"
     assert stripped.offsets_source == "table"
     assert normal.go_version == stripped.go_version
@@ -75,8 +77,8 @@ def test_stripped_build_gives_the_same_functions_and_fields(version: str,
 @pytest.mark.parametrize("version", VERSIONS)
 def test_table_offsets_equal_dwarf_offsets_field_by_field(version: str) -> None:
     binary = _mini(version)
-    dwarf = build_plan(binary, use_cache=False)
-    table = build_plan(binary, use_cache=False, prefer="table")
+    dwarf = build_plan(binary, CAT, use_cache=False)
+    table = build_plan(binary, CAT, use_cache=False, prefer="table")
     assert table.offsets_source == "table"
     for key, off in dwarf.fields.items():
         assert table.fields.get(key) == off, key
@@ -88,7 +90,7 @@ def test_table_offsets_equal_dwarf_offsets_field_by_field(version: str) -> None:
 def test_every_return_offset_holds_a_ret_and_entries_match_symtab(
         version: str, flags: tuple[str, ...]) -> None:
     binary = _mini(version, flags=flags)
-    plan = build_plan(binary, use_cache=False)
+    plan = build_plan(binary, CAT, use_cache=False)
     data = binary.read_bytes()
     with open(binary, "rb") as f:
         elf = ELFFile(f)
@@ -108,7 +110,10 @@ def test_every_return_offset_holds_a_ret_and_entries_match_symtab(
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_functions_and_fields_follow_the_grpc_version(version: str) -> None:
-    plan = build_plan(_mini(version, stripped=True), use_cache=False)
+    # the agent's catalogue plus two functions whose presence marks grpc-go's versions
+    want = Catalogue((*CAT.functions, f"{T}.(*http2Client).NewStream",
+                      f"{T}.(*ClientStream).Close"), CAT.fields, CAT.anchors)
+    plan = build_plan(_mini(version, stripped=True), want, use_cache=False)
     v = _semver(version)
     assert f"{T}.(*http2Client).NewStream" in plan.functions
     assert f"{T}.(*http2Server).operateHeaders" in plan.functions
@@ -159,13 +164,13 @@ def test_function_offsets_works_on_stripped_and_pie_binaries() -> None:
 def test_plan_cache_is_fast_and_invalidated_when_the_file_changes(tmp_path: Path) -> None:
     binary = tmp_path / "bin"
     shutil.copy2(_mini(NEWEST), binary)
-    cold = build_plan(binary)
+    cold = build_plan(binary, CAT)
     t0 = time.perf_counter()
-    warm = build_plan(binary)
+    warm = build_plan(binary, CAT)
     assert time.perf_counter() - t0 < 0.05
     assert warm == cold
     shutil.copy2(_mini("v1.58.3"), binary)  # same path, different content
-    changed = build_plan(binary)
+    changed = build_plan(binary, CAT)
     assert changed.modules["google.golang.org/grpc"] == "v1.58.3"
     assert changed.build_id != cold.build_id
 
@@ -178,13 +183,13 @@ def test_plan_cache_is_invalidated_when_the_offsets_table_is_regenerated(
 
     binary = tmp_path / "bin"
     shutil.copy2(_mini(NEWEST), binary)
-    build_plan(binary)
+    build_plan(binary, CAT)
     assert len(list(cache_dir().glob("*.json"))) == 1
     table = Path(str(resources.files("pyhttp2probe").joinpath("data/offsets_table.json")))
     st = table.stat()
     try:
         os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        build_plan(binary)  # a new table: planned again, not served from the old entry
+        build_plan(binary, CAT)  # a new table: planned again, not served from the old entry
         assert len(list(cache_dir().glob("*.json"))) == 2
     finally:
         os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -196,12 +201,12 @@ def test_unknown_version_without_dwarf_names_binary_module_version_and_field() -
     mods = {m: {v: e for v, e in vs.items() if v != "v1.58.3"}
             for m, vs in table.modules.items()}
     with pytest.raises(MissingOffsetError) as err:
-        build_plan(binary, use_cache=False, table=OffsetsTable(modules=mods, std=table.std))
+        build_plan(binary, CAT, use_cache=False, table=OffsetsTable(modules=mods, std=table.std))
     msg = str(err.value)
     assert str(binary) in msg and "google.golang.org/grpc v1.58.3" in msg
     assert "field google.golang.org/grpc." in msg
     with pytest.raises(MissingOffsetError, match="Go go1"):
-        build_plan(binary, use_cache=False, table=OffsetsTable(modules=table.modules))
+        build_plan(binary, CAT, use_cache=False, table=OffsetsTable(modules=table.modules))
 
 
 def test_go_older_than_1_17_is_rejected_clearly(tmp_path: Path) -> None:
@@ -215,7 +220,7 @@ def test_go_older_than_1_17_is_rejected_clearly(tmp_path: Path) -> None:
     old = tmp_path / "old"
     old.write_bytes(bytes(data))
     with pytest.raises(UnsupportedGoVersionError, match=r"go1\.16"):
-        build_plan(old, use_cache=False)
+        build_plan(old, CAT, use_cache=False)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -231,11 +236,12 @@ def test_cli_inspect_json_contract() -> None:
     assert d["go_version"].startswith("go1.")
     assert d["modules"]["google.golang.org/grpc"] == "v1.72.2"
     assert d["offsets_source"] == "table"
-    ns = d["functions"][f"{T}.(*http2Client).NewStream"]
-    assert isinstance(ns["entry"], int) and all(isinstance(r, int) for r in ns["returns"])
+    fin = d["functions"]["google.golang.org/grpc.(*clientStream).finish"]
+    assert isinstance(fin["entry"], int) and all(isinstance(r, int) for r in fin["returns"])
+    assert fin["entry"] < fin["body"] < fin["entry"] + fin["size"], "probe past the stack check"
     assert d["fields"][f"{T}.ClientStream.ct"] >= 0
     text = _cli("inspect", str(_mini("v1.72.2")))
-    assert text.returncode == 0 and "NewStream" in text.stdout and "dwarf" in text.stdout
+    assert text.returncode == 0 and "finish" in text.stdout and "dwarf" in text.stdout
 
 
 @pytest.mark.parametrize("make", ["missing", "not_elf", "not_go", "truncated"])
@@ -270,16 +276,16 @@ def test_a_catalogue_field_newer_than_the_table_is_an_error_not_absent() -> None
     table = load_table()
     key = f"{T}.Stream.id"
     stale = OffsetsTable(modules=table.modules, std=table.std,
-                         fields=frozenset(k for k in cat.FIELDS if k != key))
+                         fields=frozenset(k for k in CAT.fields if k != key))
     with pytest.raises(MissingOffsetError, match="predates"):
-        build_plan(binary, use_cache=False, table=stale)
+        build_plan(binary, CAT, use_cache=False, table=stale)
 
 
 def test_offsets_table_covers_the_whole_catalogue() -> None:
     """Extending goelf/catalog.py needs `python3 ci/gen_offsets_table.py` (cached: seconds)."""
     table = load_table()
     assert table.fields is not None
-    missing = sorted(set(cat.FIELDS) - table.fields)
+    missing = sorted(set(CAT.fields) - table.fields)
     assert not missing, f"regenerate the offsets table for {missing}"
     assert {"v1.40.0", "v1.69.4", "v1.77.0", "v1.82.1", NEWEST} <= set(
         table.modules["google.golang.org/grpc"])

@@ -20,7 +20,10 @@ from hypothesis import strategies as st
 from pyhttp2probe.goelf import GoBinaryError, build_plan, struct_fields
 from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.plan import plan_from_elf
+from pyhttp2probe.probes import catalogue
 from tests.gobuild import GoBuild, build
+
+CAT = catalogue()
 
 CASE_SECONDS = 5
 
@@ -77,7 +80,7 @@ def _run(data: bytes) -> None:
             with ElfFile("case", data=data) as elf:
                 with contextlib.suppress(GoBinaryError):
                     struct_fields(elf, DWARF_KEYS)
-                plan_from_elf(elf)
+                plan_from_elf(elf, CAT)
         except GoBinaryError:
             pass
 
@@ -157,7 +160,7 @@ def test_truncated_files_on_disk_raise_one_error_type(cut: int, tmp_path: Path) 
     target = tmp_path / "cut"
     target.write_bytes(SEED[:cut])
     with pytest.raises(GoBinaryError):
-        build_plan(target, use_cache=False)
+        build_plan(target, CAT, use_cache=False)
 
 
 def test_fuzzing_kept_memory_bounded() -> None:

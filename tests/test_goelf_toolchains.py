@@ -20,7 +20,10 @@ from pyhttp2probe.goelf.buildinfo import read_buildinfo
 from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.pclntab import funcname_blob, pclntab_functions
 from pyhttp2probe.goelf.symbols import function_offsets
+from pyhttp2probe.probes import catalogue
 from tests.gobuild import GoBuild, build
+
+CAT = catalogue()
 
 TOOLCHAINS = ["go1.17.13", "go1.18.10", "go1.20.14", "go1.21.13", "go1.22.12",
               "go1.23.12", "go1.24.13", "go1.25.14", "local", "go1.27.4"]
@@ -63,4 +66,4 @@ def test_each_go_toolchain_gives_symbols_buildinfo_and_dwarf(toolchain: str) -> 
 def test_go_1_16_binaries_are_unsupported() -> None:
     binary = _tiny("go1.16.15")
     with pytest.raises(UnsupportedGoVersionError, match=r"go1\.16"):
-        build_plan(binary, use_cache=False)
+        build_plan(binary, CAT, use_cache=False)

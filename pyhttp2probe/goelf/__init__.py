@@ -1,8 +1,8 @@
 """Go binary inspection: build info, symbols, RET offsets, struct offsets -> attach plan.
 
 Entry points:
-- build_plan(path) -> AttachPlan: everything the probes need, cached on disk by build id,
-  size and mtime (what to resolve comes from goelf.catalog).
+- build_plan(path, Catalogue) -> AttachPlan: the functions and fields a Catalogue names
+  (the agent's is the union of its probe paths'), cached on disk by build id, size, mtime.
 - function_offsets(path, symbol) -> FunctionOffsets: entry and RET file offsets of one
   function (.symtab, or .gopclntab when stripped).
 - read_buildinfo(ElfFile) -> BuildInfo; struct_fields(ElfFile, keys) -> {key: FieldInfo}.
@@ -13,6 +13,7 @@ UnsupportedGoVersionError, MissingOffsetError).
 
 from .abi import arg_registers
 from .buildinfo import BuildInfo, read_buildinfo
+from .catalog import Catalogue
 from .dwarf import FieldInfo, struct_fields
 from .errors import (
     GoBinaryError,
@@ -27,6 +28,7 @@ from .symbols import FunctionOffsets, function_offsets
 __all__ = [
     "AttachPlan",
     "BuildInfo",
+    "Catalogue",
     "FieldInfo",
     "FunctionOffsets",
     "GoBinaryError",

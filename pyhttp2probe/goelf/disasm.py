@@ -41,3 +41,28 @@ def ret_offsets(code: bytes, base: int, md: Any = None) -> list[int]:
     if pos < len(code) and code[pos:].strip(b"\xcc\x90"):
         raise GoBinaryError(f"cannot disassemble function bytes at {base + pos:#x}")
     return out
+
+
+_PROLOGUE_INSNS = 6  # Go's stack check is the first 2-4 instructions
+
+
+def past_stack_check(code: bytes, md: Any = None) -> int:
+    """Offset in `code` (a Go function's bytes) just past its stack-bound check, else 0.
+
+    When the goroutine stack must grow, the prologue calls runtime.morestack and then
+    re-runs the function from its entry, so an entry uprobe fires twice for one call
+    (measured: a second finish() hit ~1 ms later, reading the same arguments). Past the
+    `cmp ..., [r14+16]; jbe` the body runs once per call, and the argument registers are
+    still untouched there. Computed once per plan (and cached with it).
+    """
+    if md is None:
+        md = make_disassembler()
+    saw_check = False
+    for n, (addr, size, mnemonic, ops) in enumerate(md.disasm_lite(code[:64], 0)):
+        if n >= _PROLOGUE_INSNS:
+            break
+        if mnemonic == "cmp" and "r14" in ops:
+            saw_check = True
+        elif saw_check and mnemonic in ("jbe", "jna", "jb", "jc", "jnae"):
+            return addr + size
+    return 0

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import catalog
 from .buildinfo import read_buildinfo
+from .catalog import Catalogue, split_field
 from .disasm import make_disassembler
 from .dwarf import has_dwarf, struct_fields
 from .elf import ElfFile
@@ -18,7 +17,7 @@ from .errors import GoBinaryError
 from .offsets import OffsetsTable, load_table, table_fields
 from .symbols import FunctionOffsets, find_functions, offsets_for, present_types
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: FunctionOffsets.body
 
 
 @dataclass
@@ -43,7 +42,8 @@ class AttachPlan:
         """The command-line JSON shape (plus the extra keys)."""
         d = dataclasses.asdict(self)
         d["functions"] = {k: {"entry": f.entry, "returns": f.returns, "vaddr": f.vaddr,
-                              "size": f.size} for k, f in self.functions.items()}
+                              "size": f.size, "body": f.body}
+                          for k, f in self.functions.items()}
         return d
 
     @classmethod
@@ -74,12 +74,13 @@ def _table_stamp() -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def _want_digest(functions: tuple[str, ...], fields: tuple[str, ...]) -> str:
+def _want_digest(want: Catalogue) -> str:
     import hashlib
 
     # The anchors decide which fields a binary has: a changed anchor is a changed plan.
-    anchors = sorted(catalog.TYPE_ANCHORS.items())
-    h = hashlib.sha256(repr((PLAN_FORMAT, functions, fields, anchors, _table_stamp())).encode())
+    anchors = sorted(want.anchors.items())
+    h = hashlib.sha256(repr((PLAN_FORMAT, want.functions, want.fields, anchors,
+                             _table_stamp())).encode())
     return h.hexdigest()[:12]
 
 
@@ -111,28 +112,26 @@ def _quick_build_id(path: str) -> str:
     return head[i + 8:i + 8 + min(n, 200)].decode("latin-1")
 
 
-def build_plan(path: str | os.PathLike[str], functions: Iterable[str] | None = None,
-               fields: Iterable[str] | None = None, use_cache: bool = True,
+def build_plan(path: str | os.PathLike[str], want: Catalogue, use_cache: bool = True,
                table: OffsetsTable | None = None, prefer: str = "dwarf") -> AttachPlan:
-    """Inspect `path` and return its attach plan (cached by build id, size and mtime).
+    """Inspect `path` for what `want` names and return its attach plan (cached by build
+    id, size, mtime and inode, and by what was wanted).
 
     `prefer="table"` forces table offsets even when DWARF exists (used by tests to compare
     both sources). Raises GoBinaryError (or a subclass) for anything unusable.
     """
     path = str(path)
-    funcs = tuple(functions if functions is not None else catalog.FUNCTIONS)
-    flds = tuple(fields if fields is not None else catalog.FIELDS)
     cpath = None
     if use_cache and prefer == "dwarf" and table is None:  # cached plans use the shipped table
         st = _stat(path)
-        cpath = _cache_path(st, _quick_build_id(path), _want_digest(funcs, flds))
+        cpath = _cache_path(st, _quick_build_id(path), _want_digest(want))
         try:
             cached = AttachPlan.from_json(json.loads(cpath.read_text()))
             cached.path = path  # the same file may be reached by another name
             return cached
         except (OSError, ValueError, TypeError, KeyError, AssertionError):
             pass
-    plan = _inspect(path, funcs, flds, table, prefer)
+    plan = _inspect(path, want, table, prefer)
     if cpath is not None:
         try:
             cpath.parent.mkdir(parents=True, exist_ok=True)
@@ -144,26 +143,25 @@ def build_plan(path: str | os.PathLike[str], functions: Iterable[str] | None = N
     return plan
 
 
-def _inspect(path: str, funcs: tuple[str, ...], flds: tuple[str, ...],
-             table: OffsetsTable | None, prefer: str) -> AttachPlan:
+def _inspect(path: str, want: Catalogue, table: OffsetsTable | None,
+             prefer: str) -> AttachPlan:
     with ElfFile(path) as elf:
-        return plan_from_elf(elf, funcs, flds, table, prefer)
+        return plan_from_elf(elf, want, table, prefer)
 
 
-def plan_from_elf(elf: ElfFile, funcs: tuple[str, ...] = catalog.FUNCTIONS,
-                  flds: tuple[str, ...] = catalog.FIELDS, table: OffsetsTable | None = None,
+def plan_from_elf(elf: ElfFile, want: Catalogue, table: OffsetsTable | None = None,
                   prefer: str = "dwarf") -> AttachPlan:
     """Compute a plan from an open ElfFile (no cache); what build_plan does on a miss."""
     path = elf.path
+    funcs, flds = want.functions, want.fields
     info = read_buildinfo(elf)
     found = find_functions(elf, set(funcs))
     md = make_disassembler()
     functions = {name: offsets_for(elf, *found[name], md) for name in funcs if name in found}
     # Only fields of types this binary links: decided from function names, so a
     # stripped build and its DWARF twin report the same set.
-    linked = present_types(elf, {catalog.split_field(k)[0] for k in flds},
-                           catalog.TYPE_ANCHORS)
-    wanted = [k for k in flds if catalog.split_field(k)[0] in linked]
+    linked = present_types(elf, {split_field(k)[0] for k in flds}, want.anchors)
+    wanted = [k for k in flds if split_field(k)[0] in linked]
     if prefer == "dwarf" and has_dwarf(elf):
         infos = struct_fields(elf, wanted)
         source = "dwarf"

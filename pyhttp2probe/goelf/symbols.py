@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .disasm import ret_offsets
+from .disasm import past_stack_check, ret_offsets
 from .elf import EM_X86_64, PF_X, PT_LOAD, ElfFile
 from .errors import GoBinaryError
 
@@ -16,12 +16,18 @@ MAX_FUNC_SIZE = 16 << 20  # no Go function is this big; guards hostile sizes
 
 @dataclass
 class FunctionOffsets:
-    """Where a function lives: file offsets of its entry and RETs, its vaddr and size."""
+    """Where a function lives: file offsets of its entry and RETs, its vaddr and size, and
+    `body`: where an entry probe goes (past Go's stack check; see disasm.past_stack_check)."""
 
     entry: int
     returns: list[int] = field(default_factory=list)
     vaddr: int = 0
     size: int = 0
+    body: int = -1
+
+    def __post_init__(self) -> None:
+        if self.body < 0:
+            self.body = self.entry
 
 
 def offsets_for(elf: ElfFile, vaddr: int, size: int, md: Any = None) -> FunctionOffsets:
@@ -37,7 +43,7 @@ def offsets_for(elf: ElfFile, vaddr: int, size: int, md: Any = None) -> Function
     if elf.machine != EM_X86_64:
         raise GoBinaryError(f"{elf.path}: RET search supports x86-64 only")
     return FunctionOffsets(entry=entry, returns=ret_offsets(code, entry, md), vaddr=vaddr,
-                           size=size)
+                           size=size, body=entry + past_stack_check(code, md))
 
 
 def find_functions(elf: ElfFile, names: set[str]) -> dict[str, tuple[int, int]]:
