@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import (
@@ -57,14 +57,15 @@ class _State:
     ringbuf_drops: int = 0
     unmatched: dict[str, int] = field(default_factory=dict)
     attached: int = 0
-    attach_errors: int = 0
+    attach_errors: dict[str, int] = field(default_factory=dict)
     status_guessed: int = 0
     folded: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
 
 class RpcMetrics:
-    """Collector of the span histograms (FAMILIES, by span kind) and `pyhttp2probe_*`.
+    """Collector of the span histograms (FAMILIES, by span kind) and `pyhttp2probe_*`; a
+    SpanSink of the agent (write() observes a batch of spans).
 
     Distinct label sets are capped (`max_label_sets`): method names come from the traced
     program's callers, so an excess set is folded into rpc_service/rpc_method="_OTHER".
@@ -80,6 +81,12 @@ class RpcMetrics:
             registry.register(self)
 
     # -- updates (drain thread) -------------------------------------------------------
+    def write(self, spans: Sequence[Span]) -> None:
+        self.observe_spans(spans)
+
+    def close(self) -> None:
+        """Nothing to release: the series stay readable after the agent stops."""
+
     def observe_spans(self, spans: Iterable[Span]) -> None:
         """Add finished client spans to the histogram (unmatched ones are not timed)."""
         prepared = []
@@ -114,6 +121,14 @@ class RpcMetrics:
         with self._lock:
             self._state.events += n
 
+    def set_kernel_counts(self, ringbuf_drops: int, unmatched: Mapping[str, int]) -> None:
+        """Cumulative kernel-side counters of every object, read together."""
+        with self._lock:
+            st = self._state
+            st.ringbuf_drops = max(st.ringbuf_drops, ringbuf_drops)
+            for kind, total in unmatched.items():
+                st.unmatched[kind] = max(st.unmatched.get(kind, 0), total)
+
     def set_ringbuf_drops(self, total: int) -> None:
         """Kernel-side cumulative count of failed reservations."""
         with self._lock:
@@ -134,9 +149,10 @@ class RpcMetrics:
         with self._lock:
             self._state.attached = n
 
-    def add_attach_error(self) -> None:
+    def add_attach_error(self, reason: str = "other") -> None:
         with self._lock:
-            self._state.attach_errors += 1
+            errs = self._state.attach_errors
+            errs[reason] = errs.get(reason, 0) + 1
 
     # -- scrape -------------------------------------------------------------------------
     def _snapshot(self) -> _State:
@@ -146,7 +162,7 @@ class RpcMetrics:
                 hists={k: _Hist(list(v.counts), v.total) for k, v in st.hists.items()},
                 events=st.events, ringbuf_drops=st.ringbuf_drops,
                 unmatched=dict(st.unmatched), attached=st.attached,
-                attach_errors=st.attach_errors, status_guessed=st.status_guessed,
+                attach_errors=dict(st.attach_errors), status_guessed=st.status_guessed,
                 folded=st.folded, rejected=dict(st.rejected))
 
     def collect(self) -> Iterator[Metric]:
@@ -180,7 +196,11 @@ class RpcMetrics:
         yield rej
         yield GaugeMetricFamily("pyhttp2probe_attached_processes", "Processes traced now",
                                 value=st.attached)
-        yield _counter("pyhttp2probe_attach_errors", "Failed attaches", st.attach_errors)
+        errs = CounterMetricFamily("pyhttp2probe_attach_errors", "Failed attaches, by reason",
+                                   labels=["reason"])
+        for reason, n in sorted(st.attach_errors.items()):
+            errs.add_metric([reason], n)
+        yield errs
         yield _counter("pyhttp2probe_status_guessed",
                        "Calls whose status code was guessed as Unknown", st.status_guessed)
         yield _counter("pyhttp2probe_label_sets_folded",

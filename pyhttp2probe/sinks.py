@@ -1,15 +1,30 @@
-"""Span sinks: JSON lines to a file or stdout (one object per line, flushed per batch)."""
+"""Span sinks: where finished spans go. The agent's drain hands every batch of spans to each
+sink in turn; an exporter is one more sink and never touches the drain.
+
+A sink is anything with `write(spans)` and `close()` (the SpanSink protocol). Sinks run on
+the drain thread: they must be quick and must not block (queue and return).
+"""
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO, runtime_checkable
 
 from .spans import Span
+
+
+@runtime_checkable
+class SpanSink(Protocol):
+    """Receives each batch of finished spans (never unmatched ones) on the drain thread."""
+
+    def write(self, spans: Sequence[Span]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class JsonLinesSink:
@@ -28,7 +43,7 @@ class JsonLinesSink:
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, spans: Iterable[Span]) -> None:
+    def write(self, spans: Sequence[Span]) -> None:
         lines = "".join(json.dumps(s.to_json(), separators=(",", ":")) + "\n" for s in spans)
         if not lines:
             return
@@ -45,3 +60,42 @@ class JsonLinesSink:
             self._closed = True
             if self._own:
                 self._f.close()
+
+
+_END = object()
+
+
+class SpanQueue:
+    """The library iterator: spans queued for `spans()`, which ends when the sink closes.
+
+    `max_spans` bounds the queue (0: unbounded); when full, the oldest are not kept: new
+    spans are counted in `dropped` instead, so a consumer that stops iterating costs
+    bounded memory and the loss is visible.
+    """
+
+    def __init__(self, max_spans: int = 0) -> None:
+        self._q: queue.Queue[object] = queue.Queue(maxsize=max_spans + 1 if max_spans else 0)
+        self._max = max_spans
+        self.dropped = 0
+
+    def write(self, spans: Sequence[Span]) -> None:
+        for s in spans:
+            if self._max and self._q.qsize() >= self._max:
+                self.dropped += 1
+                continue
+            self._q.put_nowait(s)
+
+    def close(self) -> None:
+        self._q.put(_END)
+
+    def spans(self, timeout: float | None = None) -> Iterator[Span]:
+        """Spans as they finish; ends when the sink closes, or after `timeout` idle s."""
+        while True:
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if item is _END:
+                self._q.put(_END)  # let other iterators end too
+                return
+            yield item  # type: ignore[misc]

@@ -1,52 +1,66 @@
-"""Assemble spans from decoded events: one span per (pid, connection, stream).
+"""The one span shape every probe path produces and every sink consumes.
 
-The BPF side already pairs start and end, so assembly is a pure function of one record
-plus the traced program's name; it lives here so sinks and metrics see one shape.
+A span is one RPC or HTTP/2 request as seen on one side. Its identity is
+(pid, connection, stream_id): the connection is the transport object's address in the traced
+process (*http2Client, *http2Server, *ClientConn, *serverConn), the stream id the HTTP/2
+stream's. Calls that never got a stream (a gRPC call failing before it) have connection 0
+and are told apart by `call` (their per-call object's address).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .events import GrpcClientEvent
-
-# Flag bits are events.h's SPAN_F_* constants, read from the header at run time
-# (Layout.constants); a bit's name is its constant's name after the prefix, lowercased.
-FLAG_PREFIX = "SPAN_F_"
+KINDS = ("grpc_client", "grpc_server", "http_client", "http_server")
 
 
 @dataclass(slots=True)
 class Span:
-    """One RPC. Identity: (pid, transport, stream_id); no-stream calls use (pid, 0, cs)."""
+    """One finished RPC or request.
 
-    pid: int
-    transport: int
-    stream_id: int
+    kind: one of KINDS. service/method: the gRPC service and method ("pkg.Service",
+    "Method"), or for HTTP/2 the implementation ("net/http", "x/net/http2") and the HTTP
+    method. full_method: the gRPC "/pkg.Service/Method", or the HTTP path. status_code: the
+    gRPC code or the HTTP status. server_address/server_port: the peer (client side) or the
+    local listener (server side). flags: names of the SPAN_F_* bits of events.h.
+    """
+
     kind: str
-    service: str
-    method: str
-    full_method: str
-    status_code: int
+    pid: int
+    connection: int
+    stream_id: int
     start_ns: int
     end_ns: int
-    duration_s: float
-    server_address: str
-    server_port: int
-    flags: tuple[str, ...]
+    status_code: int
+    service: str = ""
+    method: str = ""
+    full_method: str = ""
+    server_address: str = ""
+    server_port: int = 0
+    flags: tuple[str, ...] = ()
     service_name: str = ""
-    cs: int = 0
+    call: int = 0
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        """End minus start in seconds; 0 for an end without a start (flag "unmatched")."""
+        return (self.end_ns - self.start_ns) / 1e9 if self.start_ns else 0.0
 
     @property
     def key(self) -> tuple[int, int, int]:
-        if self.transport:
-            return (self.pid, self.transport, self.stream_id)
-        return (self.pid, 0, self.cs)
+        """(pid, connection, stream id), or (pid, 0, call) for a call without a stream."""
+        if self.connection:
+            return (self.pid, self.connection, self.stream_id)
+        return (self.pid, 0, self.call)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["flags"] = list(self.flags)
+        d["duration_s"] = self.duration_s
+        if not self.attributes:
+            del d["attributes"]
         return d
 
 
@@ -56,6 +70,19 @@ def split_method(full: str) -> tuple[str, str]:
     if len(parts) == 2:
         return parts[0], parts[1]
     return "", parts[0]
+
+
+def split_hostport(hostport: str) -> tuple[str, int]:
+    """'h:p' or '[v6]:p' -> (host, port); no port -> (host, 0)."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end > 0:
+            tail = hostport[end + 1:]
+            return hostport[1:end], int(tail[1:]) if tail[1:].isdigit() else 0
+    host, sep, port = hostport.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return hostport, 0
 
 
 def parse_target(target: str) -> tuple[str, int]:
@@ -84,31 +111,3 @@ def parse_target(target: str) -> tuple[str, int]:
         if p.isdigit():
             host, port = h, int(p)
     return host, port
-
-
-def flag_names(flags: int, constants: Mapping[str, int]) -> tuple[str, ...]:
-    """Names of the set SPAN_F_* bits of events.h, in bit order ("unmatched", ...)."""
-    if not flags:
-        return ()
-    bits = sorted((bit, name) for name, bit in constants.items() if name.startswith(FLAG_PREFIX))
-    return tuple(name[len(FLAG_PREFIX):].lower() for bit, name in bits if flags & bit)
-
-
-def span_from_event(ev: GrpcClientEvent, constants: dict[str, int],
-                    service_name: str = "") -> Span:
-    """Build the client span for one finished call."""
-    service, method = split_method(ev.method)
-    names = flag_names(ev.flags, constants) if ev.flags else ()
-    if ev.transport:
-        address, port = ev.peer_ip, ev.peer_port
-    else:
-        address, port = parse_target(ev.target)
-    start = ev.start_ns
-    return Span(
-        pid=ev.tgid, transport=ev.transport, stream_id=ev.stream_id if ev.transport else 0,
-        kind="grpc_client", service=service, method=method, full_method=ev.method,
-        status_code=ev.status_code, start_ns=start, end_ns=ev.end_ns,
-        duration_s=(ev.end_ns - start) / 1e9 if start else 0.0,
-        server_address=address, server_port=port, flags=names, service_name=service_name,
-        cs=ev.cs,
-    )

@@ -1,4 +1,5 @@
-"""The Python side of the gRPC client probes: layouts from events.h, span fields, metrics.
+"""The Python side of the probes: layouts from events.h/config.h, decoding, span fields,
+metrics.
 
 Fast tests without a traced program; the accuracy tests cover the probes end to end.
 """
@@ -10,31 +11,49 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bench.bpfbuild import build_object
-from pyhttp2probe.events import EventDecoder, Layout
+from libbpf_loader import Batch
+from pyhttp2probe.decode import DecodeContext, Decoder, load_layout
 from pyhttp2probe.metrics import RpcMetrics
-from pyhttp2probe.spans import parse_target, span_from_event, split_method
+from pyhttp2probe.probes import all_paths
+from pyhttp2probe.spans import Span, parse_target, split_method
 
-ROOT = Path(__file__).resolve().parent.parent
-BPF = ROOT / "pyhttp2probe" / "bpf"
-OLDKEY_SRC = ROOT / "bench" / "bpf" / "grpc_client_oldkey.bpf.c"  # the bench's ablation
+BPF = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "bpf"
+CONFIG_MAPS = {"grpc_client": "grpc_client_config", "grpc_server": "grpc_server_config",
+               "http2": "http2_config"}
 
 
-def test_config_struct_python_sees_is_the_one_the_bpf_object_was_built_with() -> None:
+def _batch(records: list[bytes]) -> Batch:
+    """A ring-buffer batch as libbpf_loader hands it over: records at 8-byte offsets."""
+    buf, offsets = b"", []
+    for r in records:
+        offsets.append(len(buf))
+        buf += r + b"\0" * (-len(r) % 8)
+    sizes = [len(r) for r in records]
+    uniform = sizes[0] if len(set(sizes)) == 1 else None
+    as_u32 = lambda xs: memoryview(b"".join(x.to_bytes(4, "little") for x in xs)).cast("I")  # noqa: E731
+    return Batch(buf, as_u32(offsets), as_u32(sizes), uniform)
+
+
+def _decode(layout, records: list[bytes]) -> list[Span]:  # type: ignore[no-untyped-def]
+    ctx = DecodeContext(layout, lambda pid: "client")
+    return Decoder(layout, all_paths(), ctx).decode(_batch(records))
+
+
+def test_config_structs_python_sees_are_the_ones_the_bpf_objects_were_built_with() -> None:
     from libbpf_loader import BpfObject
 
-    layout = Layout()
-    for path in (BPF / "grpc_client.bpf.o", build_object(OLDKEY_SRC)):
-        obj = BpfObject.open(path)
+    layout = load_layout()
+    for path in all_paths():
+        obj = BpfObject.open(BPF / path.object)
         try:
-            m = obj.map("grpc_client_config")
-            assert m.value_size == layout.sizeof("grpc_client_config")
+            name = CONFIG_MAPS[path.name]
+            assert obj.map(name).value_size == layout.sizeof(name), path.name
         finally:
             obj.close()
 
 
 def test_batch_of_records_decodes_with_peer_method_and_target() -> None:
-    layout = Layout()
+    layout = load_layout()
     ev = layout.new("grpc_client_event")
     ev.type = layout.constants["EV_GRPC_CLIENT"]
     ev.tgid, ev.transport, ev.stream_id, ev.status_code = 42, 0xC000, 7, 14
@@ -45,12 +64,34 @@ def test_batch_of_records_decodes_with_peer_method_and_target() -> None:
     ev.peer_ip[10:16] = [0xFF, 0xFF, 10, 0, 0, 9]
     ev.peer_port = 8443
     raw = layout.to_bytes(ev)
-    (got,) = EventDecoder(layout).decode_buffer(raw)
-    assert (got.tgid, got.stream_id, got.status_code) == (42, 7, 14)
-    assert (got.peer_ip, got.peer_port, got.method) == ("10.0.0.9", 8443, "/pkg.Svc/Do")
-    span = span_from_event(got, layout.constants, "client")
+    (span,) = _decode(layout, [raw])
+    assert (span.pid, span.stream_id, span.status_code) == (42, 7, 14)
+    assert (span.server_address, span.server_port, span.full_method) == (
+        "10.0.0.9", 8443, "/pkg.Svc/Do")
     assert (span.service, span.method, span.duration_s) == ("pkg.Svc", "Do", 50e-6)
     assert span.key == (42, 0xC000, 7)
+    assert span.service_name == "client"
+
+
+def test_mixed_batches_decode_every_record_type_and_count_unknown_ones() -> None:
+    layout = load_layout()
+    client = layout.new("grpc_client_event")
+    client.type, client.tgid, client.transport, client.stream_id = (
+        layout.constants["EV_GRPC_CLIENT"], 7, 1, 3)
+    h2 = layout.new("http2_event")
+    h2.type, h2.tgid, h2.conn, h2.stream_id, h2.status = (
+        layout.constants["EV_HTTP2_SERVER"], 7, 2, 5, 404)
+    h2.flags = layout.constants["SPAN_F_ERROR"] | layout.constants["SPAN_F_PANIC"]
+    junk = (999).to_bytes(4, "little") + bytes(60)
+    ctx = DecodeContext(layout)
+    dec = Decoder(layout, all_paths(), ctx)
+    spans = dec.decode(_batch([layout.to_bytes(client), junk, layout.to_bytes(h2),
+                               layout.to_bytes(client)]))
+    assert sorted(s.kind for s in spans) == ["grpc_client", "grpc_client", "http_server"]
+    (srv,) = [s for s in spans if s.kind == "http_server"]
+    assert (srv.connection, srv.stream_id, srv.status_code) == (2, 5, 404)
+    assert set(srv.flags) == {"error", "panic"}
+    assert dec.unknown == 1
 
 
 @pytest.mark.parametrize(("target", "want"), [
@@ -75,20 +116,18 @@ def test_split_method() -> None:
 
 
 def test_label_sets_beyond_the_cap_fold_into_other() -> None:
-    layout = Layout()
+    layout = load_layout()
     registry = CollectorRegistry()
     metrics = RpcMetrics(max_label_sets=3, registry=registry)
-    dec = EventDecoder(layout)
-    spans = []
+    records = []
     for i in range(10):
         ev = layout.new("grpc_client_event")
-        ev.type, ev.transport, ev.stream_id = 1, 1, 2 * i + 1
+        ev.type, ev.transport, ev.stream_id = layout.constants["EV_GRPC_CLIENT"], 1, 2 * i + 1
         ev.start_ns, ev.end_ns = 1, 2
         m = f"/s.S/M{i}".encode()
         ev.method, ev.method_len = m, len(m)
-        spans.append(span_from_event(dec.decode_buffer(layout.to_bytes(ev))[0],
-                                     layout.constants, "x"))
-    metrics.observe_spans(spans)
+        records.append(layout.to_bytes(ev))
+    metrics.observe_spans(_decode(layout, records))
     text = generate_latest(registry).decode()
     counts = [ln for ln in text.splitlines() if ln.startswith("rpc_client_duration_seconds_count")]
     assert len(counts) == 4  # 3 real label sets + _OTHER

@@ -1,9 +1,33 @@
-"""Probe sets: each turns an attach plan into a BPF config struct plus attach points."""
+"""Probe paths: each protocol side the agent traces is ONE declaration (a `ProbePath`).
+
+A path says which BPF object it runs, which functions and struct fields it needs from a Go
+binary (the goelf catalogue is the union of every path's), how it configures itself for one
+process from that binary's attach plan, which record types it emits and how each becomes a
+span, and which maps it shares with another path's object. The Agent loads each path's
+object once and does the rest (processes, links, drain, sinks); adding a path touches this
+package only (README: "How to add a probe path").
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from ..goelf.catalog import Catalogue
+
+if TYPE_CHECKING:
+    from libbpf_loader import HeaderLayout
+
+    from ..decode import Columns, DecodeContext
+    from ..goelf import AttachPlan
+    from ..spans import Span
+
+
+class PathSkipped(Exception):
+    """This path has nothing to trace in this binary (or lacks what it needs); the message
+    says why. Other paths go on."""
 
 
 @dataclass(frozen=True)
@@ -15,33 +39,89 @@ class AttachPoint:
     file_offset: int
 
 
-_PROLOGUE_SCAN = 64  # bytes: Go's stack check is the first 2-4 instructions
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One value the path writes into one of its object's maps for a traced process;
+    deleted again when the process is detached."""
+
+    map: str
+    key: bytes
+    value: bytes
 
 
-def after_stack_check(binary: str | os.PathLike[str], entry: int) -> int:
-    """File offset just past a Go function's stack-bound check (amd64), else `entry`.
+@dataclass
+class PathSetup:
+    """What a path needs for one process: map entries, attach points, notes for the log."""
 
-    When the goroutine stack must grow, the prologue calls runtime.morestack and then
-    re-runs the function from its entry, so an entry uprobe fires twice for one call
-    (measured: a second finish() hit ~1 ms later, reading the same arguments). Past the
-    `cmp ..., [r14+16]; jbe` the body runs once per call, and the argument registers are
-    still untouched there.
+    configs: list[ConfigEntry]
+    points: list[AttachPoint]
+    notes: list[str] = field(default_factory=list)
+    variant: str = ""  # the layout chosen ("ClientStream{Stream}"), for the log
+
+
+@dataclass(frozen=True)
+class ProcessImage:
+    """What a path sees of one process: its pid, the plan of the file it runs, and where
+    that file is mapped (file offset -> address in the process, for PIE and code pointers)."""
+
+    pid: int
+    plan: AttachPlan
+    runtime_addr: Callable[[int], int]
+
+
+@dataclass(frozen=True)
+class RecordType:
+    """One ring-buffer record type: its EV_* constant, its struct, and what it becomes.
+
+    `to_spans(columns, ctx)` turns a batch of records of this type (decoded column-wise)
+    into spans; a record type that is only counted (e.g. rejected RPCs) returns [] and
+    counts through ctx.
     """
-    import capstone
 
-    with open(binary, "rb") as f:
-        f.seek(entry)
-        code = f.read(_PROLOGUE_SCAN)
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    saw_check = False
-    for n, (addr, size, mnemonic, ops) in enumerate(md.disasm_lite(code, 0)):
-        if n >= 6:
-            break
-        if mnemonic == "cmp" and "r14" in ops:
-            saw_check = True
-        elif saw_check and mnemonic in ("jbe", "jna", "jb", "jc", "jnae"):
-            return entry + addr + size
-    return entry
+    type_const: str
+    struct: str
+    to_spans: Callable[[Columns, DecodeContext], list[Span]]
 
 
-__all__ = ["AttachPoint", "after_stack_check"]
+@dataclass(frozen=True)
+class ProbePath:
+    """The declaration of one probe path (see the module docstring)."""
+
+    name: str
+    object: str  # BPF object file name, shipped in pyhttp2probe/bpf/
+    functions: tuple[str, ...]  # Go symbols the plan must locate (absent ones are fine)
+    fields: tuple[str, ...]  # "pkg/path.Type.field" offsets the plan must resolve
+    setup: Callable[[ProcessImage, HeaderLayout], PathSetup]  # raises PathSkipped
+    records: tuple[RecordType, ...] = ()
+    # Types with no methods of their own: present in a binary when one of these functions is
+    anchors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # map name -> the path whose object owns it (this object reuses that kernel map)
+    shared_maps: Mapping[str, str] = field(default_factory=dict)
+    # maps holding one entry per open request: empty once traffic stops
+    in_flight_maps: tuple[str, ...] = ()
+    ring_map: str = "events"
+    stats_map: str = "stats"
+
+
+def all_paths() -> tuple[ProbePath, ...]:
+    """Every probe path, owners of shared maps before the paths that reuse them."""
+    from . import grpc_client, grpc_server, http2
+
+    return (grpc_client.PATH, http2.PATH, grpc_server.PATH)
+
+
+def catalogue(paths: tuple[ProbePath, ...] | None = None) -> Catalogue:
+    """The union of the paths' functions, fields and anchors, in declaration order."""
+    paths = all_paths() if paths is None else paths
+    anchors: dict[str, tuple[str, ...]] = {}
+    for p in paths:
+        for ty, fns in p.anchors.items():
+            anchors[ty] = tuple(dict.fromkeys((*anchors.get(ty, ()), *fns)))
+    return Catalogue(
+        functions=tuple(dict.fromkeys(f for p in paths for f in p.functions)),
+        fields=tuple(dict.fromkeys(f for p in paths for f in p.fields)),
+        anchors=MappingProxyType(anchors))
+
+
+__all__ = ["AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",
+           "ProbePath", "ProcessImage", "RecordType", "all_paths", "catalogue"]

@@ -1,4 +1,4 @@
-"""gRPC client probes: attach plan -> struct grpc_client_config + attach points.
+"""gRPC client path (bpf_src/grpc_client.bpf.c says why these probe points).
 
 Every offset comes from the plan (DWARF, or the offsets table for stripped binaries); the
 layout decisions that differ across grpc-go versions are made here, from which fields the
@@ -11,12 +11,22 @@ plan has and whether an embedded field is a pointer or a value:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..events import Layout
-from . import AttachPoint, after_stack_check
+from ..spans import Span, parse_target, split_method
+from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
+from .planning import (
+    ITAB_FUN0_AMD64,
+    PlanFields,
+    entry_point,
+    set_chain,
+    tcpaddr_network_fn,
+)
+
+if TYPE_CHECKING:
+    from libbpf_loader import HeaderLayout
+
+    from ..decode import Columns, DecodeContext
 
 GRPC = "google.golang.org/grpc"
 TRANSPORT = GRPC + "/internal/transport"
@@ -27,16 +37,12 @@ FN_START = GRPC + ".(*clientStream).newAttemptLocked"
 FN_END = GRPC + ".(*clientStream).finish"
 FN_STATUS_ERROR = STATUS + ".(*Error).Error"
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
-FN_NEWSTREAM = TRANSPORT + ".(*http2Client).NewStream"  # ablation only
 # >= 1.50: failed stream creation returns without finish(); its last attempt ends where
 # shouldRetry returns an error (RET probes, plus its entry for the error it was given:
 # error path only). Older versions call finish().
 FN_SHOULD_RETRY = GRPC + ".(*csAttempt).shouldRetry"
 
-ITAB_FUN0_AMD64 = 24  # runtime.itab{inter, _type, hash uint32, _ [4]byte, fun [1]uintptr}
-
-FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_NEWSTREAM,
-             FN_SHOULD_RETRY)
+FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_SHOULD_RETRY)
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
@@ -44,113 +50,52 @@ FIELDS = (
     f"{TRANSPORT}.CallHdr.Method", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.ct",
     f"{TRANSPORT}.Stream.status", f"{TRANSPORT}.ClientStream.Stream",
     f"{TRANSPORT}.ClientStream.ct", f"{TRANSPORT}.ClientStream.status",
-    f"{TRANSPORT}.http2Client.remoteAddr", f"{TRANSPORT}.http2Client.nextID",
+    f"{TRANSPORT}.http2Client.remoteAddr",
     f"{STATUS}.Error.s", f"{STATUS}.Status.s", f"{SPB}.Status.Code",
     "net.TCPAddr.IP", "net.TCPAddr.Port",
 )
+# CallHdr has no methods: present wherever the client's transport is linked.
+ANCHORS = {f"{TRANSPORT}.CallHdr": (f"{TRANSPORT}.(*http2Client).NewStream",)}
 
-PROGRAMS = {"ours": ("grpc_client_start", "grpc_client_end"),
-            "oldkey": ("oldkey_start", "oldkey_end")}
-
-
-class ProbePlanError(Exception):
-    """The plan lacks something these probes need; the message names it."""
-
-
-@dataclass
-class ClientProbes:
-    """What the tracer loads: config bytes for the tgid key, and where to attach."""
-
-    config: bytes
-    points: list[AttachPoint]
-    layout_name: str
-    notes: list[str] = field(default_factory=list)
-
-
-def _offset(v: Any) -> int:
-    return int(v) if isinstance(v, int) else int(v.offset)
-
-
-def _is_pointer(v: Any) -> bool:
-    """Whether a field holds a pointer, when the plan gives a flag or a Go type name
-    (kept for the server-side probes, which share these helpers)."""
-    for attr in ("is_pointer", "pointer"):
-        flag = getattr(v, attr, None)
-        if isinstance(flag, bool):
-            return flag
-    for attr in ("type", "type_name", "go_type"):
-        name = getattr(v, attr, None)
-        if isinstance(name, str):
-            return name.startswith("*")
-    raise ProbePlanError(f"plan field {v!r} says neither pointer nor value")
-
-
-class _Fields:
-    def __init__(self, fields: Mapping[str, Any], binary: str) -> None:
-        self.fields = fields
-        self.binary = binary
-
-    def has(self, key: str) -> bool:
-        return key in self.fields and self.fields[key] is not None
-
-    def __getitem__(self, key: str) -> int:
-        if not self.has(key):
-            raise ProbePlanError(f"{self.binary}: no offset for field {key} in the attach plan")
-        return _offset(self.fields[key])
-
-    def raw(self, key: str) -> Any:
-        return self.fields[key]
-
-
-def _chain(cfg: Any, name: str, hops: list[int], last: int) -> None:
-    c = getattr(cfg, name)
-    c.valid = 1
-    c.nhops = len(hops)
-    for i, h in enumerate(hops):
-        c.hop[i] = h
-    c.last = last
-
+OBJECT = "grpc_client.bpf.o"
+CONFIG_MAP = "grpc_client_config"
 
 # Interface types a transport pointer is held in: the value is (itab, data), the
 # *http2Client is the data word.
 _TRANSPORT_IFACES = (f"{TRANSPORT}.ClientTransport",)
 
 
-def _pointer_word(plan: Any, key: str, binary: str) -> int:
+def _pointer_word(f: PlanFields, key: str) -> int:
     """Where, inside field `key`, the transport pointer is: 0 for a *http2Client field, 8
     (the data word) for a ClientTransport interface field (grpc-go 1.66-1.68's Stream.ct;
     reading its first word gave the itab, one static address for every connection)."""
-    gotype = (getattr(plan, "field_types", None) or {}).get(key)
-    if gotype is None:
-        raise ProbePlanError(f"{binary}: the plan gives no Go type for {key}")
+    gotype = f.go_type(key)
     if gotype.startswith("*"):
         return 0
     if gotype in _TRANSPORT_IFACES:
         return 8
-    raise ProbePlanError(f"{binary}: {key} has type {gotype}, neither a pointer nor "
-                         "ClientTransport")
+    raise PathSkipped(f"{f.plan.path}: {key} has type {gotype}, neither a pointer nor "
+                      "ClientTransport")
 
 
-def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
-          variant: str = "ours", binary: str = "") -> ClientProbes:
-    """Config and attach points for one process.
-
-    `runtime_addr(file_offset)` maps a file offset of the binary to its address in the
-    process (load bias for PIE); the status-error and TCPAddr checks compare code addresses.
-    """
-    functions: Mapping[str, Any] = plan.functions
-    f = _Fields(plan.fields, binary)
+def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
+    """Config (keyed by tgid) and attach points for one process."""
+    plan = proc.plan
+    if FN_START not in plan.functions:
+        raise PathSkipped("no grpc-go client linked")
+    f = PlanFields(plan)
     cfg = layout.new("grpc_client_config")
     notes: list[str] = []
 
     cfg.itab_fun0 = ITAB_FUN0_AMD64
     cfg.cs_finished = f[f"{GRPC}.clientStream.finished"]
     cfg.cs_attempt = f[f"{GRPC}.clientStream.attempt"]
-    _chain(cfg, "cs_method", [f[f"{GRPC}.clientStream.callHdr"]], f[f"{TRANSPORT}.CallHdr.Method"])
-    _chain(cfg, "cs_target", [f[f"{GRPC}.clientStream.cc"]], f[f"{GRPC}.ClientConn.target"])
+    set_chain(cfg, "cs_method", [f[f"{GRPC}.clientStream.callHdr"]],
+              f[f"{TRANSPORT}.CallHdr.Method"])
+    set_chain(cfg, "cs_target", [f[f"{GRPC}.clientStream.cc"]], f[f"{GRPC}.ClientConn.target"])
     code = f[f"{SPB}.Status.Code"]
     status_s = f[f"{STATUS}.Status.s"]
-    _chain(cfg, "err_code", [f[f"{STATUS}.Error.s"], status_s], code)
+    set_chain(cfg, "err_code", [f[f"{STATUS}.Error.s"], status_s], code)
 
     if f.has(f"{GRPC}.csAttempt.transportStream"):
         cfg.attempt_stream = f[f"{GRPC}.csAttempt.transportStream"]
@@ -160,61 +105,64 @@ def build(plan: Any, layout: Layout, runtime_addr: Callable[[int], int],
     embed = f"{TRANSPORT}.ClientStream.Stream"
     sid = f[f"{TRANSPORT}.Stream.id"]
     if f.has(embed):
-        gotype = getattr(plan, "field_types", {}).get(embed)
-        if gotype is None:
-            raise ProbePlanError(f"{binary}: the plan does not say whether {embed} is "
-                                 "embedded by pointer or by value")
-        if gotype.startswith("*"):
-            layout_name = "ClientStream{*Stream}"
-            _chain(cfg, "stream_id", [f[embed]], sid)
+        if f.is_pointer(embed):
+            variant = "ClientStream{*Stream}"
+            set_chain(cfg, "stream_id", [f[embed]], sid)
         else:
-            layout_name = "ClientStream{Stream}"
-            _chain(cfg, "stream_id", [], f[embed] + sid)
+            variant = "ClientStream{Stream}"
+            set_chain(cfg, "stream_id", [], f[embed] + sid)
         ct = f"{TRANSPORT}.ClientStream.ct"
-        _chain(cfg, "stream_ct", [], f[ct] + _pointer_word(plan, ct, binary))
-        _chain(cfg, "stream_code", [f[f"{TRANSPORT}.ClientStream.status"], status_s], code)
+        set_chain(cfg, "stream_ct", [], f[ct] + _pointer_word(f, ct))
+        set_chain(cfg, "stream_code", [f[f"{TRANSPORT}.ClientStream.status"], status_s], code)
     else:
-        layout_name = "Stream"
-        _chain(cfg, "stream_id", [], sid)
+        variant = "Stream"
+        set_chain(cfg, "stream_id", [], sid)
         ct = f"{TRANSPORT}.Stream.ct"
-        word = _pointer_word(plan, ct, binary)
+        word = _pointer_word(f, ct)
         if word:
-            layout_name = "Stream{ct ClientTransport}"
-        _chain(cfg, "stream_ct", [], f[ct] + word)
-        _chain(cfg, "stream_code", [f[f"{TRANSPORT}.Stream.status"], status_s], code)
+            variant = "Stream{ct ClientTransport}"
+        set_chain(cfg, "stream_ct", [], f[ct] + word)
+        set_chain(cfg, "stream_code", [f[f"{TRANSPORT}.Stream.status"], status_s], code)
 
-    _chain(cfg, "ct_remote_addr", [], f[f"{TRANSPORT}.http2Client.remoteAddr"])
+    set_chain(cfg, "ct_remote_addr", [], f[f"{TRANSPORT}.http2Client.remoteAddr"])
     cfg.tcpaddr_ip = f["net.TCPAddr.IP"]
     cfg.tcpaddr_port = f["net.TCPAddr.Port"]
 
-    def entry(sym: str) -> int:
-        fo = functions.get(sym)
-        if fo is None:
-            raise ProbePlanError(f"{binary}: function {sym} not found in the binary")
-        return int(fo.entry)
+    status_error = plan.functions.get(FN_STATUS_ERROR)
+    if status_error is None:
+        raise PathSkipped(f"{plan.path}: function {FN_STATUS_ERROR} not found in the binary")
+    cfg.status_error_fn = proc.runtime_addr(status_error.entry)
+    cfg.tcpaddr_network_fn = tcpaddr_network_fn(plan, proc.runtime_addr, notes)
 
-    cfg.status_error_fn = runtime_addr(entry(FN_STATUS_ERROR))
-    if FN_TCPADDR_NETWORK in functions:
-        cfg.tcpaddr_network_fn = runtime_addr(entry(FN_TCPADDR_NETWORK))
-    else:
-        notes.append("net.(*TCPAddr).Network absent: peer address read without type check")
+    points = [entry_point(plan, "grpc_client_start", FN_START),
+              entry_point(plan, "grpc_client_end", FN_END)]
+    retry = plan.functions.get(FN_SHOULD_RETRY)
+    if retry is not None:
+        if not retry.returns:
+            raise PathSkipped(f"{plan.path}: no RET found in {FN_SHOULD_RETRY}")
+        points.append(entry_point(plan, "grpc_client_fail_entry", FN_SHOULD_RETRY))
+        points += [AttachPoint("grpc_client_fail", FN_SHOULD_RETRY, int(r)) for r in retry.returns]
+    key = proc.pid.to_bytes(4, "little")
+    return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,
+                     variant)
 
-    start_prog, end_prog = PROGRAMS[variant]
-    def body(sym: str) -> int:
-        """Past the stack check: an entry probe there fires once per call (see helper)."""
-        return after_stack_check(binary, entry(sym)) if binary else entry(sym)
 
-    if variant == "oldkey":
-        cfg.ct_next_id = f[f"{TRANSPORT}.http2Client.nextID"]
-        start = AttachPoint(start_prog, FN_NEWSTREAM, body(FN_NEWSTREAM))
-    else:
-        start = AttachPoint(start_prog, FN_START, body(FN_START))
-    points = [start, AttachPoint(end_prog, FN_END, body(FN_END))]
-    if variant == "ours" and FN_SHOULD_RETRY in functions:
-        rets = list(functions[FN_SHOULD_RETRY].returns)
-        if not rets:
-            raise ProbePlanError(f"{binary}: no RET found in {FN_SHOULD_RETRY}")
-        points += [AttachPoint("grpc_client_fail_entry", FN_SHOULD_RETRY, body(FN_SHOULD_RETRY))]
-        points += [AttachPoint("grpc_client_fail", FN_SHOULD_RETRY, int(r)) for r in rets]
-    return ClientProbes(config=layout.to_bytes(cfg), points=points, layout_name=layout_name,
-                        notes=notes)
+def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
+    """Client spans; a call that never got a connection reports its dial target as peer."""
+    out = []
+    for pid, conn, call, start, end, sid, code, flags, ip, port, method, target in zip(
+            c["tgid"], c["transport"], c["cs"], c["start_ns"], c["end_ns"], c["stream_id"],
+            c["status_code"], c["flags"], c.ips("peer_ip"), c["peer_port"],
+            c.texts("method", "method_len"), c.texts("target", "target_len"), strict=True):
+        service, meth = split_method(method)
+        address, port_ = (ip, port) if conn else parse_target(target)
+        out.append(Span(
+            "grpc_client", pid, conn, sid if conn else 0, start, end, code, service, meth,
+            method, address, port_, ctx.flag_names(flags), ctx.service_name(pid), call))
+    return out
+
+
+PATH = ProbePath(
+    name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
+    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans),),
+    anchors=ANCHORS, in_flight_maps=("inflight",))

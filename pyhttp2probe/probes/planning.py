@@ -1,0 +1,91 @@
+"""Helpers every probe path uses to turn an attach plan into BPF config: field offsets with
+their Go types, pointer chains, probe offsets of functions. One place, shared by all paths.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..goelf import AttachPlan
+from . import AttachPoint, PathSkipped
+
+ITAB_FUN0_AMD64 = 24  # runtime.itab{inter, _type, hash uint32, _ [4]byte, fun [1]uintptr}
+
+
+class PlanFields:
+    """Field offsets of a plan by "pkg.Type.field", with the field's Go type."""
+
+    def __init__(self, plan: AttachPlan) -> None:
+        self.plan = plan
+
+    def has(self, key: str) -> bool:
+        return self.plan.fields.get(key) is not None
+
+    def __getitem__(self, key: str) -> int:
+        off = self.plan.fields.get(key)
+        if off is None:
+            raise PathSkipped(f"{self.plan.path}: no offset for field {key} in the attach plan "
+                              f"(offsets from {self.plan.offsets_source})")
+        return int(off)
+
+    def go_type(self, key: str) -> str:
+        name = self.plan.field_types.get(key)
+        if name is None:
+            raise PathSkipped(f"{self.plan.path}: the plan gives no Go type for {key}")
+        return name
+
+    def is_pointer(self, key: str) -> bool:
+        """Whether the field holds a pointer (an embedded *T rather than T)."""
+        return self.go_type(key).startswith("*")
+
+
+def set_chain(cfg: Any, name: str, hops: list[int], last: int) -> None:
+    """Fill the struct go_chain `name` of a config: follow `hops` pointers, then add `last`."""
+    c = getattr(cfg, name)
+    c.valid = 1
+    c.nhops = len(hops)
+    for i, h in enumerate(hops):
+        c.hop[i] = h
+    c.last = last
+
+
+def probe_offset(plan: AttachPlan, symbol: str) -> int | None:
+    """File offset for an entry probe of `symbol` (past Go's stack check, where it fires
+    once per call; goelf computes it with the plan), or None when it is not linked."""
+    fo = plan.functions.get(symbol)
+    return None if fo is None else fo.body
+
+
+def entry_point(plan: AttachPlan, program: str, symbol: str) -> AttachPoint:
+    """An entry probe the path cannot do without: PathSkipped naming the symbol if absent."""
+    off = probe_offset(plan, symbol)
+    if off is None:
+        raise PathSkipped(f"{plan.path}: function {symbol} not found in the binary")
+    return AttachPoint(program, symbol, off)
+
+
+def first_present(plan: AttachPlan, program: str,
+                  symbols: tuple[str, ...]) -> AttachPoint | None:
+    """An entry probe at the first of `symbols` the binary has (renames across versions)."""
+    for sym in symbols:
+        off = probe_offset(plan, sym)
+        if off is not None:
+            return AttachPoint(program, sym, off)
+    return None
+
+
+def module_version(plan: AttachPlan, module: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) of a linked module, None when the build info lacks it."""
+    m = re.match(r"v(\d+)\.(\d+)\.(\d+)", plan.modules.get(module) or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def tcpaddr_network_fn(plan: AttachPlan, runtime_addr: Any, notes: list[str]) -> int:
+    """Runtime address of net.(*TCPAddr).Network: tells a *net.TCPAddr inside a net.Addr
+    interface by its itab's fun[0]; 0 (no type check, with a note) when it is not linked."""
+    fo = plan.functions.get("net.(*TCPAddr).Network")
+    if fo is None:
+        notes.append("net.(*TCPAddr).Network absent: addresses read without type check")
+        return 0
+    return int(runtime_addr(fo.entry))
