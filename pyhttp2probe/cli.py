@@ -54,8 +54,9 @@ def _print_plan_text(d: dict[str, object]) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Inspect one binary; JSON or readable text on stdout."""
     from .goelf.plan import build_plan
+    from .probes import catalogue
 
-    plan = build_plan(args.binary, use_cache=not args.no_cache)
+    plan = build_plan(args.binary, catalogue(), use_cache=not args.no_cache)
     d = plan.to_json()
     if args.json:
         json.dump(d, sys.stdout)

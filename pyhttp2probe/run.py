@@ -1,7 +1,8 @@
-"""`pyhttp2probe run --pid PID`: trace one process, serve /metrics, optionally write spans.
+"""`pyhttp2probe run --pid A --pid B …`: trace processes in one agent, serve /metrics,
+optionally write spans.
 
-Runs until SIGINT/SIGTERM, --duration seconds, or the traced process exits; every exit path
-detaches the probes (Tracer.close) before returning.
+Runs until SIGINT/SIGTERM, --duration seconds, or every traced process has exited; every
+exit path detaches the probes (Agent.close) before returning.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    """`run --pid PID [--listen HOST:PORT] [--spans-out FILE|-] [--duration S]`."""
-    p = sub.add_parser("run", help="trace a running Go process; serve Prometheus /metrics")
-    p.add_argument("--pid", type=int, required=True, help="process to trace")
+    """`run --pid PID [--pid PID …] [--listen HOST:PORT] [--spans-out FILE|-] [--duration S]`."""
+    p = sub.add_parser("run", help="trace running Go processes; serve Prometheus /metrics")
+    p.add_argument("--pid", type=int, action="append", required=True, dest="pids",
+                   metavar="PID", help="process to trace (repeat for more; one agent)")
     p.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 9464),
                    help="where to serve /metrics (default 127.0.0.1:9464)")
     p.add_argument("--spans-out", default=None,
@@ -56,14 +58,19 @@ def add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser: 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Attach, serve, wait for a stop condition, detach."""
+    """Attach every pid to one agent, serve, wait for a stop condition, detach.
+
+    A pid that cannot be traced is reported and skipped; with none traced, exit 2. Runs
+    until a signal, --duration, or every traced process has exited.
+    """
     import structlog
     from prometheus_client import REGISTRY, start_http_server
 
-    from .tracer import Tracer, TracerError
+    from .agent import Agent
+    from .targets import TargetError
 
     configure_logging(args.log_level)
-    log = structlog.get_logger("pyhttp2probe.run").bind(pid=args.pid)
+    log = structlog.get_logger("pyhttp2probe.run")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -72,32 +79,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     host, port = args.listen
-    tracer = Tracer(pid=args.pid, registry=REGISTRY, spans_out=args.spans_out,
-                    keep_spans=False)
+    agent = Agent(registry=REGISTRY, spans_out=args.spans_out, keep_spans=False)
     try:
-        try:
-            tracer.start()
-        except TracerError as exc:
-            print(f"pyhttp2probe: error: {exc}", file=sys.stderr)
+        failed = 0
+        for pid in dict.fromkeys(args.pids):
+            try:
+                agent.attach(pid)
+            except TargetError as exc:
+                failed += 1
+                print(f"pyhttp2probe: error: {exc}", file=sys.stderr)
+        if not agent.targets:
             return EXIT_BAD_INPUT
         server, thread = start_http_server(port, addr=host, registry=REGISTRY)
-        log.info("serving metrics", url=f"http://{host}:{server.server_port}/metrics")
+        log.info("serving metrics", url=f"http://{host}:{server.server_port}/metrics",
+                 targets=sorted(agent.targets), failed=failed)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
             stop.wait(1.0 if left is None else min(1.0, left))
-            if not os.path.exists(f"/proc/{args.pid}"):
-                log.info("traced process exited")
+            if not any(os.path.exists(f"/proc/{pid}") for pid in args.pids):
+                log.info("every traced process exited")
                 break
-            if tracer.error is not None:
-                log.error("drain failed", error=repr(tracer.error))
+            if agent.error is not None:
+                log.error("drain failed", error=repr(agent.error))
                 return 1
         server.shutdown()
         thread.join(timeout=5)
         return 0
     finally:
-        tracer.close()
+        agent.close()
         for s, h in old.items():
             signal.signal(s, h)

@@ -1,0 +1,522 @@
+"""Agent: one per node. Loads every probe path's BPF object once, drains all their ring
+buffers as one, and attaches or detaches processes by writing their configuration and links.
+
+    with Agent(registry=None) as agent:      # BPF objects loaded once, here
+        agent.attach(pid)                    # idempotent; raises TargetError (reason in message)
+        agent.targets                        # pids attached now
+        agent.detach(pid)
+        for span in agent.spans(timeout=1.0): ...
+
+Data flow: ring buffers -> Decoder (record type -> the path's span builder) -> Span -> every
+SpanSink (the Prometheus collector, JSON lines, the spans() queue, any exporter added). A
+background thread drains; another keeps house once a second (kernel loss counters into the
+metrics, exited targets detached, shared links given up when an untraced process runs a
+shared file). close() is idempotent; leaving the with-block detaches everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from prometheus_client.registry import CollectorRegistry
+
+from libbpf_loader import BpfError, BpfObject, RingBuffer
+
+from .assets import bpf_dir as default_bpf_dir
+from .decode import DecodeContext, Decoder, count_labels, load_layout
+from .goelf import AttachPlan, GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
+from .metrics import DEFAULT_BUCKETS, RpcMetrics
+from .probes import ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, all_paths
+from .probes import catalogue as make_catalogue
+from .sinks import JsonLinesSink, SpanQueue, SpanSink
+from .spans import Span
+from .targets import (
+    FileId,
+    ProcessId,
+    TargetError,
+    exe_path,
+    file_id,
+    process_id,
+    runtime_address_fn,
+    service_name_of,
+    start_time,
+)
+from .uprobes import FileLinks, UprobeLinker, default_style, pids_running
+
+# Kernel counters (STAT_* of events.h) exported as pyhttp2probe_unmatched{kind="<path>_<stat>"}
+UNMATCHED_STATS = ("unmatched_end", "dup_end", "start_reused", "bad_read", "h2_no_stream")
+HOUSEKEEPING_S = 1.0
+
+
+class AgentClosedError(RuntimeError):
+    """The agent was closed; make a new one."""
+
+
+@dataclass
+class Target:
+    """One traced process and what the agent wrote for it."""
+
+    proc: ProcessId
+    fid: FileId
+    exe: str
+    service_name: str
+    plan: AttachPlan
+    configs: list[tuple[str, ConfigEntry]]  # (path name, entry)
+    paths: dict[str, PathSetup]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class Agent:
+    """Traces any number of processes with one set of loaded BPF objects.
+
+    registry: where the one collector (spans' histograms and pyhttp2probe_* self-metrics)
+    registers; None: nowhere (`agent.metrics` still works). spans_out: a path, '-' or a text
+    file for JSON lines. keep_spans: queue spans for spans() (max_queued_spans bounds the
+    queue; 0 = unbounded). sinks: more SpanSinks (exporters). paths: the probe paths to
+    load (default: all). ring_bytes: each object's ring-buffer size (a power of 2 pages).
+    link_style: "uprobe_multi", "perf_event" or None (uprobe_multi where the kernel has it).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 spans_out: str | Path | TextIO | None = None, keep_spans: bool = True,
+                 max_queued_spans: int = 0, sinks: Iterable[SpanSink] = (),
+                 buckets: Sequence[float] = DEFAULT_BUCKETS, max_label_sets: int = 1000,
+                 paths: Sequence[ProbePath] | None = None, bpf_dir: Path | None = None,
+                 ring_bytes: int | None = None, link_style: str | None = None,
+                 poll_ms: int = 100) -> None:
+        self.log = structlog.get_logger("pyhttp2probe.agent")
+        self.paths = tuple(paths) if paths is not None else all_paths()
+        self.catalogue = make_catalogue(self.paths)
+        self.layout = load_layout()
+        self.metrics = RpcMetrics(buckets=buckets, max_label_sets=max_label_sets,
+                                  registry=None)
+        self._queue = SpanQueue(max_queued_spans) if keep_spans else None
+        self._sinks: list[SpanSink] = [self.metrics, *sinks]
+        if spans_out is not None:
+            self._sinks.append(JsonLinesSink(spans_out))
+        if self._queue is not None:
+            self._sinks.append(self._queue)
+        self.poll_ms = poll_ms
+        self.link_style = link_style or default_style()
+        self._bpf_dir = bpf_dir or default_bpf_dir()
+        self._registry = registry
+        self._registered = False
+        self._lock = threading.RLock()  # targets, files, maps' per-process entries
+        self._drain_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self._objects: dict[str, BpfObject] = {}
+        self._targets: dict[int, Target] = {}
+        self._files: dict[FileId, FileLinks] = {}
+        self._plans: dict[FileId, AttachPlan] = {}
+        self._names: dict[int, str] = {}  # pid -> service_name, kept past detach for late records
+        self._no_config_seen = 0
+        self._threads: list[threading.Thread] = []
+        self._rb: RingBuffer | None = None
+        self.events = 0
+        self.unmatched = 0
+        self.sink_errors = 0
+        self.error: BaseException | None = None
+        try:
+            self._load(ring_bytes)
+            self._linker = UprobeLinker(self._objects, self.link_style)
+            self._ctx = DecodeContext(self.layout, self._service_name)
+            self._decoder = Decoder(self.layout, self.paths, self._ctx)
+            rings = [self._objects[p.name].map(p.ring_map) for p in self.paths]
+            self._rb = RingBuffer(rings[0], self._on_batch)
+            for ring in rings[1:]:
+                self._rb.add(ring)
+            if registry is not None:
+                registry.register(self.metrics)
+                self._registered = True
+            self._start_thread(self._drain_loop, "pyhttp2probe-drain")
+            self._start_thread(self._housekeeping_loop, "pyhttp2probe-housekeeping")
+        except BaseException:
+            self.close()
+            raise
+        self.log.info("loaded", paths=[p.name for p in self.paths], links=self.link_style)
+
+    # -- loading --------------------------------------------------------------------------
+    def _load(self, ring_bytes: int | None) -> None:
+        """Open and load each path's object once; a path reusing another's maps comes after
+        it (all_paths() orders them so)."""
+        for path in self.paths:
+            obj_path = self._bpf_dir / path.object
+            if not obj_path.exists():
+                raise FileNotFoundError(f"{obj_path} is missing: run `python3 setup.py "
+                                        "build_bpf` (or reinstall the package)")
+            obj = BpfObject.open(obj_path)
+            self._objects[path.name] = obj
+            for map_name, owner in path.shared_maps.items():
+                if owner not in self._objects:
+                    raise ValueError(f"probe path {path.name} shares map {map_name} of "
+                                     f"{owner}, which is not loaded before it")
+                obj.map(map_name).share(self._objects[owner].map(map_name))
+            if ring_bytes is not None:
+                obj.map(path.ring_map).resize(ring_bytes)
+            if self.link_style == "uprobe_multi":
+                for name in obj.program_names():
+                    obj.program(name).prepare_uprobe_multi()
+            obj.load()
+
+    def _start_thread(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    # -- targets --------------------------------------------------------------------------
+    @property
+    def targets(self) -> frozenset[int]:
+        """Pids attached now."""
+        with self._lock:
+            return frozenset(self._targets)
+
+    def target(self, pid: int) -> Target | None:
+        with self._lock:
+            return self._targets.get(pid)
+
+    def attach(self, pid: int, service_name: str | None = None) -> Target:
+        """Trace process `pid`. Idempotent; a pid reused by a new process is re-planned.
+
+        Raises TargetError (its `reason` says why: no_process, not_go, unsupported,
+        no_probes, permission, attach) after counting it; nothing is left behind.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                proc = process_id(pid)
+                old = self._targets.get(pid)
+                if old is not None:
+                    if old.proc == proc:
+                        return old
+                    # the pid now names another process
+                    self._linker.close(self._detach_locked(pid, alive=False))
+                return self._attach_locked(proc, service_name)
+            except TargetError as exc:
+                self.metrics.add_attach_error(exc.reason)
+                self.log.warning("attach failed", pid=pid, reason=exc.reason, error=str(exc))
+                raise
+
+    def _attach_locked(self, proc: ProcessId, service_name: str | None) -> Target:
+        pid = proc.pid
+        exe = exe_path(pid)
+        fid = file_id(pid)
+        plan = self._plan(pid, fid, exe)
+        image = ProcessImage(pid, plan, runtime_address_fn(pid, fid))
+        setups: dict[str, PathSetup] = {}
+        skipped: dict[str, str] = {}
+        for path in self.paths:
+            try:
+                setups[path.name] = path.setup(image, self.layout)
+            except PathSkipped as exc:
+                skipped[path.name] = str(exc)
+        if not setups:
+            mods = ", ".join(sorted(plan.modules)) or "none"
+            raise TargetError(f"pid {pid} ({exe}) has neither grpc-go nor HTTP/2 code to "
+                              f"trace ({'; '.join(skipped.values())}); its modules: {mods}",
+                              "no_probes")
+        written: list[tuple[str, ConfigEntry]] = []
+        try:
+            # configs first: a probe firing before its process's config is ignored (counted)
+            for name, s in setups.items():
+                for c in s.configs:
+                    self._objects[name].map(c.map).update(c.key, c.value)
+                    written.append((name, c))
+            self._link(pid, fid, {n: s.points for n, s in setups.items()})
+        except (BpfError, OSError) as exc:
+            self._delete_configs(written)
+            raise TargetError(f"pid {pid} ({exe}): {exc}", "attach") from exc
+        except BaseException:
+            self._delete_configs(written)
+            raise
+        name = service_name or service_name_of(pid, exe)
+        target = Target(proc, fid, exe, name, plan, written, setups, skipped)
+        self._targets[pid] = target
+        self._names[pid] = name
+        self.metrics.set_attached(len(self._targets))
+        self.log.info("attached", pid=pid, binary=exe, service_name=name,
+                      probes={n: s.variant or len(s.points) for n, s in setups.items()},
+                      notes=[n for s in setups.values() for n in s.notes], skipped=skipped,
+                      shared_links=self._files[fid].shared is not None)
+        return target
+
+    def _plan(self, pid: int, fid: FileId, exe: str) -> AttachPlan:
+        """The plan of the file the process runs, once per file (goelf also caches on disk
+        by build id, so a restarted agent does not re-read binaries)."""
+        plan = self._plans.get(fid)
+        if plan is not None:
+            return plan
+        from .goelf import build_plan
+
+        try:
+            plan = build_plan(f"/proc/{pid}/exe", self.catalogue)
+        except NotGoBinaryError as exc:
+            raise TargetError(f"pid {pid} ({exe}) is not a Go program: {exc}", "not_go") from exc
+        except UnsupportedGoVersionError as exc:
+            raise TargetError(f"pid {pid} ({exe}): {exc}", "unsupported") from exc
+        except GoBinaryError as exc:
+            raise TargetError(f"pid {pid} ({exe}): {exc}", "unsupported") from exc
+        plan.path = exe
+        self._plans[fid] = plan
+        return plan
+
+    def _link(self, pid: int, fid: FileId, points: dict[str, Any]) -> None:
+        """Links for a newly traced process: none when its file's links are shared; shared
+        ones when it is the only process running the file; its own otherwise."""
+        fl = self._files.get(fid)
+        if fl is None:
+            fl = FileLinks(fid, points)
+        binary = f"/proc/{pid}/exe"
+        if fl.shared is None:
+            untraced = pids_running(fid) - fl.pids - {pid}
+            if not untraced and not fl.pids:
+                fl.shared = self._linker.link(binary, fl.points, -1)
+            else:
+                fl.per_pid[pid] = self._linker.link(binary, fl.points, pid)
+        fl.pids.add(pid)
+        self._files[fid] = fl
+
+    def detach(self, *pids: int) -> None:
+        """Stop tracing these pids (idempotent): their config and links go; their spans
+        already in the ring buffer are still delivered. Links of all of them are closed
+        together (each close waits for a kernel grace period; together about one)."""
+        with self._lock:
+            doomed = []
+            for pid in dict.fromkeys(pids):
+                t = self._targets.get(pid)
+                if t is not None:
+                    doomed += self._detach_locked(pid, _alive(t.proc))
+            self._linker.close(doomed)
+
+    def detach_all(self) -> None:
+        """Stop tracing every process (the agent stays loaded and can attach again)."""
+        self.detach(*self.targets)
+
+    def _detach_locked(self, pid: int, alive: bool) -> list[Any]:
+        """Forget `pid`; returns the links to close."""
+        t = self._targets.pop(pid)
+        self._delete_configs(t.configs)
+        fl = self._files[t.fid]
+        fl.pids.discard(pid)
+        doomed = fl.per_pid.pop(pid, [])
+        if not fl.pids:
+            doomed += fl.shared or []
+            del self._files[t.fid]
+            self._plans.pop(t.fid, None)
+        elif fl.shared is not None and alive:
+            doomed += self._unshare(fl)  # the process lives on: it must stop taking traps
+        self.metrics.set_attached(len(self._targets))
+        self.log.info("detached", pid=pid, binary=t.exe)
+        return doomed
+
+    def _unshare(self, fl: FileLinks) -> list[Any]:
+        """Give a file per-process links (for its traced processes still running it);
+        returns the shared links to close."""
+        for pid in sorted(fl.pids):
+            t = self._targets.get(pid)
+            if t is None or not _alive(t.proc):
+                continue
+            try:
+                fl.per_pid[pid] = self._linker.link(f"/proc/{pid}/exe", fl.points, pid)
+            except (BpfError, OSError) as exc:  # exited meanwhile
+                self.log.warning("relink failed", pid=pid, error=str(exc))
+        shared, fl.shared = fl.shared or [], None
+        return shared
+
+    def _delete_configs(self, configs: Iterable[tuple[str, ConfigEntry]]) -> None:
+        for name, c in configs:
+            with contextlib.suppress(BpfError, OSError):
+                self._objects[name].map(c.map).delete(c.key)
+
+    def _service_name(self, pid: int) -> str:
+        return self._names.get(pid, "")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AgentClosedError("agent is closed")
+
+    # -- draining -------------------------------------------------------------------------
+    def _on_batch(self, batch: Any) -> None:
+        spans = self._decoder.decode(batch)
+        self.events += len(batch)
+        self.metrics.add_events(len(batch))
+        # An end without a start has no duration: counted (kernel STAT_UNMATCHED_END and
+        # self.unmatched), never exported as a span or an observation.
+        timed = [s for s in spans if "unmatched" not in s.flags]
+        self.unmatched += len(spans) - len(timed)
+        for sink in self._sinks:
+            try:
+                sink.write(timed)
+            except Exception as exc:  # one broken exporter must not stop the others
+                self.sink_errors += 1
+                self.log.error("sink failed", sink=type(sink).__name__, error=repr(exc))
+
+    def _drain_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._drain_lock:
+                    if self._rb is None or self._rb.closed:
+                        return
+                    self._rb.poll(self.poll_ms)
+        except BaseException as exc:  # surfaced by `error` and close()
+            self.error = exc
+            self.log.error("drain failed", error=repr(exc))
+
+    def drain(self) -> int:
+        """Deliver everything pending now (also runs on close); returns records delivered."""
+        with self._drain_lock:
+            n = self._rb.consume() if self._rb is not None and not self._rb.closed else 0
+        self._update_stats()
+        return n
+
+    def spans(self, timeout: float | None = None) -> Iterator[Span]:
+        """Spans as they finish; ends when the agent closes (or after `timeout` idle s)."""
+        if self._queue is None:
+            raise ValueError("this agent was made with keep_spans=False: no span queue")
+        return self._queue.spans(timeout)
+
+    def add_sink(self, sink: SpanSink) -> None:
+        """One more consumer of every span from now on (e.g. an exporter)."""
+        with self._drain_lock:
+            self._sinks.insert(len(self._sinks) - (self._queue is not None), sink)
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def _housekeeping_loop(self) -> None:
+        while not self._stop.wait(HOUSEKEEPING_S):
+            try:
+                self._update_stats()
+                self._reap_exited()
+                self._check_shared_files()
+            except Exception as exc:  # keep going: the next round may succeed
+                self.log.error("housekeeping failed", error=repr(exc))
+
+    def _reap_exited(self) -> None:
+        """Targets whose process exited are detached (their spans so far stay exported)."""
+        with self._lock:
+            doomed = []
+            for pid, t in list(self._targets.items()):
+                if not _alive(t.proc):
+                    self.log.info("target exited", pid=pid)
+                    doomed += self._detach_locked(pid, alive=False)
+            self._linker.close(doomed)
+
+    def _check_shared_files(self) -> None:
+        """When probes fired in a process without config (an untraced process running a
+        shared file), give the files it could be running per-process links."""
+        no_config = sum(st.get("no_config", 0) for st in self._stats_by_path().values())
+        if no_config == self._no_config_seen:
+            return
+        self._no_config_seen = no_config
+        with self._lock:
+            for fl in list(self._files.values()):
+                if fl.shared is not None and pids_running(fl.fid) - fl.pids:
+                    self.log.info("untraced process runs a shared binary: per-process links",
+                                  traced=sorted(fl.pids))
+                    self._linker.close(self._unshare(fl))
+
+    # -- kernel-side counters --------------------------------------------------------------
+    def _stats_by_path(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        stats = self.layout.prefixed("STAT_")
+        stats.pop("max", None)
+        for path in self.paths:
+            obj = self._objects.get(path.name)
+            if obj is None or obj.closed:
+                continue
+            m = obj.map(path.stats_map)
+            out[path.name] = {name: int.from_bytes(m.lookup(idx.to_bytes(4, "little"))
+                                                   or b"\0" * 8, "little")
+                              for name, idx in stats.items()}
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Kernel-side loss/health counters as {"<path>.<stat>": n} (STAT_* of events.h)."""
+        return {f"{p}.{k}": v for p, st in self._stats_by_path().items() for k, v in st.items()}
+
+    def _update_stats(self) -> None:
+        with self._lock:
+            if self._closed and not self._objects:
+                return
+            by_path = self._stats_by_path()
+        drops = sum(st.get("ringbuf_full", 0) for st in by_path.values())
+        unmatched = {f"{p}_{k}": st[k] for p, st in by_path.items() for k in UNMATCHED_STATS
+                     if k in st}
+        self.metrics.set_kernel_counts(drops, unmatched)
+        self.metrics.set_server_rejected(
+            {int(k): v for k, v in count_labels(self._ctx.counts, "grpc_server_rejected").items()})
+
+    def run_counts(self) -> dict[str, int]:
+        """run_cnt of every loaded program (needs libbpf_loader.bpf_stats_enabled())."""
+        return {name: obj.program(name).run_count()[0]
+                for obj in self._objects.values() for name in obj.program_names()}
+
+    def in_flight(self) -> dict[str, int]:
+        """Entries held by each in-flight map, {"<path>.<map>": n}: once traffic stops,
+        only requests still open should be there (a walk: tests, debugging)."""
+        out = {}
+        for p in self.paths:
+            for name in p.in_flight_maps:
+                keys = self._objects[p.name].map(name).keys()
+                out[f"{p.name}.{name}"] = sum(1 for _ in keys)
+        return out
+
+    def links(self) -> int:
+        """Kernel links held now (all files, shared and per process)."""
+        with self._lock:
+            return sum(len(fl.all_links()) for fl in self._files.values())
+
+    # -- teardown -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach everything, deliver what is pending, free. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        try:
+            if self._rb is not None and not self._rb.closed:
+                self.drain()
+        finally:
+            with self._lock:
+                links = [ln for fl in self._files.values() for ln in fl.all_links()]
+                self._files.clear()
+                self._targets.clear()
+            if getattr(self, "_linker", None) is not None:
+                self._linker.close(links)
+                self._linker.shutdown()
+            if self._rb is not None:
+                self._rb.close()
+                self._rb = None
+            for obj in reversed(list(self._objects.values())):
+                obj.close()
+            self._objects.clear()
+            for sink in self._sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
+            self.metrics.set_attached(0)
+            if self._registered and self._registry is not None:
+                with contextlib.suppress(KeyError):
+                    self._registry.unregister(self.metrics)
+            self.log.info("closed", events=self.events)
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _alive(proc: ProcessId) -> bool:
+    """Whether the process (pid and start time) still runs."""
+    try:
+        return start_time(proc.pid) == proc.start_time
+    except TargetError:
+        return False
