@@ -1,4 +1,4 @@
-"""Shared pieces of the gRPC-server and HTTP/2 tests: run a workload under the Tracer with
+"""Shared pieces of the gRPC-server and HTTP/2 tests: run a workload under an Agent with
 BPF run counts on, and match spans to ground truth one to one.
 
 Matching is a bipartite matching (Kuhn's augmenting paths) between truth lines and spans
@@ -21,8 +21,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from libbpf_loader import bpf_stats_enabled
+from pyhttp2probe import Agent
 from pyhttp2probe.spans import Span
-from pyhttp2probe.tracer import Tracer
 from tests.truth import Workload
 
 CACHE = Path(os.environ.get("PYHTTP2PROBE_TOOL_CACHE",
@@ -67,22 +67,22 @@ def traced(wl: Workload, during: Callable[[], Any] | None = None,
     """
     assert wl.pid is not None
     extra: dict[str, Any] = {}
-    with Tracer(pid=wl.pid, registry=None) as t, bpf_stats_enabled():
+    with Agent() as agent, bpf_stats_enabled():
+        agent.attach(wl.pid)
         if during is None:
             wl.go()
             wl.wait_done()
         else:
             extra["during"] = during()
         time.sleep(settle_s)
-        t.drain()
-        counts = t.program_run_counts()
-        stats = t.stats()
-        if t.serverside is not None:
-            extra["in_flight"] = t.serverside.in_flight()
+        agent.drain()
+        counts = agent.run_counts()
+        stats = agent.stats()
+        extra["in_flight"] = agent.in_flight()
         registry = CollectorRegistry()
-        registry.register(t.metrics)
+        registry.register(agent.metrics)
         extra["metrics"] = generate_latest(registry).decode()
-    spans = list(t.spans(timeout=0.1))
+    spans = list(agent.spans(timeout=0.1))
     summary = wl.finish()
     return TracedRun(spans, counts, stats, summary, extra)
 

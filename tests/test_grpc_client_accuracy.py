@@ -1,8 +1,8 @@
 """gRPC client tracing against real Go programs: spans equal the workload's ground truth.
 
 Real BPF, real grpc-go (every pin under tests/go/grpcmods), no mocks. Each test starts the
-grpcwork workload with -wait-start, attaches a Tracer before any RPC, lets it run, and
-compares the tracer's client spans with the truth the workload wrote itself.
+grpcwork workload with -wait-start, attaches it to an Agent before any RPC, lets it run,
+and compares the agent's client spans with the truth the workload wrote itself.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import os
 import socket
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pyhttp2probe import Agent
+from pyhttp2probe.agent import Target
 from pyhttp2probe.spans import Span
-from pyhttp2probe.tracer import Tracer
 from tests.gobuild import GoBuild, build
 from tests.grpc_client_match import match
 from tests.truth import read_truth, start_workload
@@ -39,30 +41,42 @@ def _binary(pin: str, ldflags: str = "") -> Path:
     return build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}", ldflags=ldflags))
 
 
-def _client_spans(tracer: Tracer) -> list[Span]:
-    return [s for s in tracer.spans(timeout=0.2) if s.kind == "grpc_client"]
+def _client_spans(agent: Agent) -> list[Span]:
+    return [s for s in agent.spans(timeout=0.2) if s.kind == "grpc_client"]
+
+
+@dataclass
+class ClientRun:
+    """What the agent held when the workload was done (read before it closed)."""
+
+    stats: dict[str, int]
+    target: Target | None
+    unmatched: int
+    metrics: Any
 
 
 def run_traced(binary: Path, args: list[str], tmp_path: Path, stats: bool = False,
-               **tracer_kw: Any) -> tuple[list[Span], list[dict[str, Any]], dict[str, int], Tracer]:
-    """Run the workload under a Tracer; returns (client spans, truth, run counts, tracer)."""
+               **agent_kw: Any) -> tuple[list[Span], list[dict[str, Any]], dict[str, int],
+                                         ClientRun]:
+    """Run the workload under an Agent; returns (client spans, truth, run counts, run)."""
     from libbpf_loader import bpf_stats_enabled
 
     truth_path = tmp_path / f"truth-{time.monotonic_ns()}.jsonl"
-    tracer_kw.setdefault("registry", None)
     runs: dict[str, int] = {}
     with bpf_stats_enabled(), start_workload(binary, [*args, "-truth", str(truth_path),
                                                       "-hold"]) as wl:
         assert wl.pid is not None
-        tracer = Tracer(pid=wl.pid, **tracer_kw)
-        with tracer:
+        with Agent(**agent_kw) as agent:
+            agent.attach(wl.pid)
             wl.go()
             wl.wait_done(180)
-            tracer.drain()
+            agent.drain()
             if stats:
-                runs = tracer.program_run_counts()
+                runs = agent.run_counts()
+            run = ClientRun(agent.stats(), agent.target(wl.pid), 0, agent.metrics)
+        run.unmatched = agent.unmatched
         wl.finish()
-    return _client_spans(tracer), read_truth(truth_path), runs, tracer
+    return _client_spans(agent), read_truth(truth_path), runs, run
 
 
 def _assert_exact(spans: list[Span], truth: list[dict[str, Any]], what: str) -> None:
@@ -74,15 +88,15 @@ def _assert_exact(spans: list[Span], truth: list[dict[str, Any]], what: str) -> 
 
 @pytest.mark.parametrize("pin", PINS)
 def test_client_spans_match_ground_truth_one_to_one(pin: str, tmp_path: Path) -> None:
-    spans, truth, _, tracer = run_traced(_binary(pin), MIXED, tmp_path)
+    spans, truth, _, run = run_traced(_binary(pin), MIXED, tmp_path)
     kinds = collections.Counter(r["kind"] for r in truth)
     assert set(kinds) >= {"unary", "server_stream", "client_stream", "bidi"}, kinds
     assert any(r["nested"] for r in truth) and any(r["churn"] for r in truth)
     assert {r["failure"] for r in truth} >= {"unavailable", "deadline_past"}
     _assert_exact(spans, truth, f"grpc {pin}")
-    st = tracer.stats()
-    assert st.get("ringbuf_full", 0) == 0 and st.get("bad_read", 0) == 0, st
-    assert tracer.unmatched == 0
+    st = run.stats
+    assert st["grpc_client.ringbuf_full"] == 0 and st["grpc_client.bad_read"] == 0, st
+    assert run.unmatched == 0
 
 
 def test_pre_stream_failures_are_spans_with_unavailable_and_deadline(tmp_path: Path) -> None:
@@ -95,7 +109,7 @@ def test_pre_stream_failures_are_spans_with_unavailable_and_deadline(tmp_path: P
     assert codes[14] > 0 and codes[4] > 0, codes
     failures = collections.Counter((r["failure"], r["code"]) for r in truth if r["failure"])
     assert failures[("unavailable", 14)] > 0 and failures[("deadline_past", 4)] > 0, failures
-    assert all(s.stream_id == 0 and s.transport == 0 for s in no_stream)
+    assert all(s.stream_id == 0 and s.connection == 0 for s in no_stream)
     assert all(s.server_port > 0 for s in no_stream), "peer parsed from the dial target"
 
 
@@ -123,9 +137,10 @@ TABLE = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "data" / "offs
                     "(ci/gen_offsets_table.py): stripped binaries have no DWARF")
 def test_stripped_binary_is_traced_the_same(tmp_path: Path) -> None:
     binary = _binary(NEWEST, ldflags="-s -w")
-    spans, truth, _, tracer = run_traced(binary, MIXED, tmp_path)
+    spans, truth, _, run = run_traced(binary, MIXED, tmp_path)
     _assert_exact(spans, truth, "stripped")
-    assert tracer.probes is not None
+    assert run.target is not None and "grpc_client" in run.target.paths
+    assert run.target.plan.offsets_source == "table"
 
 
 def _free_port() -> int:
@@ -142,10 +157,10 @@ def test_metrics_endpoint_histogram_counts_per_method_and_code(tmp_path: Path) -
     port = _free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        spans, truth, _, tracer = run_traced(_binary(NEWEST), MIXED, tmp_path,
+        spans, truth, _, run = run_traced(_binary(NEWEST), MIXED, tmp_path,
                                              registry=registry)
         # close() unregisters the collector; re-register it to scrape the final state.
-        registry.register(tracer.metrics)
+        registry.register(run.metrics)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     finally:
         server.shutdown()

@@ -87,7 +87,7 @@ def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: 
     # identity: no two spans share (pid, transport, stream id) at overlapping times
     by_key: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
     for s in spans:
-        by_key.setdefault((s.pid, s.transport, s.stream_id), []).append((s.start_ns, s.end_ns))
+        by_key.setdefault((s.pid, s.connection, s.stream_id), []).append((s.start_ns, s.end_ns))
     for ivs in by_key.values():
         ivs.sort()
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(ivs))
@@ -133,9 +133,9 @@ def _check_servehttp(run: TracedRun, spans: list[Span]) -> None:
     assert all("via_serve_http" in s.flags for s in spans)
     assert run.run_counts["grpc_server_operate_headers"] == 0
     # a (conn, stream id) recurs once churn frees a connection: its start tells them apart
-    h2 = {(s.transport, s.stream_id, s.start_ns): s for s in run.of_kind("http_server")}
+    h2 = {(s.connection, s.stream_id, s.start_ns): s for s in run.of_kind("http_server")}
     for s in spans:
-        req = h2.get((s.transport, s.stream_id, s.start_ns))
+        req = h2.get((s.connection, s.stream_id, s.start_ns))
         assert req is not None, s
         assert req.full_method == s.full_method and req.status_code == 200, (s, req)
     assert len(h2) == len(spans)  # the workload sends nothing but gRPC to these servers

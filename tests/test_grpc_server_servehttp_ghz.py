@@ -57,8 +57,8 @@ def test_grpc_served_by_servehttp_yields_one_server_span_per_call() -> None:
     # and the call's span carries that request's identity (conn, stream id) and start
     http = [s for s in run.of_kind("http_server") if s.full_method == CHECK]
     assert len(http) == len(truth) and {s.status_code for s in http} == {200}
-    assert {(s.transport, s.stream_id, s.start_ns) for s in http} == {
-        (s.transport, s.stream_id, s.start_ns) for s in spans}
+    assert {(s.connection, s.stream_id, s.start_ns) for s in http} == {
+        (s.connection, s.stream_id, s.start_ns) for s in spans}
     # 3 hits per call: the HTTP/2 request's start and end, the gRPC end
     n, rc = len(truth), run.run_counts
     assert rc["grpc_server_operate_headers"] == 0
@@ -122,8 +122,8 @@ def test_ghz_counts_equal_agent_server_spans(ghz: Path, listener: str) -> None:
     # ServeHTTP: each call joined to its HTTP/2 request; 3 hits per call in all
     assert all(s.flags == ("via_serve_http",) for s in spans), Counter(s.flags for s in spans)
     http = run.of_kind("http_server")
-    assert {(s.transport, s.stream_id, s.start_ns) for s in http} == {
-        (s.transport, s.stream_id, s.start_ns) for s in spans}
+    assert {(s.connection, s.stream_id, s.start_ns) for s in http} == {
+        (s.connection, s.stream_id, s.start_ns) for s in spans}
     assert rc["grpc_server_operate_headers"] == rc["grpc_server_write_status"] == 0
     hits = rc["grpc_server_write_status_ht"] + sum(
         v for k, v in rc.items() if k.startswith("http2_server_"))

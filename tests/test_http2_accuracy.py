@@ -118,7 +118,7 @@ def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None, l
 
     # identity: (pid, conn, stream id) never reused by two overlapping spans
     for spans in (cspans, sspans):
-        assert len({(s.pid, s.transport, s.stream_id, s.start_ns) for s in spans}) == len(spans)
+        assert len({(s.pid, s.connection, s.stream_id, s.start_ns) for s in spans}) == len(spans)
 
     # exactly two hits per request on each side and flavor
     rc = run.run_counts
