@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bpfbuild import build_object
+from bench.oldkey_path import oldkey_path
 from libbpf_loader import bpf_stats_enabled
+from pyhttp2probe import Agent
+from pyhttp2probe.probes import grpc_client
 from pyhttp2probe.spans import Span
-from pyhttp2probe.tracer import Tracer
 from tests.gobuild import GoBuild, build
 from tests.grpc_client_match import MatchResult, match
 from tests.truth import read_truth, run_workload, start_workload
@@ -35,35 +36,24 @@ def _binary() -> Path:
     return build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}"))
 
 
-def _oldkey_dir(tmp: Path) -> Path:
-    """A bpf_dir holding the ablation object (bench-only, not shipped) under Tracer's name."""
-    d = tmp / "bpf-oldkey"
-    d.mkdir(exist_ok=True)
-    link = d / "grpc_client_oldkey.bpf.o"
-    if not link.is_symlink():
-        link.symlink_to(build_object(ROOT / "bench" / "bpf" / "grpc_client_oldkey.bpf.c"))
-    return d
-
-
 def _traced(binary: Path, args: list[str], variant: str, tmp: Path) -> dict[str, Any]:
     truth_path = tmp / f"truth-{variant}-{time.monotonic_ns()}.jsonl"
-    bpf_dir = _oldkey_dir(tmp) if variant == "oldkey" else None
+    paths = (oldkey_path(),) if variant == "oldkey" else (grpc_client.PATH,)
     with bpf_stats_enabled(), start_workload(binary, [*args, "-truth", str(truth_path),
                                                       "-hold"]) as wl:
         assert wl.pid is not None
-        tracer = Tracer(pid=wl.pid, registry=None, variant=variant, server_side=False,
-                        bpf_dir=bpf_dir)
-        with tracer:
+        with Agent(paths=paths) as agent:
+            agent.attach(wl.pid)
             wl.go()
             wl.wait_done(900)
-            tracer.drain()
-            runs = tracer.program_run_counts()
-            stats = tracer.stats()
+            agent.drain()
+            runs = agent.run_counts()
+            stats = {k.split(".", 1)[1]: v for k, v in agent.stats().items()}
         summary = wl.finish() or {}
-    spans: list[Span] = [s for s in tracer.spans(timeout=0.5) if s.kind == "grpc_client"]
+    spans: list[Span] = [s for s in agent.spans(timeout=0.5) if s.kind == "grpc_client"]
     truth = read_truth(truth_path)
     return {"spans": spans, "truth": truth, "runs": runs, "stats": stats, "summary": summary,
-            "unmatched": tracer.unmatched, "match": match(spans, truth)}
+            "unmatched": agent.unmatched, "match": match(spans, truth)}
 
 
 # Throughput: CPU-bound unary calls (no server delay, no failures), so probe cost shows;
@@ -79,7 +69,8 @@ def _throughput(binary: Path, tmp: Path) -> tuple[list[float], list[float]]:
         bare.append(float((run_workload(binary, TPUT_ARGS, 600) or {}).get("rps", 0.0)))
         with start_workload(binary, [*TPUT_ARGS, "-hold"]) as wl:
             assert wl.pid is not None
-            with Tracer(pid=wl.pid, registry=None, server_side=False, keep_spans=False):
+            with Agent(paths=(grpc_client.PATH,), keep_spans=False) as agent:
+                agent.attach(wl.pid)
                 wl.go()
                 wl.wait_done(600)
             traced.append(float((wl.finish() or {}).get("rps", 0.0)))

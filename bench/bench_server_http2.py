@@ -96,7 +96,7 @@ def _overlapping_share(spans: list[Any]) -> float:
     """Share of spans whose interval overlaps another span on the same connection."""
     by_conn: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for sp in spans:
-        by_conn.setdefault((sp.pid, sp.transport), []).append((sp.start_ns, sp.end_ns))
+        by_conn.setdefault((sp.pid, sp.connection), []).append((sp.start_ns, sp.end_ns))
     hit = 0
     for ivs in by_conn.values():
         ivs.sort()
