@@ -29,11 +29,12 @@ from prometheus_client.registry import CollectorRegistry
 from libbpf_loader import BpfError, BpfObject, RingBuffer
 
 from .assets import bpf_dir as default_bpf_dir
-from .decode import DecodeContext, Decoder, count_labels, load_layout
+from .decode import Decoder, count_labels
 from .goelf import AttachPlan, GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
 from .probes import ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, all_paths
 from .probes import catalogue as make_catalogue
+from .records import DecodeContext, load_layout
 from .sinks import JsonLinesSink, SpanQueue, SpanSink
 from .spans import Span
 from .targets import (
@@ -482,9 +483,8 @@ class Agent:
         for t in self._threads:
             t.join(timeout=5)
         try:
-            if self._rb is not None and not self._rb.closed:
-                self.drain()
-        finally:
+            # Links first: once they are gone no probe fires, so the drain after them
+            # delivers every record that was written (nothing stays in the ring).
             with self._lock:
                 links = [ln for fl in self._files.values() for ln in fl.all_links()]
                 self._files.clear()
@@ -492,6 +492,9 @@ class Agent:
             if getattr(self, "_linker", None) is not None:
                 self._linker.close(links)
                 self._linker.shutdown()
+            if self._rb is not None and not self._rb.closed:
+                self.drain()
+        finally:
             if self._rb is not None:
                 self._rb.close()
                 self._rb = None

@@ -112,15 +112,21 @@ def test_fileno_works_with_selectors(producer: BpfObject) -> None:
         rb.poll(0)
 
 
-def test_two_maps_one_ring_buffer(bpf_objects: Callable[[str], Path],
-                                  producer: BpfObject) -> None:
+def test_maps_of_two_objects_drain_through_one_ring_buffer(
+        bpf_objects: Callable[[str], Path], producer: BpfObject) -> None:
     got: list[int] = []
     with BpfObject.open(bpf_objects("bench_ringbuf")) as other:
         other.map("events").resize(1 << 20)
         other.load()
         rb = RingBuffer(producer.map("events"), lambda b: got.append(len(b)))
-        with pytest.raises(ValueError, match="same BpfObject"):
-            rb.add(other.map("events"))
+        rb.add(other.map("events"))
         with pytest.raises(MapError, match="not a ring buffer"):
             rb.add(producer.map(".bss"))
-        rb.close()
+        produce(producer, 2)
+        produce(other, 3)
+        assert rb.consume() == 5 * PER_RUN  # one drain, records of both objects
+        assert sum(got) == 5 * PER_RUN
+    # closing either object frees the ring buffer first (it maps that object's memory)
+    assert rb.closed
+    with pytest.raises(ClosedError):
+        rb.poll(0)

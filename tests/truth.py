@@ -132,7 +132,7 @@ class Workload:
             self.kill()
             raise WorkloadError(f"{self.argv[0]} did not exit within {timeout}s\n"
                                 f"stderr:\n{self.stderr}") from exc
-        self._t_err.join(timeout=5)
+        self._close_pipes()
         if rc != 0:
             raise WorkloadError(f"{self.argv[0]} exited with {rc}\nstderr:\n{self.stderr}")
         return self.summary
@@ -142,6 +142,18 @@ class Workload:
             self.proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
+        if self.proc.poll() is not None:
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        """The child is gone: let the readers reach EOF, then close our pipe ends now
+        (not whenever the garbage collector gets to them, e.g. in another test's fd check)."""
+        self._t_out.join(timeout=5)
+        self._t_err.join(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def __enter__(self) -> Workload:
         return self

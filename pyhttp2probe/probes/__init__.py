@@ -20,8 +20,8 @@ from ..goelf.catalog import Catalogue
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
 
-    from ..decode import Columns, DecodeContext
     from ..goelf import AttachPlan
+    from ..records import Columns, DecodeContext
     from ..spans import Span
 
 

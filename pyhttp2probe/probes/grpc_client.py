@@ -26,7 +26,7 @@ from .planning import (
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
 
-    from ..decode import Columns, DecodeContext
+    from ..records import Columns, DecodeContext
 
 GRPC = "google.golang.org/grpc"
 TRANSPORT = GRPC + "/internal/transport"

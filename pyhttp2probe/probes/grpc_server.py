@@ -20,6 +20,7 @@ from ..spans import Span, split_hostport, split_method
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
 from .planning import (
     ITAB_FUN0_AMD64,
+    SERVE_HTTP_ENDS,
     PlanFields,
     entry_point,
     first_present,
@@ -32,8 +33,8 @@ from .planning import (
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
 
-    from ..decode import Columns, DecodeContext
     from ..goelf import AttachPlan
+    from ..records import Columns, DecodeContext
 
 GRPC = "google.golang.org/grpc"
 TRANSPORT = GRPC + "/internal/transport"
@@ -50,8 +51,7 @@ OPERATE_HEADERS_CTX_SINCE = (1, 60, 0)
 # Renamed WriteStatus -> writeStatus in v1.69; the first present wins.
 FN_WRITE_STATUS = (TRANSPORT + ".(*http2Server).writeStatus",
                    TRANSPORT + ".(*http2Server).WriteStatus")
-FN_WRITE_STATUS_HT = (TRANSPORT + ".(*serverHandlerTransport).writeStatus",
-                      TRANSPORT + ".(*serverHandlerTransport).WriteStatus")
+FN_WRITE_STATUS_HT = SERVE_HTTP_ENDS
 # RPCs rejected before any handler (InTapHandle, content-type, headers): error path only.
 FN_EARLY_ABORT = TRANSPORT + ".(*loopyWriter).earlyAbortStreamHandler"
 

@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..spans import Span, split_hostport
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
-from .grpc_server import FN_WRITE_STATUS_HT
-from .planning import PlanFields, probe_offset, set_chain
+from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, set_chain
 
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
 
-    from ..decode import Columns, DecodeContext
     from ..goelf import AttachPlan
+    from ..records import Columns, DecodeContext
 
 OBJECT = "http2.bpf.o"
 CONFIG_MAP = "http2_config"
@@ -183,7 +182,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     """One config per HTTP/2 flavor linked (key tgid << 8 | flavor) and its attach points."""
     plan = proc.plan
     f = PlanFields(plan)
-    serve_http = any(name in plan.functions for name in FN_WRITE_STATUS_HT)
+    serve_http = any(name in plan.functions for name in SERVE_HTTP_ENDS)
     out = PathSetup([], [])
     codes: set[int] = set()
     for fl in FLAVORS:

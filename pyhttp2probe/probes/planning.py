@@ -11,6 +11,11 @@ from ..goelf import AttachPlan
 from . import AttachPoint, PathSkipped
 
 ITAB_FUN0_AMD64 = 24  # runtime.itab{inter, _type, hash uint32, _ [4]byte, fun [1]uintptr}
+_TRANSPORT = "google.golang.org/grpc/internal/transport"
+# Where a gRPC call served by (*grpc.Server).ServeHTTP ends (renamed in v1.69). The gRPC
+# server path probes it; the HTTP/2 path records request contexts only when it is linked.
+SERVE_HTTP_ENDS = (_TRANSPORT + ".(*serverHandlerTransport).writeStatus",
+                   _TRANSPORT + ".(*serverHandlerTransport).WriteStatus")
 
 
 class PlanFields:
