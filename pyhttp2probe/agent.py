@@ -197,7 +197,7 @@ class Agent:
                     if old.proc == proc:
                         return old
                     # the pid now names another process
-                    self._linker.close(self._detach_locked(pid, alive=False))
+                    self._linker.close(self._detach_locked([pid], exited=True))
                 return self._attach_locked(proc, service_name)
             except TargetError as exc:
                 self.metrics.add_attach_error(exc.reason)
@@ -288,32 +288,37 @@ class Agent:
         already in the ring buffer are still delivered. Links of all of them are closed
         together (each close waits for a kernel grace period; together about one)."""
         with self._lock:
-            doomed = []
-            for pid in dict.fromkeys(pids):
-                t = self._targets.get(pid)
-                if t is not None:
-                    doomed += self._detach_locked(pid, _alive(t.proc))
-            self._linker.close(doomed)
+            self._linker.close(self._detach_locked(pids, exited=False))
 
     def detach_all(self) -> None:
         """Stop tracing every process (the agent stays loaded and can attach again)."""
         self.detach(*self.targets)
 
-    def _detach_locked(self, pid: int, alive: bool) -> list[Any]:
-        """Forget `pid`; returns the links to close."""
-        t = self._targets.pop(pid)
-        self._delete_configs(t.configs)
-        fl = self._files[t.fid]
-        fl.pids.discard(pid)
-        doomed = fl.per_pid.pop(pid, [])
-        if not fl.pids:
-            doomed += fl.shared or []
-            del self._files[t.fid]
-            self._plans.pop(t.fid, None)
-        elif fl.shared is not None and alive:
-            doomed += self._unshare(fl)  # the process lives on: it must stop taking traps
+    def _detach_locked(self, pids: Iterable[int], exited: bool) -> list[Any]:
+        """Forget these pids; returns the links to close. Decided per file once: a shared
+        file keeps its links while traced processes remain, and goes per-process only if
+        a detached process still runs it (it must stop taking traps)."""
+        doomed: list[Any] = []
+        leaving: dict[FileId, list[Target]] = {}
+        for pid in dict.fromkeys(pids):
+            t = self._targets.pop(pid, None)
+            if t is None:
+                continue
+            self._delete_configs(t.configs)
+            fl = self._files[t.fid]
+            fl.pids.discard(pid)
+            doomed += fl.per_pid.pop(pid, [])
+            leaving.setdefault(t.fid, []).append(t)
+            self.log.info("detached", pid=pid, binary=t.exe)
+        for fid, gone in leaving.items():
+            fl = self._files[fid]
+            if not fl.pids:
+                doomed += fl.shared or []
+                del self._files[fid]
+                self._plans.pop(fid, None)
+            elif fl.shared is not None and not exited and any(_alive(t.proc) for t in gone):
+                doomed += self._unshare(fl)
         self.metrics.set_attached(len(self._targets))
-        self.log.info("detached", pid=pid, binary=t.exe)
         return doomed
 
     def _unshare(self, fl: FileLinks) -> list[Any]:
@@ -400,12 +405,10 @@ class Agent:
     def _reap_exited(self) -> None:
         """Targets whose process exited are detached (their spans so far stay exported)."""
         with self._lock:
-            doomed = []
-            for pid, t in list(self._targets.items()):
-                if not _alive(t.proc):
-                    self.log.info("target exited", pid=pid)
-                    doomed += self._detach_locked(pid, alive=False)
-            self._linker.close(doomed)
+            gone = [pid for pid, t in self._targets.items() if not _alive(t.proc)]
+            if gone:
+                self.log.info("targets exited", pids=gone)
+                self._linker.close(self._detach_locked(gone, exited=True))
 
     def _check_shared_files(self) -> None:
         """When probes fired in a process without config (an untraced process running a
