@@ -12,9 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from libbpf_loader import Batch
-from pyhttp2probe.decode import DecodeContext, Decoder, load_layout
+from pyhttp2probe.decode import Decoder
 from pyhttp2probe.metrics import RpcMetrics
 from pyhttp2probe.probes import all_paths
+from pyhttp2probe.records import DecodeContext, load_layout
 from pyhttp2probe.spans import Span, parse_target, split_method
 
 BPF = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "bpf"
