@@ -261,3 +261,22 @@ def _wait_for(url: str, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_perf_event_links_trace_the_same_where_uprobe_multi_is_missing() -> None:
+    """The fallback for kernels without uprobe_multi (< 6.6): one link per offset."""
+    binary = _grpcwork(NEWEST)
+    with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
+        wl, ct, st = _start(stack, binary, Path(tmpdir), "perf")
+        with Agent(link_style="perf_event") as agent:
+            agent.attach(wl.pid)
+            target = agent.target(wl.pid)
+            assert target is not None
+            offsets = sum(len(s.points) for s in target.paths.values())
+            assert agent.links() == offsets == len(_bpf_fds("link_id")) > 3
+            wl.go()
+            wl.wait_done(60)
+            agent.drain()
+        spans = list(agent.spans(timeout=0.2))
+        wl.finish()
+        _assert_one_to_one(spans, read_truth(ct), read_truth(st), "perf-event links")

@@ -11,13 +11,13 @@ from pathlib import Path
 from .buildinfo import read_buildinfo
 from .catalog import Catalogue, split_field
 from .disasm import make_disassembler
-from .dwarf import has_dwarf, struct_fields
+from .dwarf import has_dwarf, struct_fields_with_source
 from .elf import ElfFile
 from .errors import GoBinaryError
 from .offsets import OffsetsTable, load_table, table_fields
 from .symbols import FunctionOffsets, find_functions, offsets_for, present_types
 
-PLAN_FORMAT = 2  # 2: FunctionOffsets.body
+PLAN_FORMAT = 3  # 2: FunctionOffsets.body; 3: dwarf_reader
 
 
 @dataclass
@@ -37,6 +37,7 @@ class AttachPlan:
     absent_fields: list[str] = field(default_factory=list)
     replaced: dict[str, str] = field(default_factory=dict)
     is_pie: bool = False
+    dwarf_reader: str = ""  # "fast", or "pyelftools" where the fast reader could not decode
 
     def to_json(self) -> dict[str, object]:
         """The command-line JSON shape (plus the extra keys)."""
@@ -162,8 +163,9 @@ def plan_from_elf(elf: ElfFile, want: Catalogue, table: OffsetsTable | None = No
     # stripped build and its DWARF twin report the same set.
     linked = present_types(elf, {split_field(k)[0] for k in flds}, want.anchors)
     wanted = [k for k in flds if split_field(k)[0] in linked]
+    reader = ""
     if prefer == "dwarf" and has_dwarf(elf):
-        infos = struct_fields(elf, wanted)
+        infos, reader = struct_fields_with_source(elf, wanted)
         source = "dwarf"
     else:
         infos, _ = table_fields(path, info.go_version, info.modules, wanted,
@@ -177,4 +179,4 @@ def plan_from_elf(elf: ElfFile, want: Catalogue, table: OffsetsTable | None = No
         field_types={k: v.type_name for k, v in infos.items()},
         offsets_source=source,
         absent_functions=[n for n in funcs if n not in found],
-        absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie)
+        absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie, dwarf_reader=reader)
