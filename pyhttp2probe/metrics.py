@@ -95,9 +95,9 @@ class RpcMetrics:
                 continue
             kind = s.kind if s.kind in FAMILIES else "grpc_client"
             if kind.startswith("http_"):
-                labels: tuple[str, ...] = (kind, s.method, str(s.status_code),
-                                           s.server_address, str(s.server_port), "2",
-                                           s.service_name)
+                labels: tuple[str, ...] = (
+                    kind, s.method, str(s.status_code), s.server_address, str(s.server_port),
+                    s.attributes.get("network.protocol.version", ""), s.service_name)
             else:
                 labels = (kind, "grpc", s.service, s.method, str(s.status_code),
                           s.server_address, str(s.server_port), s.service_name)

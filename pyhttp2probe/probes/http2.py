@@ -232,7 +232,7 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
         kind = "http_client" if typ == client else "http_server"
         out.append(Span(kind, pid, conn, sid, start, end, status, FLAVOR_NAMES.get(flavor, ""),
                         method, path, address, port, ctx.flag_names(flags),
-                        ctx.service_name(pid)))
+                        ctx.service_name(pid), attributes={"network.protocol.version": "2"}))
     return out
 
 
