@@ -8,6 +8,7 @@ few large std packages) with the grpc pins of tests/go/grpcmods, cached by conte
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -76,6 +77,19 @@ func main() {
 """
 
 
+def _drop_local_replacements(work: Path, env: dict[str, str]) -> None:
+    """Drop the pins' modules replaced by a local directory (the test harness, which this
+    program does not import): the copied go.mod's relative paths lead nowhere here."""
+    mod = json.loads(subprocess.run(["go", "mod", "edit", "-json"], cwd=work, env=env,
+                                    check=True, capture_output=True, text=True).stdout)
+    local = [r["Old"]["Path"] for r in mod.get("Replace") or ()
+             if r["New"]["Path"].startswith((".", "/"))]
+    if local:
+        subprocess.run(["go", "mod", "edit", *(f"-droprequire={p}" for p in local),
+                        *(f"-dropreplace={p}" for p in local)],
+                       cwd=work, env=env, check=True, capture_output=True)
+
+
 def build_target(stripped: bool = False) -> Path:
     """Build (or reuse) the benchmark binary; returns its path."""
     h = hashlib.sha256(SOURCE.encode() + (PINS / "go.mod").read_bytes() + bytes([stripped]))
@@ -90,6 +104,7 @@ def build_target(stripped: bool = False) -> Path:
         shutil.copy2(PINS / "go.mod", work / "go.mod")
         shutil.copy2(PINS / "go.sum", work / "go.sum")
         env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+        _drop_local_replacements(work, env)
         subprocess.run(["go", "mod", "tidy"], cwd=work, env=env, check=True,
                        capture_output=True)
         cmd = ["go", "build", "-o", str(work / "out")]

@@ -1,7 +1,8 @@
 package main
 
 // Shared pieces of grpcshapes (same codec, clock, truth writer and stdin handshake as
-// grpcwork; its own request header). Only grpc APIs present from v1.40.0 on are used here.
+// grpcwork, from packages grpcharness and harness; its own request header). Only grpc APIs
+// present from v1.40.0 on are used here.
 
 import (
 	"encoding/binary"

@@ -54,6 +54,9 @@ import (
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	"pyhttp2probe/harness"
+	"pyhttp2probe/harness/grpcharness"
 )
 
 type clientTruth struct {
@@ -78,7 +81,7 @@ var (
 )
 
 type app struct {
-	truth, serverTruth *truthWriter
+	truth, serverTruth *harness.TruthWriter
 	nextID             int64
 	mismatch           int64
 	servers            []*shapeServer
@@ -108,7 +111,7 @@ func (a *app) server(name, network, addr string, opts ...grpc.ServerOption) *sha
 }
 
 func (a *app) dial(s *shapeServer, target string, opts ...grpc.DialOption) *conn {
-	opts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.CallContentSubtype(codecName))}, opts...)
+	opts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.CallContentSubtype(grpcharness.CodecName))}, opts...)
 	cc, err := grpc.Dial(target, opts...)
 	if err != nil {
 		a.fail("%s: dial %s: %v", s.name, target, err)
@@ -155,7 +158,7 @@ func (a *app) do(c *conn, sp spec) {
 	full, desc, kind := sp.method()
 	hdr := reqHeader{Code: sp.code, FailFirst: uint8(sp.failFirst), NMsgs: uint16(sp.nmsgs),
 		DelayNs: uint64(sp.delay), ID: uint64(id), RespLen: uint32(sp.respLen)}
-	req := &rawMsg{b: hdr.encode(sp.pad)}
+	req := &grpcharness.RawMsg{Data: hdr.encode(sp.pad)}
 	expected, failure := int(sp.code), sp.failure
 	delay := sp.delay
 	if kind == "server_stream" {
@@ -166,17 +169,17 @@ func (a *app) do(c *conn, sp spec) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	start := monoNow()
+	start := harness.MonoNow()
 	var err error
 	switch kind {
 	case "unary":
-		err = c.cc.Invoke(ctx, full, req, new(rawMsg))
+		err = c.cc.Invoke(ctx, full, req, new(grpcharness.RawMsg))
 	case "server_stream":
 		err = serverStream(ctx, cancel, c.cc, desc, full, req, sp.cancelAt)
 	default:
 		err = bidi(ctx, c.cc, desc, full, req, sp.nmsgs)
 	}
-	end := monoNow()
+	end := harness.MonoNow()
 	a.record(c, id, kind, full, err, expected, int64(delay), start, end, failure, sp.failFirst)
 }
 
@@ -185,14 +188,14 @@ func (a *app) record(c *conn, id int64, kind, full string, err error, expected i
 	if code != expected && atomic.AddInt64(&a.mismatch, 1) <= 5 {
 		fmt.Fprintf(os.Stderr, "grpcshapes: %s rpc %d %s: code %d, expected %d: %v\n", c.cas, id, full, code, expected, err)
 	}
-	a.truth.write(&clientTruth{ID: id, Case: c.cas, Kind: kind, Method: full,
+	a.truth.Write(&clientTruth{ID: id, Case: c.cas, Kind: kind, Method: full,
 		ServerAddress: c.address, ServerPort: c.port, Code: code, ExpectedCode: expected,
 		ServerDelayNs: delay, StartNs: start, EndNs: end, Failure: failure, FailFirst: failFirst})
 }
 
 func drain(cs grpc.ClientStream) error {
 	for {
-		if err := cs.RecvMsg(new(rawMsg)); err != nil {
+		if err := cs.RecvMsg(new(grpcharness.RawMsg)); err != nil {
 			if err == io.EOF {
 				return nil
 			}
@@ -210,7 +213,7 @@ func sendErr(cs grpc.ClientStream, err error) error {
 
 // serverStream reads replies; with cancelAt > 0 it cancels the call after that many and
 // then receives until the call reports its end (so the end time follows grpc's finish).
-func serverStream(ctx context.Context, cancel context.CancelFunc, cc *grpc.ClientConn, desc *grpc.StreamDesc, full string, req *rawMsg, cancelAt int) error {
+func serverStream(ctx context.Context, cancel context.CancelFunc, cc *grpc.ClientConn, desc *grpc.StreamDesc, full string, req *grpcharness.RawMsg, cancelAt int) error {
 	cs, err := cc.NewStream(ctx, desc, full)
 	if err != nil {
 		return err
@@ -223,7 +226,7 @@ func serverStream(ctx context.Context, cancel context.CancelFunc, cc *grpc.Clien
 	}
 	if cancelAt > 0 {
 		for i := 0; i < cancelAt; i++ {
-			if err := cs.RecvMsg(new(rawMsg)); err != nil {
+			if err := cs.RecvMsg(new(grpcharness.RawMsg)); err != nil {
 				return err
 			}
 		}
@@ -232,7 +235,7 @@ func serverStream(ctx context.Context, cancel context.CancelFunc, cc *grpc.Clien
 	return drain(cs)
 }
 
-func bidi(ctx context.Context, cc *grpc.ClientConn, desc *grpc.StreamDesc, full string, req *rawMsg, n int) error {
+func bidi(ctx context.Context, cc *grpc.ClientConn, desc *grpc.StreamDesc, full string, req *grpcharness.RawMsg, n int) error {
 	cs, err := cc.NewStream(ctx, desc, full)
 	if err != nil {
 		return err
@@ -241,7 +244,7 @@ func bidi(ctx context.Context, cc *grpc.ClientConn, desc *grpc.StreamDesc, full 
 		if err := cs.SendMsg(req); err != nil {
 			return sendErr(cs, err)
 		}
-		if err := cs.RecvMsg(new(rawMsg)); err != nil {
+		if err := cs.RecvMsg(new(grpcharness.RawMsg)); err != nil {
 			return err
 		}
 	}
@@ -496,12 +499,12 @@ func (a *app) longLived() func() {
 	open := func(c *conn) (grpc.ClientStream, int64, int64, string) {
 		id := atomic.AddInt64(&a.nextID, 1) - 1
 		full := "/" + svc + "/Bidi"
-		start := monoNow()
+		start := harness.MonoNow()
 		cs, err := c.cc.NewStream(context.Background(), descBidi, full)
 		if err == nil {
 			hdr := reqHeader{ID: uint64(id), NMsgs: 1}
-			if err = cs.SendMsg(&rawMsg{b: hdr.encode(0)}); err == nil {
-				err = cs.RecvMsg(new(rawMsg))
+			if err = cs.SendMsg(&grpcharness.RawMsg{Data: hdr.encode(0)}); err == nil {
+				err = cs.RecvMsg(new(grpcharness.RawMsg))
 			}
 		}
 		if err != nil {
@@ -520,7 +523,7 @@ func (a *app) longLived() func() {
 		if err == nil {
 			err = drain(cs1)
 		}
-		a.record(c1, id1, "bidi", full, err, 0, 0, st1, monoNow(), "", 0)
+		a.record(c1, id1, "bidi", full, err, 0, 0, st1, harness.MonoNow(), "", 0)
 		c1.cc.Close()
 		c2.cc.Close()
 		err = <-got2
@@ -530,7 +533,7 @@ func (a *app) longLived() func() {
 		if status.Code(err) == 14 {
 			expected = 14
 		}
-		a.record(c2, id2, "bidi", full, err, expected, 0, st2, monoNow(), "closed", 0)
+		a.record(c2, id2, "bidi", full, err, expected, 0, st2, harness.MonoNow(), "closed", 0)
 	}
 }
 
@@ -551,7 +554,7 @@ func main() {
 	waitStart := flag.Bool("wait-start", false, "print READY <pid>, wait for a stdin line")
 	hold := flag.Bool("hold", false, "print DONE at the end, wait for a stdin line or EOF")
 	flag.Parse()
-	initMonotonic()
+	harness.InitMonotonic()
 	if newClientCase != nil {
 		cases["newclient"] = newClientCase
 	}
@@ -567,10 +570,10 @@ func main() {
 	}
 	a := &app{}
 	var err error
-	if a.truth, err = openTruth(*truthPath); err != nil {
+	if a.truth, err = harness.OpenTruth(*truthPath); err != nil {
 		a.fail("%v", err)
 	}
-	if a.serverTruth, err = openTruth(*serverPath); err != nil {
+	if a.serverTruth, err = harness.OpenTruth(*serverPath); err != nil {
 		a.fail("%v", err)
 	}
 	if a.tmp, err = os.MkdirTemp("", "grpcshapes-"); err != nil {
@@ -583,8 +586,8 @@ func main() {
 		}
 	}
 	if *waitStart {
-		announce(fmt.Sprintf("READY %d", os.Getpid()))
-		waitLine()
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
 	}
 	endLong := func() {}
 	for _, n := range want {
@@ -601,19 +604,19 @@ func main() {
 	for _, s := range a.servers {
 		s.stop(5 * time.Second)
 	}
-	if err := a.truth.close(); err != nil {
+	if err := a.truth.Close(); err != nil {
 		a.fail("truth: %v", err)
 	}
-	if err := a.serverTruth.close(); err != nil {
+	if err := a.serverTruth.Close(); err != nil {
 		a.fail("server truth: %v", err)
 	}
 	summary, _ := json.Marshal(map[string]interface{}{
-		"total": a.truth.count(), "server_handled": a.serverTruth.count(),
+		"total": a.truth.Count(), "server_handled": a.serverTruth.Count(),
 		"code_mismatch": atomic.LoadInt64(&a.mismatch), "cases": want,
 	})
 	fmt.Fprintf(os.Stderr, "SUMMARY %s\n", summary)
 	if *hold {
-		announce("DONE")
-		waitLine()
+		harness.Announce("DONE")
+		harness.WaitLine()
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	"pyhttp2probe/harness/grpcharness"
 )
 
 // newClientCase: a dns:/// target through grpc.NewClient, which starts idle and connects on
@@ -17,7 +19,7 @@ import (
 var newClientCase = func(a *app) {
 	s := a.server("newclient", "tcp", "127.0.0.1:0")
 	cc, err := grpc.NewClient(fmt.Sprintf("dns:///localhost:%d", s.port), insecureOpt(),
-		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(codecName)),
+		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(grpcharness.CodecName)),
 		grpc.WithIdleTimeout(300*time.Millisecond))
 	if err != nil {
 		a.fail("newclient: %v", err)

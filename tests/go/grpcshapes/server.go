@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"pyhttp2probe/harness"
+	"pyhttp2probe/harness/grpcharness"
 )
 
 const svc = "pyhttp2probe.shapes.Svc"
@@ -38,7 +41,7 @@ type shapeServer struct {
 	port    int    // 0 for a Unix socket
 	lis     net.Listener
 	srv     *grpc.Server
-	truth   *truthWriter
+	truth   *harness.TruthWriter
 	tries   sync.Map // client id -> *int64 attempts seen (retry case)
 	triesMu sync.Mutex
 }
@@ -50,15 +53,15 @@ type call struct {
 
 func (s *shapeServer) begin(method, kind string) *call {
 	return &call{s: s, t: serverTruth{Case: s.name, Method: "/" + svc + "/" + method, Kind: kind,
-		ServerAddress: s.address, ServerPort: s.port, StartNs: monoNow(), ClientID: -1}}
+		ServerAddress: s.address, ServerPort: s.port, StartNs: harness.MonoNow(), ClientID: -1}}
 }
 
 // finish records the handler's outcome; handlers return only status errors (or nil) so the
 // code here is the code grpc writes.
 func (c *call) finish(err error) error {
 	c.t.Code = int(status.Code(err))
-	c.t.EndNs = monoNow()
-	c.s.truth.write(&c.t)
+	c.t.EndNs = harness.MonoNow()
+	c.s.truth.Write(&c.t)
 	return err
 }
 
@@ -68,7 +71,7 @@ func (c *call) finish(err error) error {
 // The truth's code is that first status: the op's error as grpc's toRPCErr converts it.
 func (c *call) opFailed(err error) error {
 	c.t.OpFailed = true
-	return c.finish(opStatus(err))
+	return c.finish(grpcharness.OpStatus(err))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -99,7 +102,7 @@ func statusFor(h reqHeader) error {
 	return status.Errorf(codes.Code(h.Code), "requested status %d", h.Code)
 }
 
-func reply(h reqHeader) *rawMsg {
+func reply(h reqHeader) *grpcharness.RawMsg {
 	n := int(h.RespLen)
 	if n < 2 {
 		n = 2
@@ -108,7 +111,7 @@ func reply(h reqHeader) *rawMsg {
 	for i := range b {
 		b[i] = byte(i * 13)
 	}
-	return &rawMsg{b: b}
+	return &grpcharness.RawMsg{Data: b}
 }
 
 // attempt counts attempts of one client id (retry case: the first FailFirst fail).
@@ -123,13 +126,13 @@ func (s *shapeServer) attempt(id uint64) int {
 
 func unaryHandler(method string) func(interface{}, context.Context, func(interface{}) error, grpc.UnaryServerInterceptor) (interface{}, error) {
 	return func(srv interface{}, ctx context.Context, dec func(interface{}) error, icpt grpc.UnaryServerInterceptor) (interface{}, error) {
-		req := new(rawMsg)
+		req := new(grpcharness.RawMsg)
 		if err := dec(req); err != nil {
 			return nil, err
 		}
 		s := srv.(*shapeServer)
 		h := func(ctx context.Context, r interface{}) (interface{}, error) {
-			return s.serveUnary(ctx, method, r.(*rawMsg))
+			return s.serveUnary(ctx, method, r.(*grpcharness.RawMsg))
 		}
 		if icpt == nil {
 			return h(ctx, req)
@@ -138,9 +141,9 @@ func unaryHandler(method string) func(interface{}, context.Context, func(interfa
 	}
 }
 
-func (s *shapeServer) serveUnary(ctx context.Context, method string, req *rawMsg) (*rawMsg, error) {
+func (s *shapeServer) serveUnary(ctx context.Context, method string, req *grpcharness.RawMsg) (*grpcharness.RawMsg, error) {
 	c := s.begin(method, "unary")
-	h, ok := decodeHeader(req.b)
+	h, ok := decodeHeader(req.Data)
 	if !ok {
 		return nil, c.finish(status.Error(codes.InvalidArgument, "bad header"))
 	}
@@ -166,11 +169,11 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	s := srv.(*shapeServer)
 	c := s.begin("ServerStream", "server_stream")
 	ctx := stream.Context()
-	req := new(rawMsg)
+	req := new(grpcharness.RawMsg)
 	if err := stream.RecvMsg(req); err != nil {
 		return c.opFailed(err)
 	}
-	h, ok := decodeHeader(req.b)
+	h, ok := decodeHeader(req.Data)
 	if !ok {
 		return c.finish(status.Error(codes.InvalidArgument, "bad header"))
 	}
@@ -190,11 +193,11 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	s := srv.(*shapeServer)
 	c := s.begin("Bidi", "bidi")
-	m := new(rawMsg)
+	m := new(grpcharness.RawMsg)
 	if err := stream.RecvMsg(m); err != nil {
 		return c.opFailed(err)
 	}
-	h, ok := decodeHeader(m.b)
+	h, ok := decodeHeader(m.Data)
 	if !ok {
 		return c.finish(status.Error(codes.InvalidArgument, "bad header"))
 	}
@@ -227,7 +230,7 @@ var svcDesc = grpc.ServiceDesc{
 	Metadata: "pyhttp2probe/shapes.proto",
 }
 
-func startServer(name, network, addr string, truth *truthWriter, opts ...grpc.ServerOption) (*shapeServer, error) {
+func startServer(name, network, addr string, truth *harness.TruthWriter, opts ...grpc.ServerOption) (*shapeServer, error) {
 	lis, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, err

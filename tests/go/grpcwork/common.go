@@ -1,8 +1,8 @@
 package main
 
-// Shared pieces of the gRPC accuracy workload: the request header (codec: rawcodec.go;
-// clock, truth writer and handshake: harness.go). Only grpc APIs present from v1.40.0
-// to the newest release are used (no protoc, no generated code).
+// Shared pieces of the gRPC accuracy workload: the request header (codec: package
+// grpcharness; clock, truth writer and handshake: package harness). Only grpc APIs present
+// from v1.40.0 to the newest release are used (no protoc, no generated code).
 
 import (
 	"encoding/binary"

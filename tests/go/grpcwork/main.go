@@ -48,6 +48,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"pyhttp2probe/harness"
+	"pyhttp2probe/harness/grpcharness"
 )
 
 type clientTruth struct {
@@ -114,8 +117,8 @@ type workload struct {
 	servers     []*workServer
 	nestedConns []*conn
 	deadConn    *conn
-	truth       *truthWriter
-	serverTruth *truthWriter
+	truth       *harness.TruthWriter
+	serverTruth *harness.TruthWriter
 	nextID      int64
 	nextConn    int64
 	errCounter  uint64
@@ -160,7 +163,7 @@ func (w *workload) smallDelay(rng *rand.Rand) time.Duration {
 func (w *workload) dial(serverIdx, port int) (*conn, error) {
 	cc, err := grpc.Dial(fmt.Sprintf("127.0.0.1:%d", port),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(codecName)),
+		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(grpcharness.CodecName)),
 		grpc.WithUnaryInterceptor(w.interceptor))
 	if err != nil {
 		return nil, err
@@ -249,12 +252,12 @@ func (w *workload) call(parent context.Context, c *conn, m method, p plan, neste
 		ctx = context.WithValue(ctx, nestKey{}, &nestReq{c: c, parentID: id,
 			rng: rand.New(rand.NewSource(w.cfg.seed ^ id*104729))})
 	}
-	req := &rawMsg{b: hdr.encode()}
-	start := monoNow()
+	req := &grpcharness.RawMsg{Data: hdr.encode()}
+	start := harness.MonoNow()
 	var err error
 	switch m.kind {
 	case "unary":
-		err = c.cc.Invoke(ctx, m.full(), req, new(rawMsg))
+		err = c.cc.Invoke(ctx, m.full(), req, new(grpcharness.RawMsg))
 	case "server_stream":
 		err = serverStreamCall(ctx, c.cc, m, req)
 	case "client_stream":
@@ -262,7 +265,7 @@ func (w *workload) call(parent context.Context, c *conn, m method, p plan, neste
 	default:
 		err = bidiCall(ctx, c.cc, m, req, p.nmsgs)
 	}
-	end := monoNow()
+	end := harness.MonoNow()
 	code := int(status.Code(err))
 	if code != expected {
 		atomic.AddInt64(&w.mismatch, 1)
@@ -273,7 +276,7 @@ func (w *workload) call(parent context.Context, c *conn, m method, p plan, neste
 	if code >= 0 && code <= 16 {
 		atomic.AddInt64(&w.byCode[code], 1)
 	}
-	w.truth.write(&clientTruth{
+	w.truth.Write(&clientTruth{
 		ID: id, Kind: m.kind, Method: m.full(), Service: m.service, ShortMethod: m.short,
 		ServerPort: c.port, Code: code, ExpectedCode: expected, ServerDelayNs: int64(p.delay),
 		StartNs: start, EndNs: end, Nested: nestedVia != "", NestedVia: nestedVia, ParentID: parentID,
@@ -284,7 +287,7 @@ func (w *workload) call(parent context.Context, c *conn, m method, p plan, neste
 // drain reads a stream to its end; io.EOF means status OK.
 func drain(cs grpc.ClientStream) error {
 	for {
-		if err := cs.RecvMsg(new(rawMsg)); err != nil {
+		if err := cs.RecvMsg(new(grpcharness.RawMsg)); err != nil {
 			if err == io.EOF {
 				return nil
 			}
@@ -302,7 +305,7 @@ func sendErr(cs grpc.ClientStream, err error) error {
 	return err
 }
 
-func serverStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *rawMsg) error {
+func serverStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *grpcharness.RawMsg) error {
 	cs, err := cc.NewStream(ctx, m.desc, m.full())
 	if err != nil {
 		return err
@@ -316,7 +319,7 @@ func serverStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *r
 	return drain(cs)
 }
 
-func clientStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *rawMsg, n int) error {
+func clientStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *grpcharness.RawMsg, n int) error {
 	cs, err := cc.NewStream(ctx, m.desc, m.full())
 	if err != nil {
 		return err
@@ -324,7 +327,7 @@ func clientStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *r
 	for i := 0; i < n; i++ {
 		msg := req
 		if i > 0 {
-			msg = &rawMsg{b: []byte{byte(i)}}
+			msg = &grpcharness.RawMsg{Data: []byte{byte(i)}}
 		}
 		if err := cs.SendMsg(msg); err != nil {
 			return sendErr(cs, err)
@@ -334,10 +337,10 @@ func clientStreamCall(ctx context.Context, cc *grpc.ClientConn, m method, req *r
 		return sendErr(cs, err)
 	}
 	// Not server-streaming: one RecvMsg gets the reply and the final status.
-	return cs.RecvMsg(new(rawMsg))
+	return cs.RecvMsg(new(grpcharness.RawMsg))
 }
 
-func bidiCall(ctx context.Context, cc *grpc.ClientConn, m method, req *rawMsg, n int) error {
+func bidiCall(ctx context.Context, cc *grpc.ClientConn, m method, req *grpcharness.RawMsg, n int) error {
 	cs, err := cc.NewStream(ctx, m.desc, m.full())
 	if err != nil {
 		return err
@@ -345,12 +348,12 @@ func bidiCall(ctx context.Context, cc *grpc.ClientConn, m method, req *rawMsg, n
 	for i := 0; i < n; i++ {
 		msg := req
 		if i > 0 {
-			msg = &rawMsg{b: []byte{byte(i)}}
+			msg = &grpcharness.RawMsg{Data: []byte{byte(i)}}
 		}
 		if err := cs.SendMsg(msg); err != nil {
 			return sendErr(cs, err)
 		}
-		if err := cs.RecvMsg(new(rawMsg)); err != nil {
+		if err := cs.RecvMsg(new(grpcharness.RawMsg)); err != nil {
 			if err == io.EOF {
 				return nil
 			}
@@ -453,13 +456,13 @@ func main() {
 	if err != nil {
 		fatal("%v", err)
 	}
-	initMonotonic()
+	harness.InitMonotonic()
 	w := &workload{cfg: cfg, kinds: kinds, stopChurn: make(chan struct{})}
 	w.errCounter = uint64(cfg.seed)
-	if w.truth, err = openTruth(cfg.truth); err != nil {
+	if w.truth, err = harness.OpenTruth(cfg.truth); err != nil {
 		fatal("%v", err)
 	}
-	if w.serverTruth, err = openTruth(cfg.serverTruth); err != nil {
+	if w.serverTruth, err = harness.OpenTruth(cfg.serverTruth); err != nil {
 		fatal("%v", err)
 	}
 	for i := 0; i < cfg.servers; i++ {
@@ -499,8 +502,8 @@ func main() {
 		dialAll()
 	}
 	if cfg.waitStart {
-		announce(fmt.Sprintf("READY %d", os.Getpid()))
-		waitLine()
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
 	}
 	if !cfg.dialEarly {
 		dialAll()
@@ -565,13 +568,13 @@ func main() {
 	for _, s := range w.servers {
 		s.stop(5 * time.Second)
 	}
-	if err := w.truth.close(); err != nil {
+	if err := w.truth.Close(); err != nil {
 		fatal("truth: %v", err)
 	}
-	if err := w.serverTruth.close(); err != nil {
+	if err := w.serverTruth.Close(); err != nil {
 		fatal("server truth: %v", err)
 	}
-	total := w.truth.count()
+	total := w.truth.Count()
 	byCode := map[string]int64{}
 	var codes []int
 	for i, n := range w.byCode {
@@ -582,14 +585,14 @@ func main() {
 	}
 	sort.Ints(codes)
 	summary, _ := json.Marshal(map[string]interface{}{
-		"total": total, "server_handled": w.serverTruth.count(), "by_code": byCode,
+		"total": total, "server_handled": w.serverTruth.Count(), "by_code": byCode,
 		"elapsed_s": elapsed.Seconds(), "rps": float64(total) / elapsed.Seconds(),
 		"code_mismatch": atomic.LoadInt64(&w.mismatch), "connections": atomic.LoadInt64(&w.nextConn),
 		"serve_http": cfg.serveHTTP, "middleware": cfg.middleware, "h2_server": cfg.h2Server,
 	})
 	fmt.Fprintf(os.Stderr, "SUMMARY %s\n", summary)
 	if cfg.hold {
-		announce("DONE")
-		waitLine()
+		harness.Announce("DONE")
+		harness.WaitLine()
 	}
 }

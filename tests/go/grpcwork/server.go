@@ -18,6 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"pyhttp2probe/harness"
+	"pyhttp2probe/harness/grpcharness"
 )
 
 type serverTruth struct {
@@ -53,7 +56,7 @@ type serverCall struct {
 func (s *workServer) begin(service, method, kind string) *serverCall {
 	return &serverCall{s: s, t: serverTruth{
 		Method: "/" + service + "/" + method, Service: service, ShortMethod: method,
-		Kind: kind, ServerPort: s.port, StartNs: monoNow(), ClientID: -1,
+		Kind: kind, ServerPort: s.port, StartNs: harness.MonoNow(), ClientID: -1,
 	}}
 }
 
@@ -63,16 +66,16 @@ func (c *serverCall) learn(h reqHeader) {
 }
 
 // opFailed ends a handler whose RecvMsg/SendMsg failed: the status on the wire is the one
-// grpc wrote inside that call (opstatus.go), before the handler returns.
+// grpc wrote inside that call (grpcharness.OpStatus), before the handler returns.
 func (c *serverCall) opFailed(err error) error {
 	c.t.OpFailed = true
-	return c.finish(opStatus(err))
+	return c.finish(grpcharness.OpStatus(err))
 }
 
 func (c *serverCall) finish(err error) error {
 	c.t.Code = int(status.Code(err))
-	c.t.EndNs = monoNow()
-	c.s.w.serverTruth.write(&c.t)
+	c.t.EndNs = harness.MonoNow()
+	c.s.w.serverTruth.Write(&c.t)
 	return err
 }
 
@@ -99,9 +102,9 @@ func statusFor(h reqHeader) error {
 }
 
 // serveUnary is shared by Work/Unary, Work/UnaryB and Other/Ping.
-func (s *workServer) serveUnary(ctx context.Context, service, method string, req *rawMsg) (*rawMsg, error) {
+func (s *workServer) serveUnary(ctx context.Context, service, method string, req *grpcharness.RawMsg) (*grpcharness.RawMsg, error) {
 	c := s.begin(service, method, "unary")
-	h, ok := decodeHeader(req.b)
+	h, ok := decodeHeader(req.Data)
 	if !ok {
 		return nil, c.finish(status.Error(codes.InvalidArgument, "bad header"))
 	}
@@ -116,12 +119,12 @@ func (s *workServer) serveUnary(ctx context.Context, service, method string, req
 		return nil, c.finish(err)
 	}
 	c.finish(nil)
-	return &rawMsg{b: []byte("ok")}, nil
+	return &grpcharness.RawMsg{Data: []byte("ok")}, nil
 }
 
 func unaryHandler(service, method string) func(interface{}, context.Context, func(interface{}) error, grpc.UnaryServerInterceptor) (interface{}, error) {
 	return func(srv interface{}, ctx context.Context, dec func(interface{}) error, _ grpc.UnaryServerInterceptor) (interface{}, error) {
-		req := new(rawMsg)
+		req := new(grpcharness.RawMsg)
 		if err := dec(req); err != nil {
 			return nil, err
 		}
@@ -135,11 +138,11 @@ const otherService = "pyhttp2probe.test.Other"
 func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	s := srv.(*workServer)
 	c := s.begin(workService, "ServerStream", "server_stream")
-	req := new(rawMsg)
+	req := new(grpcharness.RawMsg)
 	if err := stream.RecvMsg(req); err != nil {
 		return c.opFailed(err)
 	}
-	h, ok := decodeHeader(req.b)
+	h, ok := decodeHeader(req.Data)
 	if !ok {
 		return c.finish(status.Error(codes.InvalidArgument, "bad header"))
 	}
@@ -148,7 +151,7 @@ func serverStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 		return c.finish(err)
 	}
 	for i := 0; i < int(h.NMsgs); i++ {
-		if err := stream.SendMsg(&rawMsg{b: []byte{byte(i)}}); err != nil {
+		if err := stream.SendMsg(&grpcharness.RawMsg{Data: []byte{byte(i)}}); err != nil {
 			return c.opFailed(err)
 		}
 	}
@@ -161,7 +164,7 @@ func clientStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	var h reqHeader
 	first := true
 	for {
-		m := new(rawMsg)
+		m := new(grpcharness.RawMsg)
 		err := stream.RecvMsg(m)
 		if err == io.EOF {
 			break
@@ -171,7 +174,7 @@ func clientStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 		}
 		if first {
 			var ok bool
-			if h, ok = decodeHeader(m.b); !ok {
+			if h, ok = decodeHeader(m.Data); !ok {
 				return c.finish(status.Error(codes.InvalidArgument, "bad header"))
 			}
 			c.learn(h)
@@ -187,7 +190,7 @@ func clientStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 	if err := statusFor(h); err != nil {
 		return c.finish(err)
 	}
-	if err := stream.SendMsg(&rawMsg{b: []byte("ok")}); err != nil {
+	if err := stream.SendMsg(&grpcharness.RawMsg{Data: []byte("ok")}); err != nil {
 		return c.opFailed(err)
 	}
 	return c.finish(nil)
@@ -196,11 +199,11 @@ func clientStreamHandler(srv interface{}, stream grpc.ServerStream) error {
 func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	s := srv.(*workServer)
 	c := s.begin(workService, "Bidi", "bidi")
-	m := new(rawMsg)
+	m := new(grpcharness.RawMsg)
 	if err := stream.RecvMsg(m); err != nil {
 		return c.opFailed(err)
 	}
-	h, ok := decodeHeader(m.b)
+	h, ok := decodeHeader(m.Data)
 	if !ok {
 		return c.finish(status.Error(codes.InvalidArgument, "bad header"))
 	}
@@ -213,7 +216,7 @@ func bidiHandler(srv interface{}, stream grpc.ServerStream) error {
 	}
 	// Echo the first message and every later one until the client half-closes.
 	for {
-		if err := stream.SendMsg(&rawMsg{b: []byte("echo")}); err != nil {
+		if err := stream.SendMsg(&grpcharness.RawMsg{Data: []byte("echo")}); err != nil {
 			return c.opFailed(err)
 		}
 		err := stream.RecvMsg(m)

@@ -42,6 +42,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+
+	"pyhttp2probe/harness"
 )
 
 var serverStacks = []string{"nethttp-tls", "nethttp-h2c", "xnet-tls", "xnet-h2c"}
@@ -97,8 +99,8 @@ type server struct {
 
 type workload struct {
 	servers     []*server
-	truth       *truthWriter
-	serverTruth *truthWriter
+	truth       *harness.TruthWriter
+	serverTruth *harness.TruthWriter
 	nextID      int64
 	nextConn    int64
 	errCounter  uint64
@@ -114,7 +116,7 @@ type workload struct {
 func (w *workload) handler(s *server) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		t := serverTruth{Method: r.Method, Path: r.URL.Path, ServerPort: s.port, Side: "server",
-			Proto: r.Proto, TLS: r.TLS != nil, ServerStack: s.stack, StartNs: monoNow(), ClientID: -1,
+			Proto: r.Proto, TLS: r.TLS != nil, ServerStack: s.stack, StartNs: harness.MonoNow(), ClientID: -1,
 			Writer: fmt.Sprintf("%T", rw)}
 		if v, err := strconv.ParseInt(r.Header.Get("X-Req-Id"), 10, 64); err == nil {
 			t.ClientID = v
@@ -145,8 +147,8 @@ func (w *workload) handler(s *server) http.Handler {
 			rw.Write(make([]byte, respBytes))
 		}
 		t.Status = status
-		t.EndNs = monoNow()
-		w.serverTruth.write(&t)
+		t.EndNs = harness.MonoNow()
+		w.serverTruth.Write(&t)
 	})
 }
 
@@ -337,7 +339,7 @@ func (w *workload) request(c *client, rng *mrand.Rand) {
 	t := clientTruth{ID: id, Method: method, Path: path, ExpectedCode: status, ServerPort: c.srv.port,
 		Side: "client", TLS: c.srv.tls, ClientStack: c.stack, ServerStack: c.srv.stack,
 		ServerDelayNs: int64(delay), ConnID: c.id, Churn: c.churn, ReqBytes: reqBytes}
-	t.StartNs = monoNow()
+	t.StartNs = harness.MonoNow()
 	resp, err := c.hc.Do(req)
 	if err == nil {
 		n, rerr := io.Copy(io.Discard, resp.Body)
@@ -347,7 +349,7 @@ func (w *workload) request(c *client, rng *mrand.Rand) {
 			err = rerr
 		}
 	}
-	t.EndNs = monoNow()
+	t.EndNs = harness.MonoNow()
 	if err != nil {
 		t.Error = err.Error()
 		atomic.AddInt64(&w.failed, 1)
@@ -360,7 +362,7 @@ func (w *workload) request(c *client, rng *mrand.Rand) {
 	}
 	v, _ := w.byStatus.LoadOrStore(t.Status, new(int64))
 	atomic.AddInt64(v.(*int64), 1)
-	w.truth.write(&t)
+	w.truth.Write(&t)
 }
 
 func fatal(format string, a ...interface{}) {
@@ -397,13 +399,13 @@ func main() {
 	if *nServers < 1 || *connsPer < 1 || len(wanted) == 0 {
 		fatal("bad sizes")
 	}
-	initMonotonic()
+	harness.InitMonotonic()
 	w := &workload{errors: *errs, delayMax: *delayMax}
 	var err error
-	if w.truth, err = openTruth(*truthPath); err != nil {
+	if w.truth, err = harness.OpenTruth(*truthPath); err != nil {
 		fatal("%v", err)
 	}
-	if w.serverTruth, err = openTruth(*serverTruthPath); err != nil {
+	if w.serverTruth, err = harness.OpenTruth(*serverTruthPath); err != nil {
 		fatal("%v", err)
 	}
 	cert := selfSigned()
@@ -415,8 +417,8 @@ func main() {
 		w.servers = append(w.servers, s)
 	}
 	if *waitStart {
-		announce(fmt.Sprintf("READY %d", os.Getpid()))
-		waitLine()
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
 	}
 
 	t0 := time.Now()
@@ -480,10 +482,10 @@ func main() {
 	for _, s := range w.servers {
 		s.stop()
 	}
-	if err := w.truth.close(); err != nil {
+	if err := w.truth.Close(); err != nil {
 		fatal("truth: %v", err)
 	}
-	if err := w.serverTruth.close(); err != nil {
+	if err := w.serverTruth.Close(); err != nil {
 		fatal("server truth: %v", err)
 	}
 	byStatus := map[string]int64{}
@@ -491,16 +493,16 @@ func main() {
 		byStatus[strconv.Itoa(k.(int))] = atomic.LoadInt64(v.(*int64))
 		return true
 	})
-	total := w.truth.count()
+	total := w.truth.Count()
 	summary, _ := json.Marshal(map[string]interface{}{
-		"total": total, "server_handled": w.serverTruth.count(), "by_status": byStatus,
+		"total": total, "server_handled": w.serverTruth.Count(), "by_status": byStatus,
 		"failed": atomic.LoadInt64(&w.failed), "status_mismatch": atomic.LoadInt64(&w.mismatch),
 		"elapsed_s": elapsed.Seconds(), "rps": float64(total) / elapsed.Seconds(),
 		"transports": atomic.LoadInt64(&w.nextConn),
 	})
 	fmt.Fprintf(os.Stderr, "SUMMARY %s\n", summary)
 	if *hold {
-		announce("DONE")
-		waitLine()
+		harness.Announce("DONE")
+		harness.WaitLine()
 	}
 }

@@ -2,7 +2,11 @@ module grpcprog
 
 go 1.25.0
 
-require google.golang.org/grpc v1.83.2
+require (
+	google.golang.org/grpc v1.83.2
+	pyhttp2probe/harness v0.0.0
+	pyhttp2probe/harness/grpcharness v0.0.0
+)
 
 require (
 	golang.org/x/net v0.58.0 // indirect
@@ -10,4 +14,11 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260526163538-3dc84a4a5aaa // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
+)
+
+// The test harness modules, kept in tests/go/harness; tests/gobuild.py copies them to
+// the same place relative to this file.
+replace (
+	pyhttp2probe/harness => ../../harness
+	pyhttp2probe/harness/grpcharness => ../../harness/grpcharness
 )

@@ -2,6 +2,13 @@ module pyhttp2probe/h2work
 
 go 1.26.0
 
-require golang.org/x/net v0.10.0
+require (
+	golang.org/x/net v0.10.0
+	pyhttp2probe/harness v0.0.0
+)
 
 require golang.org/x/text v0.9.0 // indirect
+
+// The test harness module, kept in tests/go/harness; tests/gobuild.py copies it to
+// the same place relative to this file.
+replace pyhttp2probe/harness => ../../harness

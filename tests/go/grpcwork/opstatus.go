@@ -1,1 +1,0 @@
-../harness/opstatus.go

@@ -1,1 +1,0 @@
-../harness/rawcodec.go
