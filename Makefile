@@ -2,7 +2,7 @@
 setup:
 	bash ci/setup.sh
 demo: setup
-	python3 -m pyhttp2probe demo
+	python3 -m testkit.demo
 test:
 	bash ci/test.sh
 bench: setup

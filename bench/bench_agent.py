@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pyhttp2probe import Agent
 from pyhttp2probe.uprobes import default_style
-from tests.gobuild import GO_ROOT, GoBuild, build
-from tests.truth import start_workload
+from testkit.gobuild import GO_ROOT, GoBuild, build
+from testkit.workload import start_workload
 
 COUNTS = (1, 10, 50)
 GOALS = "goal: the 50th attach ≤ 20 ms; detaching 50 processes ≤ 2 s"

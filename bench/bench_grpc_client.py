@@ -18,9 +18,9 @@ from libbpf_loader import bpf_stats_enabled
 from pyhttp2probe import Agent
 from pyhttp2probe.probes import grpc_client
 from pyhttp2probe.spans import Span
-from tests.gobuild import GoBuild, build
-from tests.grpc_client_match import MatchResult, match
-from tests.truth import read_truth, run_workload, start_workload
+from testkit.client_match import MatchResult, match
+from testkit.gobuild import GoBuild, build
+from testkit.workload import read_truth, run_workload, start_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = "v1.85.0"

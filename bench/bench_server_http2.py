@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import SERVEHTTP_MOD, ghz_binary, read_ports, traced
-from tests.truth import start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import SERVEHTTP_MOD, ghz_binary, read_ports, traced
+from testkit.workload import start_workload
 
 GHZ_N, GHZ_C = 20000, 32
 H2LOAD_N = 40000

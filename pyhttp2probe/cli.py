@@ -1,7 +1,7 @@
 """Command line: `python -m pyhttp2probe <subcommand>`.
 
 Each subcommand is a pair of functions: `add_<name>_parser(subparsers)` declares its
-arguments and `cmd_<name>(args) -> int` runs it. To add one (e.g. `run`, `demo`), write that
+arguments and `cmd_<name>(args) -> int` runs it. To add one (e.g. `run`), write that
 pair and append it to SUBCOMMANDS.
 """
 
@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from .demo import add_demo_parser, cmd_demo
 from .goelf.errors import GoBinaryError
 from .run import add_run_parser, cmd_run
 
@@ -71,7 +70,6 @@ Subcommand = tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Na
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     (add_inspect_parser, cmd_inspect),
     (add_run_parser, cmd_run),
-    (add_demo_parser, cmd_demo),
 )
 
 

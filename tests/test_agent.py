@@ -23,10 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyhttp2probe import Agent, TargetError
 from pyhttp2probe.spans import Span
-from tests.gobuild import GO_ROOT, GoBuild, build
-from tests.grpc_client_match import match
-from tests.serverside_harness import match_one_to_one, span_wraps_handler
-from tests.truth import Workload, read_truth, start_workload
+from testkit.client_match import match
+from testkit.gobuild import GO_ROOT, GoBuild, build
+from testkit.traced import match_one_to_one, span_wraps_handler
+from testkit.workload import Workload, read_truth, start_workload
 
 PINS = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir() if (p / "go.sum").exists())
 OLDEST, NEWEST = PINS[0], PINS[-1]

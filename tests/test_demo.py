@@ -24,7 +24,7 @@ def _table(out: str, side: str) -> dict[str, int]:
 
 def test_demo_prints_per_method_table_from_its_own_metrics() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pyhttp2probe", "demo", "--duration", "3", "--qps", "200",
+        [sys.executable, "-m", "testkit.demo", "--duration", "3", "--qps", "200",
          "--listen", "127.0.0.1:0"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -27,7 +27,7 @@ from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.offsets import OffsetsTable, load_table
 from pyhttp2probe.goelf.pclntab import funcname_blob, pclntab_functions
 from pyhttp2probe.probes import catalogue
-from tests.gobuild import GoBuild, build
+from testkit.gobuild import GoBuild, build
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ["v1.40.0", "v1.58.3", "v1.72.2", "v1.83.2", "v1.85.0"]

@@ -18,7 +18,7 @@ from pyhttp2probe.goelf.dwarf import (
 )
 from pyhttp2probe.goelf.elf import SHF_COMPRESSED, ElfFile
 from pyhttp2probe.probes import catalogue
-from tests.gobuild import GoBuild, build
+from testkit.gobuild import GoBuild, build
 
 KEYS = catalogue().fields
 VERSIONS = ["v1.40.0", "v1.85.0"]

@@ -21,7 +21,7 @@ from pyhttp2probe.goelf import GoBinaryError, build_plan, struct_fields
 from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.plan import plan_from_elf
 from pyhttp2probe.probes import catalogue
-from tests.gobuild import GoBuild, build
+from testkit.gobuild import GoBuild, build
 
 CAT = catalogue()
 

@@ -21,7 +21,7 @@ from pyhttp2probe.goelf.elf import ElfFile
 from pyhttp2probe.goelf.pclntab import funcname_blob, pclntab_functions
 from pyhttp2probe.goelf.symbols import function_offsets
 from pyhttp2probe.probes import catalogue
-from tests.gobuild import GoBuild, build
+from testkit.gobuild import GoBuild, build
 
 CAT = catalogue()
 

@@ -21,9 +21,9 @@ import pytest
 from pyhttp2probe import Agent
 from pyhttp2probe.agent import Target
 from pyhttp2probe.spans import Span
-from tests.gobuild import GoBuild, build
-from tests.grpc_client_match import match
-from tests.truth import read_truth, start_workload
+from testkit.client_match import match
+from testkit.gobuild import GoBuild, build
+from testkit.workload import read_truth, start_workload
 
 MODS = Path(__file__).resolve().parent / "go" / "grpcmods"
 PINS = sorted(p.name for p in MODS.iterdir() if (p / "go.mod").exists()) if MODS.exists() else []

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from pyhttp2probe.spans import Span
-from tests.gobuild import GO_ROOT, GoBuild, build
-from tests.grpc_client_match import match
-from tests.serverside_harness import (
+from testkit.client_match import match
+from testkit.gobuild import GO_ROOT, GoBuild, build
+from testkit.traced import (
     TracedRun,
     match_one_to_one,
     span_wraps_handler,
     traced,
 )
-from tests.truth import read_truth, start_workload
+from testkit.workload import read_truth, start_workload
 
 VERSIONS = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir()
                   if (p / "go.sum").exists())

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import TracedRun, traced
-from tests.truth import start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import TracedRun, traced
+from testkit.workload import start_workload
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF")
 

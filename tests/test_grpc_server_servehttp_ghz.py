@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import SERVEHTTP_MOD, ghz_binary, read_ports, traced
-from tests.truth import read_truth, start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import SERVEHTTP_MOD, ghz_binary, read_ports, traced
+from testkit.workload import read_truth, start_workload
 
 MOD = SERVEHTTP_MOD
 CHECK = "/grpc.health.v1.Health/Check"

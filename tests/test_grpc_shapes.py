@@ -21,16 +21,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyhttp2probe.spans import Span
-from tests.gobuild import GoBuild, build
-from tests.grpc_client_match import TOL_NS, match
-from tests.serverside_harness import (
+from testkit.client_match import TOL_NS, match
+from testkit.gobuild import GoBuild, build
+from testkit.traced import (
     CLOCK_SLACK_NS,
     TracedRun,
     match_one_to_one,
     span_wraps_handler,
     traced,
 )
-from tests.truth import read_truth, start_workload
+from testkit.workload import read_truth, start_workload
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import CLOCK_SLACK_NS, match_one_to_one, traced
-from tests.truth import read_truth, start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import CLOCK_SLACK_NS, match_one_to_one, traced
+from testkit.workload import read_truth, start_workload
 
 # Which HTTP/2 implementation carried a truth line: spans say it in `service`, so a span
 # attributed to the other library's connection would not match.

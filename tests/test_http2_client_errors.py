@@ -8,9 +8,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import SERVEHTTP_MOD, read_ports, traced
-from tests.truth import read_truth, start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import SERVEHTTP_MOD, read_ports, traced
+from testkit.workload import read_truth, start_workload
 
 
 def test_abandoned_http2_client_requests_are_error_spans() -> None:

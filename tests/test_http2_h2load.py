@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import SERVEHTTP_MOD, read_ports, traced
-from tests.truth import start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import SERVEHTTP_MOD, read_ports, traced
+from testkit.workload import start_workload
 
 PATHS = ("/status/200", "/status/201", "/status/404", "/status/503", "/status/204")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import SERVEHTTP_MOD, read_ports, traced
-from tests.truth import read_truth, start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import SERVEHTTP_MOD, read_ports, traced
+from testkit.workload import read_truth, start_workload
 
 
 def _counts(text: str, family: str) -> list[tuple[dict[str, str], float]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobuild import GoBuild, build
-from tests.serverside_harness import SERVEHTTP_MOD, read_ports, traced
-from tests.truth import read_truth, start_workload
+from testkit.gobuild import GoBuild, build
+from testkit.traced import SERVEHTTP_MOD, read_ports, traced
+from testkit.workload import read_truth, start_workload
 
 GOROUTINES, REQUESTS, PANICS = 6, 10, 6
 BUILDS = [("", ""), ("", "-s -w"), ("go1.27.4", ""), ("go1.27.4", "-s -w")]

@@ -13,7 +13,7 @@ import pytest
 from libbpf_loader import Batch, BpfObject, RingBuffer, bpf_stats_enabled, ffi_from_header
 from libbpf_loader import struct_dtype as _struct_dtype
 from pyhttp2probe.goelf import function_offsets
-from tests.gobuild import GoBuild, build
+from testkit.gobuild import GoBuild, build
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLTRACE_H = ROOT / "tests" / "bpf" / "calltrace.h"

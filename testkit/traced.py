@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from libbpf_loader import bpf_stats_enabled
 from pyhttp2probe import Agent
 from pyhttp2probe.spans import Span
-from tests.truth import Workload
+from testkit.workload import Workload
 
-CACHE = Path(os.environ.get("PYHTTP2PROBE_TOOL_CACHE",
+CACHE = Path(os.environ.get("TESTKIT_TOOL_CACHE",
                             Path.home() / ".cache" / "pyhttp2probe" / "tools"))
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.93.0"
 # grpcservehttp (gRPC via ServeHTTP, plain HTTP/2 on h2c and TLS) builds against these pins.

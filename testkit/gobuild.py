@@ -22,8 +22,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GO_ROOT = Path(__file__).resolve().parent / "go"
-CACHE_DIR = Path(os.environ.get("PYHTTP2PROBE_GOBIN_CACHE",
+GO_ROOT = Path(__file__).resolve().parent.parent / "tests" / "go"
+CACHE_DIR = Path(os.environ.get("TESTKIT_GOBIN_CACHE",
                                 Path.home() / ".cache" / "pyhttp2probe" / "gobin"))
 
 
