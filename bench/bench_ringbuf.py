@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bpfbuild import build_object
 from libbpf_loader import (
     Batch,
     BpfObject,
@@ -21,9 +20,10 @@ from libbpf_loader import (
     ffi_from_header,
     struct_dtype,
 )
+from testkit.bpfbuild import build_object
 
 ROOT = Path(__file__).resolve().parent.parent
-OBJ_SRC = ROOT / "tests" / "bpf" / "bench_ringbuf.bpf.c"  # built by bench/bpfbuild.py
+OBJ_SRC = ROOT / "tests" / "bpf" / "bench_ringbuf.bpf.c"  # built by testkit/bpfbuild.py
 CT = ffi_from_header(ROOT / "tests" / "bpf" / "calltrace.h")
 DTYPE = struct_dtype(CT, "struct call_event")
 FIELDS = [name for name, _ in CT.typeof("struct call_event").fields]

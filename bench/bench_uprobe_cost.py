@@ -12,12 +12,12 @@ import subprocess
 import threading
 from pathlib import Path
 
-from bench.bpfbuild import build_object
 from libbpf_loader import BpfObject, RingBuffer, bpf_stats_enabled
+from testkit.bpfbuild import build_object
 from tests.test_loader_trace import calltarget, go_func_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
-OBJ_SRC = ROOT / "tests" / "bpf" / "calltrace.bpf.c"  # built by bench/bpfbuild.py
+OBJ_SRC = ROOT / "tests" / "bpf" / "calltrace.bpf.c"  # built by testkit/bpfbuild.py
 CALLS = 200_000
 ROUNDS = 3
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.bpfbuild import ROOT, build_object
 from pyhttp2probe.probes import ConfigEntry, PathSetup, ProbePath, ProcessImage, grpc_client
 from pyhttp2probe.probes.planning import PlanFields, entry_point
+from testkit.bpfbuild import ROOT, build_object
 
 FN_NEWSTREAM = grpc_client.TRANSPORT + ".(*http2Client).NewStream"
 NEXT_ID = grpc_client.TRANSPORT + ".http2Client.nextID"

@@ -1,7 +1,7 @@
 """Shared test fixtures: built BPF objects and compiling throwaway BPF C in a test.
 
 The product's objects come from setup.py's build_bpf (pyhttp2probe/bpf/); the loader
-tests' own BPF (tests/bpf/*.bpf.c) never ships and is built by bench/bpfbuild.py into a
+tests' own BPF (tests/bpf/*.bpf.c) never ships and is built by testkit/bpfbuild.py into a
 content-keyed cache.
 
 Nothing is skipped: these tests need root, BTF and uprobes, and fail loudly without them.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bpfbuild import build_object
+from testkit.bpfbuild import build_object
 
 ROOT = Path(__file__).resolve().parent.parent
 BPF_OUT = ROOT / "pyhttp2probe" / "bpf"

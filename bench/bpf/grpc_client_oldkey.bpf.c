@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* ABLATION, bench only (built by bench/bpfbuild.py, not shipped): the old keying that
+/* ABLATION, bench only (built by testkit/bpfbuild.py, not shipped): the old keying that
  * DESIGN.md says never to use.
  *
  * START at the entry of (*http2Client).NewStream reads t.nextID (RAX = t) before the
