@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,9 +195,10 @@ class Agent:
                 proc = process_id(pid)
                 old = self._targets.get(pid)
                 if old is not None:
-                    if old.proc == proc:
+                    if old.proc == proc and old.fid == file_id(pid):
                         return old
-                    # the pid now names another process
+                    # the pid now names another process, or the process exec'd another
+                    # file: the old plan and links are void
                     self._linker.close(self._detach_locked([pid], exited=True))
                 return self._attach_locked(proc, service_name)
             except TargetError as exc:
@@ -240,7 +242,7 @@ class Agent:
         target = Target(proc, fid, exe, name, plan, written, setups, skipped)
         self._targets[pid] = target
         self._names[pid] = name
-        self.metrics.set_attached(len(self._targets))
+        self._count_targets()
         self.log.info("attached", pid=pid, binary=exe, service_name=name,
                       probes={n: s.variant or len(s.points) for n, s in setups.items()},
                       notes=[n for s in setups.values() for n in s.notes], skipped=skipped,
@@ -318,7 +320,7 @@ class Agent:
                 self._plans.pop(fid, None)
             elif fl.shared is not None and not exited and any(_alive(t.proc) for t in gone):
                 doomed += self._unshare(fl)
-        self.metrics.set_attached(len(self._targets))
+        self._count_targets()
         return doomed
 
     def _unshare(self, fl: FileLinks) -> list[Any]:
@@ -339,6 +341,10 @@ class Agent:
         for name, c in configs:
             with contextlib.suppress(BpfError, OSError):
                 self._objects[name].map(c.map).delete(c.key)
+
+    def _count_targets(self) -> None:
+        by_name = Counter(t.service_name for t in self._targets.values())
+        self.metrics.set_attached(len(self._targets), by_name)
 
     def _service_name(self, pid: int) -> str:
         return self._names.get(pid, "")

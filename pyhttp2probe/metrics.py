@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ OTHER = "_OTHER"
 class _Hist:
     counts: list[int]
     total: float = 0.0
+    updated: float = 0.0  # time.monotonic() of the last observation
 
 
 @dataclass
@@ -57,6 +59,7 @@ class _State:
     ringbuf_drops: int = 0
     unmatched: dict[str, int] = field(default_factory=dict)
     attached: int = 0
+    by_service: dict[str, int] = field(default_factory=dict)
     attach_errors: dict[str, int] = field(default_factory=dict)
     status_guessed: int = 0
     folded: int = 0
@@ -102,6 +105,7 @@ class RpcMetrics:
                 labels = (kind, "grpc", s.service, s.method, str(s.status_code),
                           s.server_address, str(s.server_port), s.service_name)
             prepared.append((labels, s.duration_s, "status_guessed" in s.flags))
+        now = time.monotonic()
         with self._lock:
             st = self._state
             for labels, dur, guessed in prepared:
@@ -115,6 +119,7 @@ class RpcMetrics:
                         h = st.hists[labels] = _Hist([0] * (len(self.buckets) + 1))
                 h.counts[bisect.bisect_left(self.buckets, dur)] += 1
                 h.total += dur
+                h.updated = now
                 st.status_guessed += guessed
 
     def add_events(self, n: int) -> None:
@@ -145,9 +150,24 @@ class RpcMetrics:
                 k = str(code)
                 self._state.rejected[k] = max(self._state.rejected.get(k, 0), n)
 
-    def set_attached(self, n: int) -> None:
+    def set_attached(self, n: int, by_service: Mapping[str, int] | None = None) -> None:
+        """Processes traced now, in all and by service_name."""
         with self._lock:
             self._state.attached = n
+            self._state.by_service = dict(by_service or {})
+
+    def expire(self, ttl_s: float, live_services: set[str]) -> int:
+        """Drop the series of services no traced process has any more, once they have had
+        no observation for `ttl_s` (counters never go backwards while they exist).
+        Returns how many label sets went."""
+        cutoff = time.monotonic() - ttl_s
+        with self._lock:
+            hists = self._state.hists
+            gone = [k for k, h in hists.items() if k[-1] not in live_services
+                    and h.updated < cutoff]
+            for k in gone:
+                del hists[k]
+        return len(gone)
 
     def add_attach_error(self, reason: str = "other") -> None:
         with self._lock:
@@ -162,6 +182,7 @@ class RpcMetrics:
                 hists={k: _Hist(list(v.counts), v.total) for k, v in st.hists.items()},
                 events=st.events, ringbuf_drops=st.ringbuf_drops,
                 unmatched=dict(st.unmatched), attached=st.attached,
+                by_service=dict(st.by_service),
                 attach_errors=dict(st.attach_errors), status_guessed=st.status_guessed,
                 folded=st.folded, rejected=dict(st.rejected))
 
@@ -196,6 +217,12 @@ class RpcMetrics:
         yield rej
         yield GaugeMetricFamily("pyhttp2probe_attached_processes", "Processes traced now",
                                 value=st.attached)
+        inst = GaugeMetricFamily("pyhttp2probe_instrumented_processes",
+                                 "Processes traced now, by service_name",
+                                 labels=["service_name"])
+        for name, n in sorted(st.by_service.items()):
+            inst.add_metric([name], n)
+        yield inst
         errs = CounterMetricFamily("pyhttp2probe_attach_errors", "Failed attaches, by reason",
                                    labels=["reason"])
         for reason, n in sorted(st.attach_errors.items()):

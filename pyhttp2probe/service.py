@@ -1,0 +1,258 @@
+"""The node service behind `pyhttp2probe run`: one Agent, processes found and followed as
+they start, exec and exit, /metrics, /healthz and /readyz served all along.
+
+Events come from the kernel (exec and exit, through the discovery object), plus one /proc
+scan at start and a slow rescan as a safety net. One loop thread owns every decision
+(attach, detach, re-plan), so events are handled in order and a slow attach never blocks
+the discovery drain. A failure with one process is logged and counted; the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from . import __version__
+from .agent import Agent
+from .selection import PortWatch, Selection, selection_from
+from .targets import FileId, TargetError, exe_path, file_id
+
+_TICK_S = 0.2  # how often the loop looks at timers when no event comes
+_TTL_SWEEP_S = 5.0
+# Attach refusals that belong to the file, not the process: not tried again for that file.
+_FILE_REASONS = ("not_go", "unsupported", "no_probes")
+
+
+@dataclass
+class Counts:
+    """What the service saw, for its self-metrics (read under the GIL, written by the loop)."""
+
+    discovery: Counter[str] = field(default_factory=Counter)  # exec, exit, scan
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> processes
+
+
+class ServiceCollector:
+    """pyhttp2probe_build_info, discovery events and skipped processes by reason."""
+
+    def __init__(self, counts: Counts, ready: Any) -> None:
+        self.counts = counts
+        self.ready = ready
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("pyhttp2probe_build_info", "The agent's version",
+                                 labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        ev = CounterMetricFamily("pyhttp2probe_discovery_events",
+                                 "Processes the agent learned of, by how", labels=["kind"])
+        for kind, n in sorted(self.counts.discovery.items()):
+            ev.add_metric([kind], n)
+        yield ev
+        sk = CounterMetricFamily("pyhttp2probe_skipped_processes",
+                                 "Selected processes not traced, by reason", labels=["reason"])
+        for reason, n in sorted(self.counts.skipped.items()):
+            sk.add_metric([reason], n)
+        yield sk
+        yield GaugeMetricFamily("pyhttp2probe_ready", "1 when BPF is loaded and discovery runs",
+                                value=1 if self.ready() else 0)
+
+
+class Service:
+    """Follows the selected processes of the node with one Agent (see module doc)."""
+
+    def __init__(self, settings: Any, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.log = structlog.get_logger("pyhttp2probe.service")
+        self.selection: Selection = selection_from(
+            settings.pid, settings.exe, settings.port, settings.all, settings.exclude_exe)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.counts = Counts()
+        self._events: queue.Queue[tuple[str, int, int]] = queue.Queue()
+        self._stop = threading.Event()
+        self._ports = PortWatch()
+        self._refused: dict[FileId, str] = {}  # files not worth another try, with why
+        self._seen: set[int] = set()  # pids judged already (not chosen): judged again on exec
+        self.agent: Agent | None = None
+        self.discovery: Any = None
+        self.server: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """BPF loaded and discovery running (a node may have no target: still ready)."""
+        return self.agent is not None and self.discovery is not None and not self._stop.is_set()
+
+    def start(self) -> Service:
+        from .discovery import Discovery
+        from .httpserver import MetricsServer
+
+        s = self.settings
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.registry.register(ServiceCollector(self.counts, self.ready))
+        self.server = MetricsServer(self.registry, s.listen_host, s.listen_port, self.ready)
+        self.agent = Agent(registry=self.registry, spans_out=s.spans_out, keep_spans=False,
+                           max_label_sets=s.max_label_sets, ring_bytes=s.ring_size,
+                           link_style=None if s.link_style == "auto" else s.link_style)
+        self.discovery = Discovery(on_exec=self._on_exec, on_exit=self._on_exit)
+        for pid in _proc_pids():
+            self._events.put(("scan", pid, 0))
+        self.log.info("serving", url=f"http://{s.listen_host}:{self.server.port}/metrics",
+                      selection=_describe(self.selection))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Detach everything, flush, free; the HTTP listener goes last."""
+        self._stop.set()
+        if self.discovery is not None:
+            self.discovery.close()
+        if self.agent is not None:
+            self.agent.close()
+        if self.server is not None:
+            self.server.close()
+
+    # -- events (discovery thread: queue and return) --------------------------------------
+    def _on_exec(self, pid: int, start_ticks: int = 0) -> None:
+        self._events.put(("exec", pid, start_ticks))
+
+    def _on_exit(self, pid: int) -> None:
+        self._events.put(("exit", pid, 0))
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Until stop() (signals), --duration, or a drain failure; returns the exit code."""
+        s = self.settings
+        deadline = time.monotonic() + s.duration if s.duration else None
+        next_rescan = time.monotonic() + s.rescan_interval
+        next_sweep = time.monotonic() + _TTL_SWEEP_S
+        while not self._stop.is_set():
+            try:
+                kind, pid, _ = self._events.get(timeout=_TICK_S)
+                self._handle(kind, pid)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for pid in self._ports.ready(now):
+                self._consider(pid, "port")
+            if now >= next_rescan:
+                next_rescan = now + s.rescan_interval
+                self._rescan()
+            if now >= next_sweep:
+                next_sweep = now + _TTL_SWEEP_S
+                self._sweep_series()
+            if deadline is not None and now >= deadline:
+                break
+            assert self.agent is not None
+            if self.agent.error is not None:
+                self.log.error("drain failed", error=repr(self.agent.error))
+                return 1
+        return 0
+
+    def _handle(self, kind: str, pid: int) -> None:
+        self.counts.discovery[kind] += 1
+        assert self.agent is not None
+        if kind == "exit":
+            self._seen.discard(pid)
+            self._ports.forget(pid)
+            if pid in self.agent.targets:
+                self.agent.detach(pid)
+            return
+        if kind == "exec":
+            self._seen.discard(pid)  # a new image: judged afresh, planned afresh
+            if pid in self.agent.targets:
+                self.agent.detach(pid)  # its old image's plan and links are void now
+        self._consider(pid, kind)
+
+    def _rescan(self) -> None:
+        """Safety net: processes an event was missed for (e.g. a full discovery ring)."""
+        assert self.agent is not None
+        traced = self.agent.targets
+        for pid in _proc_pids():
+            if pid not in traced and pid not in self._seen:
+                self.counts.discovery["rescan"] += 1
+                self._consider(pid, "rescan")
+
+    def _consider(self, pid: int, why: str) -> None:
+        """Attach `pid` if the selection chooses it; every outcome is logged and counted."""
+        assert self.agent is not None
+        if pid == os.getpid():
+            return
+        try:
+            exe = exe_path(pid)
+            fid = file_id(pid)
+        except TargetError:
+            return  # gone already, or a kernel thread
+        reason = self.selection.choose(pid, exe)
+        if reason is None:
+            if self.selection.wants_ports and why in ("exec", "scan"):
+                self._ports.watch(pid, time.monotonic())  # its listener may open soon
+            self._seen.add(pid)
+            return
+        self._ports.forget(pid)
+        refused = self._refused.get(fid)
+        if refused is not None:
+            self._skip(pid, exe, refused, quiet=True)
+            return
+        try:
+            self.agent.attach(pid)
+        except TargetError as exc:
+            if exc.reason in _FILE_REASONS:
+                self._refused[fid] = exc.reason
+            self._skip(pid, exe, exc.reason, quiet=reason == "all" and exc.reason == "not_go")
+        except Exception as exc:  # one process must never stop the others
+            self.log.error("attach failed", pid=pid, binary=exe, error=repr(exc))
+            self._skip(pid, exe, "internal", quiet=True)
+        self._seen.add(pid)
+
+    def _skip(self, pid: int, exe: str, reason: str, quiet: bool) -> None:
+        self.counts.skipped[reason] += 1
+        if not quiet:
+            self.log.info("not traced", pid=pid, binary=exe, reason=reason)
+
+    def _sweep_series(self) -> None:
+        """Series of processes gone for longer than --series-ttl leave /metrics."""
+        assert self.agent is not None
+        live = {t.service_name for pid in self.agent.targets
+                if (t := self.agent.target(pid)) is not None}
+        dropped = self.agent.metrics.expire(self.settings.series_ttl, live)
+        if dropped:
+            self.log.info("series expired", label_sets=dropped)
+
+
+def _proc_pids() -> list[int]:
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+
+
+def _describe(sel: Selection) -> dict[str, Any]:
+    return {k: v for k, v in (("pid", sorted(sel.pids)), ("exe", list(sel.exe)),
+                              ("port", sorted(sel.ports)), ("all", sel.everything),
+                              ("exclude_exe", list(sel.exclude_exe))) if v}
+
+
+def serve(settings: Any) -> int:
+    """Run the service until SIGTERM/SIGINT (exit 0 after detaching and flushing)."""
+    service = Service(settings)
+    old = {s: signal.signal(s, lambda signum, _f: service.stop())
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        service.start()
+        return service.run()
+    finally:
+        service.close()
+        for s, h in old.items():
+            signal.signal(s, h)
