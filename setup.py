@@ -88,6 +88,8 @@ setup(
         "prometheus-client>=0.17",
         "structlog>=23.1",
         "numpy>=1.24",
+        "pydantic>=2.5",
+        "PyYAML>=6",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "requests>=2.28"],
