@@ -47,9 +47,10 @@ class Counts:
 class ServiceCollector:
     """pyhttp2probe_build_info, discovery events and skipped processes by reason."""
 
-    def __init__(self, counts: Counts, ready: Any) -> None:
+    def __init__(self, counts: Counts, ready: Any, discovery: Any) -> None:
         self.counts = counts
         self.ready = ready
+        self.discovery = discovery
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("pyhttp2probe_build_info", "The agent's version",
@@ -66,6 +67,9 @@ class ServiceCollector:
         for reason, n in sorted(self.counts.skipped.items()):
             sk.add_metric([reason], n)
         yield sk
+        yield CounterMetricFamily("pyhttp2probe_discovery_drops", "Exec/exit events lost to "
+                                  "a full discovery ring buffer (the rescan catches up)",
+                                  value=self.discovery().drops if self.discovery() else 0)
         yield GaugeMetricFamily("pyhttp2probe_ready", "1 when BPF is loaded and discovery runs",
                                 value=1 if self.ready() else 0)
 
@@ -95,19 +99,20 @@ class Service:
         return self.agent is not None and self.discovery is not None and not self._stop.is_set()
 
     def start(self) -> Service:
-        from .discovery import Discovery
+        from .discovery import Discovery, scan_proc
         from .httpserver import MetricsServer
 
         s = self.settings
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.registry.register(ServiceCollector(self.counts, self.ready))
+        self.registry.register(ServiceCollector(self.counts, self.ready,
+                                                lambda: self.discovery))
         self.server = MetricsServer(self.registry, s.listen_host, s.listen_port, self.ready)
         self.agent = Agent(registry=self.registry, spans_out=s.spans_out, keep_spans=False,
                            max_label_sets=s.max_label_sets, ring_bytes=s.ring_size,
                            link_style=None if s.link_style == "auto" else s.link_style)
         self.discovery = Discovery(on_exec=self._on_exec, on_exit=self._on_exit)
-        for pid in _proc_pids():
+        for pid in scan_proc():
             self._events.put(("scan", pid, 0))
         self.log.info("serving", url=f"http://{s.listen_host}:{self.server.port}/metrics",
                       selection=_describe(self.selection))
@@ -158,8 +163,9 @@ class Service:
             if deadline is not None and now >= deadline:
                 break
             assert self.agent is not None
-            if self.agent.error is not None:
-                self.log.error("drain failed", error=repr(self.agent.error))
+            failed = self.agent.error or self.discovery.error
+            if failed is not None:
+                self.log.error("drain failed", error=repr(failed))
                 return 1
         return 0
 
@@ -181,8 +187,10 @@ class Service:
     def _rescan(self) -> None:
         """Safety net: processes an event was missed for (e.g. a full discovery ring)."""
         assert self.agent is not None
+        from .discovery import scan_proc
+
         traced = self.agent.targets
-        for pid in _proc_pids():
+        for pid in scan_proc():
             if pid not in traced and pid not in self._seen:
                 self.counts.discovery["rescan"] += 1
                 self._consider(pid, "rescan")
@@ -232,10 +240,6 @@ class Service:
         dropped = self.agent.metrics.expire(self.settings.series_ttl, live)
         if dropped:
             self.log.info("series expired", label_sets=dropped)
-
-
-def _proc_pids() -> list[int]:
-    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
 
 
 def _describe(sel: Selection) -> dict[str, Any]:

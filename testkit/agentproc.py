@@ -1,0 +1,91 @@
+"""The agent as its users run it: `python3 -m pyhttp2probe run …` in a child process,
+serving on a free loopback port, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import time
+from types import TracebackType
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from testkit.prom import free_port, http_get, wait_http
+
+
+class AgentProcess:
+    """`with AgentProcess(["--exe", "grpcwork-*"]) as agent: agent.metrics()`.
+
+    Waits for /readyz before returning; stop() sends SIGTERM and records how long the
+    agent took to exit and its exit code."""
+
+    def __init__(self, args: list[str], ready_timeout: float = 60.0) -> None:
+        self.port = free_port()
+        self.argv = [sys.executable, "-m", "pyhttp2probe", "run", *args,
+                     "--listen", f"127.0.0.1:{self.port}"]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.returncode: int | None = None
+        self.stop_seconds: float | None = None
+        self.stderr = ""
+        try:
+            wait_http(f"{self.url}/readyz", timeout=ready_timeout)
+        except BaseException:
+            self.stop()
+            raise AssertionError(f"agent not ready: {self.stderr}") from None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics_text(self) -> str:
+        return http_get(f"{self.url}/metrics")
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples named `name` whose labels include `labels`."""
+        total = 0.0
+        for fam in text_string_to_metric_families(self.metrics_text()):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    def counts(self, metric: str) -> collections.Counter[tuple[str, str]]:
+        """(rpc_method, rpc_grpc_status_code) -> count of a histogram's _count samples."""
+        got: collections.Counter[tuple[str, str]] = collections.Counter()
+        for fam in text_string_to_metric_families(self.metrics_text()):
+            for s in fam.samples:
+                if s.name == f"{metric}_count":
+                    got[(s.labels["rpc_method"], s.labels["rpc_grpc_status_code"])] += int(
+                        s.value)
+        return got
+
+    def wait_value(self, name: str, want: float, timeout: float = 10.0, **labels: str) -> float:
+        deadline = time.monotonic() + timeout
+        while (got := self.value(name, **labels)) != want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return got
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait; returns the exit code (the time taken is in stop_seconds)."""
+        if self.returncode is None:
+            t0 = time.monotonic()
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                _, self.stderr = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, self.stderr = self.proc.communicate()
+            self.stop_seconds = time.monotonic() - t0
+            self.returncode = self.proc.returncode
+        return self.returncode
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
