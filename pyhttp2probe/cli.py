@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from . import __version__
 from .goelf.errors import GoBinaryError
 from .run import add_run_parser, cmd_run
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand in SUBCOMMANDS."""
     parser = argparse.ArgumentParser(prog="pyhttp2probe",
                                      description="eBPF tracing of Go gRPC/HTTP2 programs")
+    parser.add_argument("--version", action="version", version=f"pyhttp2probe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add, run in SUBCOMMANDS:
         add(sub).set_defaults(func=run)
