@@ -22,6 +22,12 @@
  * Kernel threads are skipped on exit (they never exec'd, the agent has no use for them).
  * Cost: both run for every process on the node: a few CO-RE reads, one 32-byte record, no
  * strings, no map lookups besides the ring buffer (and the stats counter on loss).
+ * Measured here (nested VM): ~0.6 us per run, but waking the drain thread adds ~12-17 us.
+ * An exec always wakes it (BPF_RB_FORCE_WAKEUP: the default wakes only when the buffer
+ * was empty, and a pending exit would then delay the exec by a whole poll timeout): a
+ * short-lived process must be attached at once. An exit never does (BPF_RB_NO_WAKEUP): it
+ * only leads to cleanup, so it rides along with the next exec or the drain's periodic
+ * consume (poll timeout, 100 ms). Order is kept: one FIFO buffer.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -43,7 +49,7 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-static __always_inline int emit(__u32 type, __u32 tgid, __u32 ppid, __u64 start)
+static __always_inline int emit(__u32 type, __u32 tgid, __u32 ppid, __u64 start, __u64 wake)
 {
 	struct proc_life_event *ev = reserve_zeroed(&events, sizeof(*ev));
 
@@ -54,7 +60,7 @@ static __always_inline int emit(__u32 type, __u32 tgid, __u32 ppid, __u64 start)
 	ev->ppid = ppid;
 	ev->ts_ns = bpf_ktime_get_boot_ns();
 	ev->start_boottime_ns = start;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, wake);
 	return 0;
 }
 
@@ -62,7 +68,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(proc_exec, struct task_struct *p)
 {
 	return emit(EV_PROC_EXEC, BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, real_parent, tgid),
-		    BPF_CORE_READ(p, start_boottime));
+		    BPF_CORE_READ(p, start_boottime), BPF_RB_FORCE_WAKEUP);
 }
 
 SEC("tp_btf/sched_process_exit")
@@ -72,5 +78,5 @@ int BPF_PROG(proc_exit, struct task_struct *p)
 
 	if (BPF_CORE_READ(p, pid) != tgid || (BPF_CORE_READ(p, flags) & PF_KTHREAD))
 		return 0;
-	return emit(EV_PROC_EXIT, tgid, 0, BPF_CORE_READ(p, start_boottime));
+	return emit(EV_PROC_EXIT, tgid, 0, BPF_CORE_READ(p, start_boottime), BPF_RB_NO_WAKEUP);
 }

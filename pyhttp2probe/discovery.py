@@ -80,7 +80,7 @@ class Discovery:
         self.log = structlog.get_logger("pyhttp2probe.discovery")
         self._on_exec = on_exec
         self._on_exit = on_exit
-        self.poll_ms = poll_ms  # only bounds how long close() waits: records wake the poll
+        self.poll_ms = poll_ms  # bounds exit delivery and close(); an exec wakes the poll
         layout = load_layout()
         self._dtype = layout.dtype("proc_life_event")
         self._ev_exec = layout.constants["EV_PROC_EXEC"]
@@ -119,8 +119,12 @@ class Discovery:
     # -- drain ------------------------------------------------------------------------------
     def _drain_loop(self) -> None:
         try:
+            rb = self._rb
+            assert rb is not None
             while not self._stop.is_set():
-                self._rb.poll(self.poll_ms)  # type: ignore[union-attr]
+                # exits are sent without a wakeup (discovery.bpf.c): take them on timeout
+                if rb.poll(self.poll_ms) == 0 and not self._stop.is_set():
+                    rb.consume()
         except BaseException as exc:  # surfaced by `error`; close() still frees
             if not self._stop.is_set():
                 self.error = exc
