@@ -16,6 +16,8 @@
 #define EV_HTTP2_CLIENT 3
 #define EV_HTTP2_SERVER 4
 #define EV_GRPC_SERVER_REJECTED 5
+#define EV_PROC_EXEC 6         /* discovery.bpf.c: a process exec'd (struct proc_life_event) */
+#define EV_PROC_EXIT 7         /* discovery.bpf.c: a whole process exited (struct proc_life_event) */
 
 /* Bounded copies of Go strings: gRPC method and dial target; HTTP/2 request fields.
  * Powers of two: the string reader masks lengths with them for the verifier. */
@@ -135,6 +137,23 @@ struct http2_event {
 	char method[H2_METHOD_MAX];
 	char host[H2_HOST_MAX];
 	char path[H2_PATH_MAX];
+};
+
+/* Process discovery (discovery.bpf.c): one record per exec and per whole-process exit, on
+ * every process of the node, so it stays small (32 B) and carries no strings: the agent
+ * reads /proc/PID/exe itself for the processes it cares about.
+ * Identity of a process is (tgid, start_boottime_ns): pids are reused. start_boottime_ns
+ * is task->start_boottime (ns since boot, suspend included), the value /proc/PID/stat
+ * field 22 (starttime) shows in clock ticks: starttime = start_boottime_ns /
+ * (1e9 / sysconf(_SC_CLK_TCK)), truncated (fs/proc/array.c nsec_to_clock_t; USER_HZ 100
+ * gives 10 ms ticks). Pids are the initial pid namespace's. */
+struct proc_life_event {
+	__u32 type;                     /* EV_PROC_EXEC or EV_PROC_EXIT */
+	__u32 tgid;
+	__u32 ppid;                     /* exec: the parent's tgid (real_parent); exit: 0 */
+	__u32 _pad;
+	__u64 ts_ns;                    /* bpf_ktime_get_boot_ns() at the event */
+	__u64 start_boottime_ns;        /* the process's start, as above */
 };
 
 #endif /* PYHTTP2PROBE_EVENTS_H */

@@ -132,6 +132,29 @@ class Program:
         self._obj._links.append(link)
         return link
 
+    def attach(self) -> Link:
+        """Attach where the program's SEC() name says (libbpf's auto-attach), e.g.
+        `tp_btf/sched_process_exec`, `fentry/...`, `raw_tp/...`.
+
+        For section names that carry their whole target; uprobes need attach_uprobe. The
+        Link must be closed (or the object).
+        """
+        prog = self._live()
+        what = f"attach program {self.name!r} of {self._obj.path!r} by its section name"
+        if self.fd < 0:
+            raise AttachError(errno.EBADF, f"{what}: object is not loaded")
+        with capture_libbpf_log() as lines:
+            ptr = lib.bpf_program__attach(prog)
+            err = ffi.errno
+        if ptr == ffi.NULL:
+            hint = (" (the section name names no target: use attach_uprobe or a full "
+                    "section such as tp_btf/<tracepoint>)"
+                    if normalize_errno(err) == errno.EOPNOTSUPP else "")
+            raise error_from_errno(AttachError, err, what, _libbpf_tail(lines) + hint)
+        link = Link(ptr, self._obj, self.name)
+        self._obj._links.append(link)
+        return link
+
     def prepare_uprobe_multi(self) -> None:
         """Mark the program (before load) for attach_uprobe_multi.
 
