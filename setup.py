@@ -25,7 +25,7 @@ class build_bpf(Command):
     """Compile every bpf_src/*.bpf.c into pyhttp2probe/bpf/*.bpf.o when stale.
 
     Only the product's objects: bench- and test-only BPF lives in bench/bpf/ and tests/bpf/
-    and is built on demand by bench/bpfbuild.py. Outputs whose source is gone are removed,
+    and is built on demand by testkit/bpfbuild.py. Outputs whose source is gone are removed,
     so they never ship.
     """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyhttp2probe.discovery import Discovery, clock_ticks_ns, proc_start_ticks, scan_proc
-from tests.gobuild import GoBuild, build
+from testkit.gobuild import GoBuild, build
 
 BOUND_S = 1.0  # the functional promise: a new process is known within a second
 
