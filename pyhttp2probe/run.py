@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
-import time
 from typing import Any
 
-from .config import EPILOG, ConfigError, Settings, add_run_arguments, settings_from_args
+from .config import EPILOG, ConfigError, add_run_arguments, settings_from_args
 
 EXIT_BAD_INPUT = 2
 
@@ -64,77 +61,6 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     configure_logging(settings.log_level)
-    try:
-        from .discovery import Discovery  # noqa: F401 - what the service follows processes by
-        from .service import serve
-    except ModuleNotFoundError as e:
-        # TODO(issue 10): remove with the fallback once service and discovery are in.
-        if e.name not in ("pyhttp2probe.service", "pyhttp2probe.discovery"):
-            raise
-        return _serve_pids(settings)
+    from .service import serve
+
     return serve(settings)
-
-
-def _serve_pids(settings: Settings) -> int:
-    """The pre-service behaviour, kept until service.py lands: attach every --pid to one
-    agent, serve, stop at a signal, --duration, or when every traced process has exited.
-
-    A pid that cannot be traced is reported and skipped; with none traced, exit 2.
-    """
-    import structlog
-    from prometheus_client import CollectorRegistry
-
-    from .agent import Agent
-    from .httpserver import MetricsServer
-    from .targets import TargetError
-
-    log = structlog.get_logger("pyhttp2probe.run")
-    if not settings.pid:
-        print("pyhttp2probe: error: --exe, --port and --all need pyhttp2probe.service",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    registry = CollectorRegistry()
-    agent = Agent(registry=registry, spans_out=settings.spans_out, keep_spans=False,
-                  max_label_sets=settings.max_label_sets, ring_bytes=settings.ring_size,
-                  link_style=settings.resolved_link_style)
-    server = None
-    try:
-        failed = 0
-        for pid in settings.pid:
-            try:
-                agent.attach(pid)
-            except TargetError as exc:
-                failed += 1
-                print(f"pyhttp2probe: error: {exc}", file=sys.stderr)
-        if not agent.targets:
-            return EXIT_BAD_INPUT
-        server = MetricsServer(registry, settings.listen_host, settings.listen_port,
-                               ready=lambda: True)
-        log.info("serving metrics", url=f"{server.url}/metrics",
-                 targets=sorted(agent.targets), failed=failed)
-        deadline = time.monotonic() + settings.duration if settings.duration else None
-        while not stop.is_set():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            stop.wait(1.0 if left is None else min(1.0, left))
-            if not any(os.path.exists(f"/proc/{pid}") for pid in settings.pid):
-                log.info("every traced process exited")
-                break
-            if agent.error is not None:
-                log.error("drain failed", error=repr(agent.error))
-                return 1
-        return 0
-    finally:
-        agent.close()
-        if server is not None:
-            server.close()
-        for s, h in old.items():
-            signal.signal(s, h)

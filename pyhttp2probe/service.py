@@ -71,7 +71,7 @@ class ServiceCollector:
                                   "a full discovery ring buffer (the rescan catches up)",
                                   value=self.discovery().drops if self.discovery() else 0)
         yield GaugeMetricFamily("pyhttp2probe_ready", "1 when BPF is loaded and discovery runs",
-                                value=1 if self.ready() else 0)
+                                value=1 if self.ready()[0] else 0)
 
 
 class Service:
@@ -90,13 +90,21 @@ class Service:
         self._refused: dict[FileId, str] = {}  # files not worth another try, with why
         self._seen: set[int] = set()  # pids judged already (not chosen): judged again on exec
         self.agent: Agent | None = None
+        self._scanned = False
         self.discovery: Any = None
         self.server: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    def ready(self) -> bool:
-        """BPF loaded and discovery running (a node may have no target: still ready)."""
-        return self.agent is not None and self.discovery is not None and not self._stop.is_set()
+    def ready(self) -> tuple[bool, str]:
+        """BPF loaded, discovery running, the processes running at start judged (a node may
+        have no target: still ready)."""
+        if self._stop.is_set():
+            return False, "stopping"
+        if self.agent is None or self.discovery is None:
+            return False, "loading BPF"
+        if not self._scanned:
+            return False, "judging the processes running at start"
+        return True, "ready"
 
     def start(self) -> Service:
         from .discovery import Discovery, scan_proc
@@ -112,8 +120,12 @@ class Service:
                            max_label_sets=s.max_label_sets, ring_bytes=s.ring_size,
                            link_style=None if s.link_style == "auto" else s.link_style)
         self.discovery = Discovery(on_exec=self._on_exec, on_exit=self._on_exit)
+        # What runs already is judged before the service says it is ready, so a process
+        # selected at start is traced from then on; exec/exit events during the scan wait
+        # in the queue and are handled next, in order.
         for pid in scan_proc():
-            self._events.put(("scan", pid, 0))
+            self._handle("scan", pid)
+        self._scanned = True
         self.log.info("serving", url=f"http://{s.listen_host}:{self.server.port}/metrics",
                       selection=_describe(self.selection))
         return self

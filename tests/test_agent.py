@@ -219,7 +219,8 @@ def test_run_traces_every_listed_pid_in_one_agent() -> None:
             stderr=subprocess.PIPE, text=True)
         try:
             url = f"http://127.0.0.1:{port}/metrics"
-            _wait_for(url)
+            _wait_for(f"http://127.0.0.1:{port}/readyz")
+            assert "pyhttp2probe_attached_processes 2.0" in _get(url)  # before ready
             for wl in (w1, w2):
                 wl.go()
             for wl in (w1, w2):
@@ -230,7 +231,6 @@ def test_run_traces_every_listed_pid_in_one_agent() -> None:
             while (got := _client_counts(_get(url))) != want and time.monotonic() < deadline:
                 time.sleep(0.3)
             assert got == want
-            assert "pyhttp2probe_attached_processes 2.0" in _get(url)
         finally:
             agent.terminate()
             _, err = agent.communicate(timeout=20)
