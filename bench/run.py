@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+SOAK = "## Soak"
 ROOT = BENCH_DIR.parent
 
 
@@ -48,7 +49,11 @@ def main() -> int:
             f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.\n\n"
             "The machine is a shared, nested VM: read the ratios measured side by side in one "
             "run, not lone absolute times.\n")
-    Path(args.out).write_text(head + "\n" + "\n\n".join(sections) + "\n")
+    out = Path(args.out)
+    # The soak (bench/soak.py, minutes long, run on its own) keeps its section, dated.
+    old = out.read_text() if out.exists() else ""
+    soak = old[old.find(SOAK):].strip() if SOAK in old else ""
+    out.write_text(head + "\n" + "\n\n".join([*sections, *filter(None, [soak])]) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
