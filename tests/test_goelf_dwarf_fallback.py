@@ -17,6 +17,7 @@ from pyhttp2probe.goelf.dwarf import (
     struct_fields_with_source,
 )
 from pyhttp2probe.goelf.elf import SHF_COMPRESSED, ElfFile
+from pyhttp2probe.goelf.varint import uvarint
 from pyhttp2probe.probes import catalogue
 from testkit.gobuild import GoBuild, build
 
@@ -34,14 +35,7 @@ def _mini(version: str, ldflags: str = "") -> Path:
 
 
 def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
+    return uvarint(data, pos, "crafted .debug_abbrev")
 
 
 def _form_positions(abbrev: bytes, tag: int, form: int) -> list[int]:
