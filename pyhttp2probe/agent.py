@@ -312,6 +312,7 @@ class Agent:
             doomed += fl.per_pid.pop(pid, [])
             leaving.setdefault(t.fid, []).append(t)
             self.log.info("detached", pid=pid, binary=t.exe)
+        self._forget_in_flight({t.proc.pid for ts in leaving.values() for t in ts})
         for fid, gone in leaving.items():
             fl = self._files[fid]
             if not fl.pids:
@@ -322,6 +323,29 @@ class Agent:
                 doomed += self._unshare(fl)
         self._count_targets()
         return doomed
+
+    def _forget_in_flight(self, pids: set[int]) -> None:
+        """Delete the in-flight entries of processes no longer traced (every in-flight key
+        starts with the u32 tgid). A process killed mid-call never runs the ends that would
+        delete them, and an LRU map keeps them until evicted, taking room from live calls;
+        the process's config is gone already, so its probes add no more."""
+        if not pids:
+            return
+        for path in self.paths:
+            obj = self._objects.get(path.name)
+            if obj is None or obj.closed:
+                continue
+            for name in path.in_flight_maps:
+                m = obj.map(name)
+                try:  # collect first: deleting while walking would restart the walk
+                    keys = m.keys()
+                    doomed = [k for k in keys if int.from_bytes(k[:4], "little") in pids]
+                except (BpfError, OSError) as exc:
+                    self.log.warning("in-flight walk failed", map=name, error=str(exc))
+                    continue
+                for k in doomed:
+                    with contextlib.suppress(BpfError, OSError):  # ended meanwhile
+                        m.delete(k)
 
     def _unshare(self, fl: FileLinks) -> list[Any]:
         """Give a file per-process links (for its traced processes still running it);
