@@ -4,6 +4,7 @@ serving on a free loopback port, stopped with SIGTERM."""
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -52,12 +53,19 @@ class AgentProcess:
                     total += s.value
         return total
 
-    def counts(self, metric: str) -> collections.Counter[tuple[str, str]]:
-        """(rpc_method, rpc_grpc_status_code) -> count of a histogram's _count samples."""
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of every sample named `name`."""
+        return [(s.labels, s.value) for fam in text_string_to_metric_families(self.metrics_text())
+                for s in fam.samples if s.name == name]
+
+    def counts(self, metric: str, **labels: str) -> collections.Counter[tuple[str, str]]:
+        """(rpc_method, rpc_grpc_status_code) -> count of a histogram's _count samples
+        (those whose labels include `labels`)."""
         got: collections.Counter[tuple[str, str]] = collections.Counter()
         for fam in text_string_to_metric_families(self.metrics_text()):
             for s in fam.samples:
-                if s.name == f"{metric}_count":
+                if s.name == f"{metric}_count" and all(
+                        s.labels.get(k) == v for k, v in labels.items()):
                     got[(s.labels["rpc_method"], s.labels["rpc_grpc_status_code"])] += int(
                         s.value)
         return got
@@ -67,6 +75,47 @@ class AgentProcess:
         while (got := self.value(name, **labels)) != want and time.monotonic() < deadline:
             time.sleep(0.1)
         return got
+
+    # -- the agent process as the kernel sees it ------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def bpf_ids(self) -> dict[str, set[int]]:
+        """Ids of the BPF programs, links and maps the agent holds ("prog", "link", "map"),
+        from the kernel's /proc/PID/fdinfo."""
+        out: dict[str, set[int]] = {"prog": set(), "link": set(), "map": set()}
+        base = f"/proc/{self.pid}/fdinfo"
+        for fd in os.listdir(base):
+            try:
+                with open(f"{base}/{fd}") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(":")
+                if key in ("prog_id", "link_id", "map_id"):
+                    out[key[:-3]].add(int(value))
+        return out
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_kb(self) -> int:
+        """VmRSS of the agent, in KiB."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError(f"no VmRSS for pid {self.pid}")
+
+    def kill(self) -> int:
+        """SIGKILL (no cleanup of its own runs), wait; returns the exit code (-9)."""
+        if self.returncode is None:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate(timeout=30)
+            self.returncode = self.proc.returncode
+        return self.returncode
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait; returns the exit code (the time taken is in stop_seconds)."""
