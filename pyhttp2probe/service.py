@@ -27,6 +27,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from . import __version__
 from .agent import Agent
+from .goelf.plan import looks_like_go
 from .selection import PortWatch, Selection, selection_from
 from .targets import FileId, TargetError, exe_path, file_id
 
@@ -225,8 +226,12 @@ class Service:
             return
         self._ports.forget(pid)
         refused = self._refused.get(fid)
+        if refused is None and reason == "all" and not looks_like_go(f"/proc/{pid}/exe"):
+            # --all judges every process of the node: what is not Go is no error
+            refused = self._refused[fid] = "not_go"
         if refused is not None:
             self._skip(pid, exe, refused, quiet=True)
+            self._seen.add(pid)
             return
         try:
             self.agent.attach(pid)
@@ -241,8 +246,8 @@ class Service:
 
     def _skip(self, pid: int, exe: str, reason: str, quiet: bool) -> None:
         self.counts.skipped[reason] += 1
-        if not quiet:
-            self.log.info("not traced", pid=pid, binary=exe, reason=reason)
+        (self.log.debug if quiet else self.log.info)("not traced", pid=pid, binary=exe,
+                                                     reason=reason)
 
     def _sweep_series(self) -> None:
         """Series of processes gone for longer than --series-ttl leave /metrics."""
