@@ -17,6 +17,7 @@ shared file). close() is idempotent; leaving the with-block detaches everything.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -191,6 +192,7 @@ class Agent:
         """
         with self._lock:
             self._check_open()
+            proc: ProcessId | None = None
             try:
                 proc = process_id(pid)
                 old = self._targets.get(pid)
@@ -201,10 +203,21 @@ class Agent:
                     # file: the old plan and links are void
                     self._linker.close(self._detach_locked([pid], exited=True))
                 return self._attach_locked(proc, service_name)
-            except TargetError as exc:
-                self.metrics.add_attach_error(exc.reason)
-                self.log.warning("attach failed", pid=pid, reason=exc.reason, error=str(exc))
-                raise
+            except Exception as exc:
+                err = exc if isinstance(exc, TargetError) else None
+                if (err is None or err.reason != "no_process") and proc is not None \
+                        and _gone(proc):
+                    # It exited meanwhile (its /proc entries or its exe vanished under
+                    # the attach): say so, not "attach" or an internal error.
+                    err = TargetError(f"pid {pid} exited while being attached: {exc}",
+                                      "no_process")
+                if err is None:
+                    raise
+                self.metrics.add_attach_error(err.reason)
+                self.log.warning("attach failed", pid=pid, reason=err.reason, error=str(err))
+                if err is exc:
+                    raise
+                raise err from exc
 
     def _attach_locked(self, proc: ProcessId, service_name: str | None) -> Target:
         pid = proc.pid
@@ -548,6 +561,19 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _gone(proc: ProcessId) -> bool:
+    """Exited or exiting: a zombie still has its /proc/PID/stat, but no executable."""
+    if not _alive(proc):
+        return True
+    try:
+        os.stat(f"/proc/{proc.pid}/exe")
+    except FileNotFoundError:
+        return True
+    except OSError:  # e.g. no permission: not a sign of exit
+        return False
+    return False
 
 
 def _alive(proc: ProcessId) -> bool:
