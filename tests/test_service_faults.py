@@ -157,9 +157,10 @@ def test_target_killed_with_hundreds_of_rpcs_in_flight_is_detached_and_forgotten
 
 
 # -- 2. binaries replaced or deleted on disk while traced -------------------------------------
-def _start_exact(binary: Path, tmp: Path, tag: str, env: dict[str, str] | None = None) -> Any:
+def _start_exact(binary: Path, tmp: Path, tag: str, env: dict[str, str] | None = None,
+                 extra: tuple[str, ...] = ()) -> Any:
     ct, st = tmp / f"{tag}-client.jsonl", tmp / f"{tag}-server.jsonl"
-    wl = start_workload(binary, [*EXACT, "-seed", str(len(tag)), "-truth", ct,
+    wl = start_workload(binary, [*EXACT, "-seed", str(len(tag)), *extra, "-truth", ct,
                                  "-server-truth", st, "-hold"], env=env)
     return wl, ct, st
 
@@ -324,3 +325,96 @@ def test_agent_killed_mid_load_leaves_no_bpf_program_link_or_map_and_the_target_
     while any((remain := left()).values()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert remain == {"prog": set(), "link": set(), "map": set()}
+
+
+# -- 6. bad inputs ---------------------------------------------------------------------------
+def _log_lines(stderr: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stderr.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+# How long each short-lived process lives: from "gone before the agent reads /proc" to
+# "gone in the middle of the attach" (planning, map writes, links take a few ms each).
+VANISH_AFTER_MS = (0, 1, 2, 3, 5, 8, 12, 20, 30, 45) * 4
+
+
+def test_bad_inputs_each_refused_with_a_reason_while_a_good_target_is_traced_exactly(
+        tmp_path: Path) -> None:
+    not_go = _copy(Path(shutil.which("sleep") or "/bin/sleep"), tmp_path, "not-go")
+    no_probes = _copy(build(GoBuild(src="calltarget")), tmp_path, "no-probes")
+    go116 = _copy(build(GoBuild(src="h2exec", env=(("GOTOOLCHAIN", "go1.16.15"),))),
+                  tmp_path, "go116")
+    # grpc-go v1.34.0 is older than every version in the shipped offsets table, and
+    # stripped there is no DWARF either: no offsets the agent could trust.
+    odd = _copy(build(GoBuild(src="grpcmethods", mod="faultmods/v1.34.0", ldflags="-s -w")),
+                tmp_path, "stripped-grpc-v1.34")
+    vanish = _copy(build(GoBuild(src="h2exec")), tmp_path, "vanish")
+    good = _copy(_grpcwork(), tmp_path, "good")
+    refused = {"not_go": 1, "no_probes": 1, "unsupported": 2}
+    with _agent() as agent:
+        wl, ct, st = _start_exact(good, tmp_path, "good", extra=("-rpcs", "150"))
+        with wl:
+            _wait(lambda: _traced(agent, good.name) == 1, what="good traced")
+            wl.go()
+            stdin = {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "text": True}
+            bad = {"not_go": subprocess.Popen([str(not_go), "60"]),
+                   "no_probes": subprocess.Popen([str(no_probes), "calls", "1"], **stdin),
+                   "go116": subprocess.Popen([str(go116)], **stdin),
+                   "odd": subprocess.Popen([str(odd), "-methods", "0", "-wait-start"], **stdin)}
+            try:
+                vanished = set()
+                for ms in VANISH_AFTER_MS:
+                    p = subprocess.Popen([str(vanish), "-exit-after", f"{ms}ms"])
+                    vanished.add(p.pid)
+                    assert p.wait(timeout=10) == 0
+                _wait(lambda: agent.value("pyhttp2probe_attach_errors_total") >= 4,
+                      what="the four refusals")
+                time.sleep(1.5)  # the loop has judged every exec by now
+                errors = {s["reason"]: v for s, v in agent.samples(
+                    "pyhttp2probe_attach_errors_total")}
+                skipped = {s["reason"]: v for s, v in agent.samples(
+                    "pyhttp2probe_skipped_processes_total")}
+                assert agent.value("pyhttp2probe_attached_processes") == 1  # the good one
+                for p in bad.values():
+                    assert p.poll() is None  # still running: refused, never touched
+                # unharmed: each goes on to finish its own work and exits 0
+                for name, line in (("no_probes", "go"), ("odd", "go"), ("go116", "quit")):
+                    bad[name].communicate(line + "\n", timeout=30)
+                    assert bad[name].returncode == 0, name
+            finally:
+                for p in bad.values():
+                    p.kill()
+                    p.wait()
+            wl.wait_done(120)
+            wl.finish()
+        _assert_counts(agent, good.name, read_truth(ct), read_truth(st))
+        assert agent.wait_value("pyhttp2probe_attached_processes", 0) == 0
+        assert agent.stop() == 0, agent.stderr
+    # Each refusal is counted by its reason, once per process, and the vanished processes
+    # the agent had begun to judge say no_process — never "attach" or "internal".
+    gone = errors.pop("no_process", 0)
+    assert errors == refused
+    assert skipped == {**refused, **({"no_process": gone} if gone else {})}
+    # ... and each is one warning naming the process, its binary and why.
+    warned = collections.defaultdict(list)
+    for rec in _log_lines(agent.stderr):
+        if rec.get("level") in ("warning", "error"):
+            assert rec.get("event") == "attach failed", rec
+            warned[rec["pid"]].append(rec)
+    why = {"not_go": "not a Go program", "no_probes": "neither grpc-go nor HTTP/2",
+           "go116": "go1.16.15", "odd": "google.golang.org/grpc v1.34.0"}
+    for name, p in bad.items():
+        (rec,) = warned.pop(p.pid)
+        assert why[name] in rec["error"], rec
+        assert rec["reason"] == {"go116": "unsupported", "odd": "unsupported"}.get(name, name)
+    assert set(warned) <= vanished
+    assert all(r["reason"] == "no_process" for rs in warned.values() for r in rs)
+    assert sum(len(rs) for rs in warned.values()) == gone
+    # Some of them exited in the middle of their attach (the path that used to say
+    # "attach"); the others were gone before the agent could read what they ran.
+    assert gone >= 1

@@ -10,8 +10,9 @@
 //	exec PATH ARG…  execs PATH with ARG… (the new image prints READY again; same pid)
 //	quit or EOF     exits 0
 //
-// -exit: exit 0 at once, before listening (a process that is gone within a few ms of
-// its exec). -wait-start is accepted and ignored (the testkit's handshake flag).
+// -exit-after D: sleep D, then exit 0 without listening (a process gone within a few ms
+// of its exec, e.g. while the agent attaches to it). -wait-start is accepted and ignored
+// (the testkit's handshake flag).
 package main
 
 import (
@@ -27,13 +28,15 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
-	exitNow := flag.Bool("exit", false, "exit at once (a short-lived process)")
+	exitAfter := flag.Duration("exit-after", -1, "if >= 0: sleep this long, then exit (a short-lived process)")
 	flag.Bool("wait-start", false, "ignored: this program always waits for stdin lines")
 	flag.Parse()
-	if *exitNow {
+	if *exitAfter >= 0 {
+		time.Sleep(*exitAfter)
 		return
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
