@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from .goelf.errors import GoBinaryError
 from .run import add_run_parser, cmd_run
+from .top import add_top_parser, cmd_top
 
 EXIT_BAD_INPUT = 2
 
@@ -71,6 +72,7 @@ Subcommand = tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Na
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     (add_inspect_parser, cmd_inspect),
     (add_run_parser, cmd_run),
+    (add_top_parser, cmd_top),
 )
 
 
