@@ -103,3 +103,16 @@ class Prometheus:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def label_values(prom: Prometheus, label: str, match: str | None = None) -> set[str]:
+    """What Grafana's `label_values(label)` / `label_values(match, label)` lists: the values
+    of `label` over every series, or over the series `match` (a series selector) selects."""
+    if match is None:
+        body = json.loads(http_get(f"{prom.url}/api/v1/label/{label}/values"))
+        assert body["status"] == "success", body
+        return set(body["data"])
+    q = urllib.parse.urlencode({"match[]": match})
+    body = json.loads(http_get(f"{prom.url}/api/v1/series?{q}"))
+    assert body["status"] == "success", body
+    return {s[label] for s in body["data"] if label in s}
