@@ -6,6 +6,7 @@ neither clang nor kernel headers: only libbpf and a kernel with BTF.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,10 @@ BPF_SRC = ROOT / "bpf_src"
 BPF_OUT = ROOT / "pyhttp2probe" / "bpf"
 VMLINUX = ROOT / "vmlinux" / "x86"
 CLANG_FLAGS = ["-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
+# One version, pyhttp2probe.__version__ (what `pyhttp2probe --version` prints), read here
+# without importing the package (its imports need the dependencies being installed).
+VERSION = re.search(r'^__version__ = "([^"]+)"$',
+                    (ROOT / "pyhttp2probe" / "__init__.py").read_text(), re.M).group(1)
 
 
 class build_bpf(Command):
@@ -70,7 +75,7 @@ class build_py_with_bpf(build_py):
 
 setup(
     name="pyhttp2probe",
-    version="0.1.0",
+    version=VERSION,
     description="eBPF tracing of Go gRPC and HTTP/2 programs, exported as Prometheus metrics",
     python_requires=">=3.11",
     packages=find_packages(include=["libbpf_loader", "libbpf_loader.*", "pyhttp2probe",
@@ -92,7 +97,8 @@ setup(
         "PyYAML>=6",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "requests>=2.28"],
+        # build: tests/test_wheel.py builds the wheel as a user would (`python -m build`).
+        "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "requests>=2.28", "build>=1.0"],
     },
     entry_points={"console_scripts": ["pyhttp2probe = pyhttp2probe.cli:main"]},
     cmdclass={"build_bpf": build_bpf, "build_py": build_py_with_bpf},
