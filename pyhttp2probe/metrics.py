@@ -60,7 +60,10 @@ class _State:
     unmatched: dict[str, int] = field(default_factory=dict)
     attached: int = 0
     by_service: dict[str, int] = field(default_factory=dict)
-    attach_errors: dict[str, int] = field(default_factory=dict)
+    # every reason exported from the start (at 0), so dashboards see the series before
+    # the first error (targets.TargetError.reason)
+    attach_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("no_process", "not_go", "unsupported", "no_probes", "permission", "attach"), 0))
     status_guessed: int = 0
     folded: int = 0
     rejected: dict[str, int] = field(default_factory=dict)

@@ -42,7 +42,10 @@ class Counts:
     """What the service saw, for its self-metrics (read under the GIL, written by the loop)."""
 
     discovery: Counter[str] = field(default_factory=Counter)  # exec, exit, scan
-    skipped: Counter[str] = field(default_factory=Counter)  # reason -> processes
+    # reason -> processes; every reason exported from the start, at 0
+    skipped: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(
+        ("no_process", "not_go", "unsupported", "no_probes", "permission", "attach",
+         "internal"), 0)))
 
 
 class ServiceCollector:
