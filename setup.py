@@ -102,4 +102,7 @@ setup(
     },
     entry_points={"console_scripts": ["pyhttp2probe = pyhttp2probe.cli:main"]},
     cmdclass={"build_bpf": build_bpf, "build_py": build_py_with_bpf},
+    # cffi builds the extension on the stable ABI (_libbpf.abi3.so): one wheel for every
+    # CPython >= 3.11 (it links the system libbpf, so it is linux_x86_64, not manylinux).
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

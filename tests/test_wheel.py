@@ -126,6 +126,7 @@ def test_wheel_ships_the_objects_headers_table_and_extension_and_nothing_else(
     stray = sorted(n for n in names if n.startswith((*NOT_SHIPPED, "bpf_src/", "vmlinux/")))
     assert not stray, f"the wheel must not ship {stray}"
     assert not [n for n in names if n.startswith("pyhttp2probe/bpf/") and n.endswith(".c")]
+    assert dists["wheel"].name.endswith("-cp311-abi3-linux_x86_64.whl"), dists["wheel"].name
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == OWN | {f"pyhttp2probe-{source_version()}.dist-info"}, tops
 
