@@ -418,3 +418,160 @@ def test_bad_inputs_each_refused_with_a_reason_while_a_good_target_is_traced_exa
     # Some of them exited in the middle of their attach (the path that used to say
     # "attach"); the others were gone before the agent could read what they ran.
     assert gone >= 1
+
+
+# -- 5. a tiny ring buffer under load ----------------------------------------------------------
+def test_tiny_ring_buffer_loses_only_counted_records_and_is_exact_again_once_load_drops(
+        tmp_path: Path) -> None:
+    """Spans counted + ringbuf drops = calls, exactly. Every gRPC call is one record on each
+    side (client end, server end), and each lost record is one failed reservation; /metrics
+    sums drops over the BPF objects, so the equation is written over both sides together
+    (with no client-side abandons and no nesting, both sides have exact truth)."""
+    burst = _copy(_grpcwork(), tmp_path, "burst")
+    calm = _copy(_grpcwork(), tmp_path, "calm")
+    with _agent("--ring-size", "4096") as agent:  # ~11 client or ~15 server records
+        ct, st = tmp_path / "burst-client.jsonl", tmp_path / "burst-server.jsonl"
+        with start_workload(burst, ["-servers", "2", "-goroutines", "16", "-rpcs", "100",
+                                    "-delay-max", "0", "-client-failures", "0", "-nested", "0",
+                                    "-truth", ct, "-server-truth", st, "-hold"]) as wl:
+            _wait(lambda: _traced(agent, burst.name) == 1, what="burst traced")
+            wl.go()
+            wl.wait_done(120)
+            wl.finish()
+        calls = len(read_truth(ct)) + len(read_truth(st))
+
+        def seen() -> float:
+            return (sum(agent.counts(CLIENT, service_name=burst.name).values())
+                    + sum(agent.counts(SERVER, service_name=burst.name).values()))
+
+        # drops are read from the kernel once a second: wait for the sum to settle
+        drops = _wait(lambda: (d := agent.value("pyhttp2probe_ringbuf_drops_total"))
+                      and seen() + d == calls and d, timeout=10,
+                      what=f"spans {seen()} + drops == {calls} calls")
+        assert 0 < drops < calls  # the ring really overflowed, and only partly
+        assert agent.value("pyhttp2probe_unmatched_total") == 0
+        # Load drops: a slow run (a few calls in flight, 0-20 ms each) is exact again.
+        ct2, st2 = tmp_path / "calm-client.jsonl", tmp_path / "calm-server.jsonl"
+        with start_workload(calm, ["-servers", "1", "-goroutines", "2", "-rpcs", "40",
+                                   "-delay-max", "20ms", "-client-failures", "0",
+                                   "-nested", "0", "-errors", "0.25", "-truth", ct2,
+                                   "-server-truth", st2, "-hold"]) as wl:
+            _wait(lambda: _traced(agent, calm.name) == 1, what="calm traced")
+            wl.go()
+            wl.wait_done(120)
+            wl.finish()
+        for metric, rows in ((CLIENT, read_truth(ct2)), (SERVER, read_truth(st2))):
+            want = _by_method(rows)
+            assert _wait_counts(agent, metric, want, service_name=calm.name) == want, metric
+        time.sleep(1.5)  # one more kernel-counter read
+        assert agent.value("pyhttp2probe_ringbuf_drops_total") == drops
+        assert agent.stop() == 0, agent.stderr
+
+
+# -- 7. thousands of method names from a peer --------------------------------------------------
+def test_thousands_of_method_names_are_capped_folded_and_counted_with_bounded_memory(
+        tmp_path: Path) -> None:
+    binary = _copy(build(GoBuild(src="grpcmethods")), tmp_path, "methods")
+    n, cap = 5000, 1000  # --max-label-sets defaults to 1000
+    with _agent() as agent:
+        rss_before = agent.rss_kb()
+        with start_workload(binary, ["-methods", str(n), "-hold"]) as wl:
+            _wait(lambda: _traced(agent, binary.name) == 1, what="traced")
+            wl.go()
+            wl.wait_done(120)
+            wl.finish()
+        # each made-up method: one client and one server call, both Unimplemented (12)
+        series = []
+
+        def total() -> float:
+            series[:] = [(m, s, v) for m in (CLIENT, SERVER)
+                         for s, v in agent.samples(f"{m}_count")]
+            return sum(v for _, _, v in series)
+
+        _wait(lambda: total() == 2 * n, timeout=30, what=f"{2 * n} calls counted")
+        other = [(m, s, v) for m, s, v in series if s["rpc_method"] == "_OTHER"]
+        named = [(m, s, v) for m, s, v in series if s["rpc_method"] != "_OTHER"]
+        # the first `cap` label sets are kept, one call each; every later one is folded
+        # into one _OTHER set per histogram (same status, address, service_name)
+        assert len(named) == cap and all(v == 1 for _, _, v in named)
+        assert sorted(m for m, _, _ in other) == [CLIENT, SERVER]
+        assert all(s["rpc_service"] == "_OTHER" and s["rpc_grpc_status_code"] == "12"
+                   for _, s, _ in other)
+        folded = agent.value("pyhttp2probe_label_sets_folded_total")
+        assert folded == sum(v for _, _, v in other) == 2 * n - cap
+        grown_mb = (agent.rss_kb() - rss_before) / 1024
+        # 10,000 spans and 1,002 histograms are a few MB of Python objects; 100 MB would
+        # mean the excess is kept somewhere after all.
+        assert grown_mb < 100, f"agent RSS grew {grown_mb:.0f} MB"
+        assert agent.stop() == 0, agent.stderr
+
+
+# -- 8. processes of one binary started and stopped in a loop ---------------------------------
+ROUNDS, PER_ROUND = 5, 10
+
+
+@pytest.fixture(scope="module")
+def loop_rounds(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """50 processes of one binary, 10 at a time: after each round (all exited, detached,
+    every call counted) the agent's BPF ids, fd count and RSS. The first entry is the idle
+    agent (before any process)."""
+    tmp = tmp_path_factory.mktemp("loop")
+    binary = _copy(_grpcwork(), tmp, "loop")
+    small = ["-servers", "1", "-goroutines", "2", "-rpcs", "5", "-client-failures", "0",
+             "-nested", "0"]
+
+    def state() -> dict[str, Any]:
+        ids = agent.bpf_ids()
+        return {**ids, "fds": agent.fd_count(), "rss_kb": agent.rss_kb()}
+
+    with _agent() as agent:
+        out = [state()]
+        truth_total = 0
+        for r in range(ROUNDS):
+            truths = [tmp / f"r{r}-{i}.jsonl" for i in range(PER_ROUND)]
+            wls = [start_workload(binary, [*small, "-seed", str(r * 100 + i), "-truth", t,
+                                           "-hold"]) for i, t in enumerate(truths)]
+            try:
+                _wait(lambda: _traced(agent, binary.name) == PER_ROUND, timeout=30,
+                      what=f"round {r}: {PER_ROUND} traced")
+                for wl in wls:
+                    wl.go()
+                for wl in wls:
+                    wl.wait_done(60)
+                    wl.finish()
+            finally:
+                for wl in wls:
+                    wl.kill()
+            truth_total += sum(len(read_truth(t)) for t in truths)
+            assert agent.wait_value("pyhttp2probe_attached_processes", 0) == 0
+            _wait(lambda n=truth_total: sum(agent.counts(
+                CLIENT, service_name=binary.name).values()) == n, timeout=10,
+                what="every call counted")
+            out.append(state())
+        assert agent.stop() == 0, agent.stderr
+    return out
+
+
+def test_fifty_processes_started_and_stopped_in_a_loop_leave_no_bpf_link_or_fd_behind(
+        loop_rounds: list[dict[str, Any]]) -> None:
+    idle, first, last = loop_rounds[0], loop_rounds[1], loop_rounds[-1]
+    # Every process's links went with it: only discovery's exec and exit tracepoints stay.
+    assert len(idle["link"]) == 2
+    assert [r["link"] for r in loop_rounds] == [idle["link"]] * (ROUNDS + 1)
+    # The objects loaded once are the same ones throughout: no program or map per process.
+    assert all(r["prog"] == idle["prog"] and r["map"] == idle["map"] for r in loop_rounds)
+    # fds: objects, ring buffers, epoll, the HTTP listener; nothing per process. A scrape's
+    # socket may be open at the moment of counting: allow 2.
+    assert last["fds"] - first["fds"] <= 2, [r["fds"] for r in loop_rounds]
+
+
+@pytest.mark.xfail(strict=True, reason="the service's RSS grows ~1-1.5 MB per traced process "
+                   "started and stopped (a library Agent doing the same stays flat): reported, "
+                   "not found yet")
+def test_fifty_processes_started_and_stopped_in_a_loop_leave_no_memory_growth(
+        loop_rounds: list[dict[str, Any]]) -> None:
+    # Round 1 warmed the plan cache, capstone, numpy, structlog; 40 more processes may add
+    # allocator noise, never a copy of anything per process (one plan is about a MB).
+    grown_mb = (loop_rounds[-1]["rss_kb"] - loop_rounds[1]["rss_kb"]) / 1024
+    assert grown_mb < 8, f"agent RSS grew {grown_mb:.1f} MB over {ROUNDS - 1} rounds: " \
+        f"{[r['rss_kb'] for r in loop_rounds]} KiB"
