@@ -95,6 +95,7 @@ setup(
         "numpy>=1.24",
         "pydantic>=2.5",
         "PyYAML>=6",
+        "rich>=13",  # pyhttp2probe top: the live terminal view
     ],
     extras_require={
         # build: tests/test_wheel.py builds the wheel as a user would (`python -m build`).
