@@ -317,6 +317,9 @@ def test_extra_capabilities_add_to_the_three(helm: str, tmp_path: Path) -> None:
     sc = agent_container(render(helm, tmp_path, VARIANTS["perf-event"]))["securityContext"]
     assert sorted(sc["capabilities"]["add"]) == sorted(CAPS | {"SYS_ADMIN"})
     assert sc["capabilities"]["drop"] == ["ALL"] and sc["privileged"] is False
+    for values in ({"securityContext": {"extraCapabilities": ["CAP_SYS_ADMIN"]}},
+                   {"securityContext": {"privileged": True}}):
+        render(helm, tmp_path, {"config": {"link_style": "perf_event"}, **values})
 
 
 def test_btf_and_tracefs_are_read_only_host_mounts(helm: str, tmp_path: Path) -> None:

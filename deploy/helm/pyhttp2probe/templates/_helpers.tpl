@@ -86,7 +86,7 @@ Null values and empty lists are left out: they mean "the agent's default".
 {{- if not (or $config.all $config.exe $config.port $config.pid) }}
 {{- fail "config selects no process: set config.all, config.exe, config.port or config.pid" }}
 {{- end }}
-{{- if and (eq (toString (default "auto" $config.link_style)) "perf_event") (not .Values.securityContext.privileged) (not (has "SYS_ADMIN" .Values.securityContext.extraCapabilities)) }}
+{{- if and (eq (toString (default "auto" $config.link_style)) "perf_event") (not .Values.securityContext.privileged) (not (has "SYS_ADMIN" .Values.securityContext.extraCapabilities)) (not (has "CAP_SYS_ADMIN" .Values.securityContext.extraCapabilities)) }}
 {{- fail "config.link_style perf_event needs CAP_SYS_ADMIN: set securityContext.privileged=true, or add SYS_ADMIN to securityContext.extraCapabilities" }}
 {{- end }}
 {{- toYaml $config }}
