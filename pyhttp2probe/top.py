@@ -106,10 +106,9 @@ class Tracker:
             if calls < 0:
                 calls = s.count  # reset
             rate = calls / (t - prev[0])
-        win = _delta(s, base[1].get(s.key) if base is not None else None) \
-            if base is not None else None
+        win = _delta(s, base[1].get(s.key)) if base is not None else None
         windowed = win is not None and win.count > 0
-        shown = win if windowed and win is not None else s
+        shown = win if win is not None and windowed else s
         error_pct = 100.0 * shown.errors / shown.count if shown.count else math.nan
         return Row(s.side, s.service_name, s.name, rate, error_pct, shown.quantile(0.5),
                    shown.quantile(0.99), s.count, windowed)

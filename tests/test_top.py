@@ -160,12 +160,17 @@ class Terminal:
         self._tmux("send-keys", "-t", self.name, key)
 
     def wait_for(self, ok: Callable[[str], bool], timeout: float, what: str) -> str:
+        """The first whole frame (the same on two reads: not one caught mid-redraw) that
+        satisfies `ok`."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.screen()
             assert "Traceback" not in text, text
             if ok(text):
-                return text
+                time.sleep(0.05)
+                if self.screen() == text:
+                    return text
+                continue
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {what} within {timeout}s; the screen:\n{text}")
             time.sleep(0.1)
