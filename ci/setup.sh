@@ -5,7 +5,7 @@ set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(clang llvm libbpf-dev bpftool pkg-config nghttp2-client prometheus)
+APT_PACKAGES=(clang llvm libbpf-dev bpftool pkg-config nghttp2-client prometheus tmux)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -32,3 +32,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$inputs" ] || [ "$installed_at" 
 fi
 # Rebuild BPF objects when their sources changed since the install.
 python3 setup.py -q build_bpf
+# helm (built once from the Go module proxy, cached) and kubernetes-validate: tests/test_helm.py
+bash ci/setup-helm.sh >/dev/null
