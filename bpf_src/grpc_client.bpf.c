@@ -156,7 +156,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	if (!start)
 		ev->flags |= SPAN_F_UNMATCHED;
 	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }
 
@@ -252,6 +252,6 @@ int grpc_client_fail(struct pt_regs *ctx)
 	ev->tgid = tgid;
 	ev->start_ns = start;
 	fill_end(cfg, cs, errtab, errdata, ev);
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }
