@@ -44,7 +44,6 @@ struct {
 
 EMPTY(grpc_client_start)
 EMPTY(grpc_client_end)
-EMPTY(grpc_client_fail_entry)
 EMPTY(grpc_client_fail)
 EMPTY(grpc_server_operate_headers)
 EMPTY(grpc_server_write_status)
