@@ -41,7 +41,8 @@ struct grpc_client_config {
 	__u32 tcpaddr_ip;               /* net.TCPAddr.IP (slice) */
 	__u32 tcpaddr_port;             /* net.TCPAddr.Port (int) */
 	__u32 ct_next_id;               /* http2Client.nextID: ablation probe only */
-	__u32 _pad;
+	__u32 wrap_error_err;           /* fmt.wrapError.err (error iface) */
+	__u64 wrap_error_fn;            /* runtime addr of fmt.(*wrapError).Error; 0: not linked */
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */

@@ -25,9 +25,10 @@
  * Measured here (nested VM): ~0.6 us per run, but waking the drain thread adds ~12-17 us.
  * An exec always wakes it (BPF_RB_FORCE_WAKEUP: the default wakes only when the buffer
  * was empty, and a pending exit would then delay the exec by a whole poll timeout): a
- * short-lived process must be attached at once. An exit never does (BPF_RB_NO_WAKEUP): it
- * only leads to cleanup, so it rides along with the next exec or the drain's periodic
- * consume (poll timeout, 100 ms). Order is kept: one FIFO buffer.
+ * short-lived process must be attached at once. An exit does not (common.h submit_batched:
+ * only when the ring is 1/8 full, an exit storm): it only leads to cleanup, so it rides
+ * along with the next exec or the drain's periodic consume (poll timeout, 100 ms). Order is
+ * kept: one FIFO buffer.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -40,7 +41,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PF_KTHREAD 0x00200000 /* include/linux/sched.h: task->flags of a kernel thread */
 
 /* Exec/exit records: 32 B + 8 B header = 40 B each; 256 KiB holds ~6,500. The drain
- * thread wakes on every record (it wants them at once), so the buffer only has to absorb
+ * thread wakes on every exec (it wants them at once), so the buffer only has to absorb
  * a burst (a build or a crash loop spawning thousands of processes) while user space is
  * descheduled; losses are counted (STAT_RINGBUF_FULL) and the agent's slow /proc rescan
  * repairs them. */
@@ -49,7 +50,7 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-static __always_inline int emit(__u32 type, __u32 tgid, __u32 ppid, __u64 start, __u64 wake)
+static __always_inline int emit(__u32 type, __u32 tgid, __u32 ppid, __u64 start, int wake)
 {
 	struct proc_life_event *ev = reserve_zeroed(&events, sizeof(*ev));
 
@@ -60,7 +61,10 @@ static __always_inline int emit(__u32 type, __u32 tgid, __u32 ppid, __u64 start,
 	ev->ppid = ppid;
 	ev->ts_ns = bpf_ktime_get_boot_ns();
 	ev->start_boottime_ns = start;
-	bpf_ringbuf_submit(ev, wake);
+	if (wake)
+		bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+	else
+		submit_batched(&events, ev);
 	return 0;
 }
 
@@ -68,7 +72,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(proc_exec, struct task_struct *p)
 {
 	return emit(EV_PROC_EXEC, BPF_CORE_READ(p, tgid), BPF_CORE_READ(p, real_parent, tgid),
-		    BPF_CORE_READ(p, start_boottime), BPF_RB_FORCE_WAKEUP);
+		    BPF_CORE_READ(p, start_boottime), 1);
 }
 
 SEC("tp_btf/sched_process_exit")
@@ -78,5 +82,5 @@ int BPF_PROG(proc_exit, struct task_struct *p)
 
 	if (BPF_CORE_READ(p, pid) != tgid || (BPF_CORE_READ(p, flags) & PF_KTHREAD))
 		return 0;
-	return emit(EV_PROC_EXIT, tgid, 0, BPF_CORE_READ(p, start_boottime), BPF_RB_NO_WAKEUP);
+	return emit(EV_PROC_EXIT, tgid, 0, BPF_CORE_READ(p, start_boottime), 0);
 }

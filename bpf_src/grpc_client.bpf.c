@@ -26,9 +26,14 @@
  *   in registers, so the start also notes goroutine -> cs (R14 pairs the entry and the
  *   RETs of one synchronous call path only, as DESIGN.md allows); the record is emitted
  *   only when that cs is in flight, unfinished, and its attempt has no stream. Healthy
- *   calls never run shouldRetry: they stay at two hits. An entry probe of shouldRetry
- *   keeps the error it was given: when the policy gives up it returns that error wrapped
- *   ("max retries exhausted: ... %w"), and the code is the wrapped status's.
+ *   calls never run shouldRetry: they stay at two hits. A call that fails with a stream
+ *   before its attempt is committed (a unary call's error status) passes there too: one
+ *   ignored hit, on error paths only. No point runs only for the stream-less failures in
+ *   v1.50..v1.77 (retryLocked -> shouldRetry is shared with them; newClientStreamWithParams'
+ *   error return is one RET among its others; v1.78+'s endOfClientStream also runs from
+ *   every finish). No entry probe: when the policy gives up, the error it returns
+ *   ("max retries exhausted: ... %w", a *fmt.wrapError) is unwrapped here, by its itab's
+ *   fun[0] == fmt.(*wrapError).Error, to the status it wraps.
  *
  * All offsets come from the per-process config (Python, from the attach plan).
  */
@@ -70,13 +75,50 @@ struct {
 /* Calls whose end was just emitted. A second finish() can enter after the first one's
  * probe deleted the in-flight entry but before Go sets cs.finished under cs.mu; finding
  * the call here tells that duplicate from a truly missing start. The window is one
- * finish() call (microseconds), so 8,192 recent ends are ample even at 100k calls/s. */
+ * finish() call (microseconds), so 8,192 slots (by hash of the clientStream) are ample
+ * even at 100k calls/s: a slot another call took since only turns such a duplicate into
+ * a counted unmatched end. An ARRAY, not an LRU hash: it is written on every end, where
+ * an LRU update costs ~0.3 us here and a slot a few instructions (common.h slot_of). */
+#define RECENT_BITS 13
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct inflight_key);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << RECENT_BITS);
+	__type(key, __u32);
+	__type(value, struct inflight_key);
 } recently_ended SEC(".maps");
+
+static __always_inline struct inflight_key *recent_slot(const struct inflight_key *k)
+{
+	__u32 idx = slot_of(k->cs, RECENT_BITS);
+
+	return bpf_map_lookup_elem(&recently_ended, &idx);
+}
+
+/* Remember `k` as just ended (before its in-flight entry goes: see the end). */
+static __always_inline void recent_mark(const struct inflight_key *k)
+{
+	struct inflight_key *slot = recent_slot(k);
+
+	if (slot)
+		*slot = *k;
+}
+
+static __always_inline int recent_has(const struct inflight_key *k)
+{
+	struct inflight_key *slot = recent_slot(k);
+
+	return slot && slot->cs == k->cs && slot->tgid == k->tgid;
+}
+
+/* A new call at a reused address: its own missing start must not pass as a duplicate. */
+static __always_inline void recent_forget(const struct inflight_key *k)
+{
+	struct inflight_key *slot = recent_slot(k);
+
+	if (slot && slot->cs == k->cs && slot->tgid == k->tgid)
+		slot->cs = 0;
+}
 
 SEC("uprobe")
 int grpc_client_start(struct pt_regs *ctx)
@@ -101,8 +143,7 @@ int grpc_client_start(struct pt_regs *ctx)
 	key.cs = cs;
 	val.start_ns = bpf_ktime_get_ns();
 	inflight_start(&inflight, &key, &val);
-	/* a new call at a reused address: its own missing start must not pass as a duplicate */
-	bpf_map_delete_elem(&recently_ended, &key);
+	recent_forget(&key);
 	gk.tgid = tgid;
 	gk.g = GO_GOROUTINE(ctx);
 	bpf_map_update_elem(&g_cs, &gk, &cs, BPF_ANY);
@@ -137,12 +178,12 @@ int grpc_client_end(struct pt_regs *ctx)
 		/* Two finish calls racing past the unlocked `finished` read: one delete wins.
 		 * Mark the call ended first, so a racer that misses the in-flight entry
 		 * already finds it here. */
-		bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY);
+		recent_mark(&key);
 		if (bpf_map_delete_elem(&inflight, &key)) {
 			stat_inc(STAT_DUP_END);
 			return 0;
 		}
-	} else if (bpf_map_lookup_elem(&recently_ended, &key)) {
+	} else if (recent_has(&key)) {
 		stat_inc(STAT_DUP_END); /* the same race, one step later: already emitted */
 		return 0;
 	} else {
@@ -156,36 +197,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	if (!start)
 		ev->flags |= SPAN_F_UNMATCHED;
 	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
-	bpf_ringbuf_submit(ev, 0);
-	return 0;
-}
-
-struct err_iface {
-	__u64 tab;
-	__u64 data;
-};
-
-/* goroutine -> the error (*csAttempt).shouldRetry was entered with, for its RETs on that
- * goroutine: "max retries exhausted" wraps that error in a *fmt.wrapError whose code
- * (what status.Code() unwraps to) only the wrapped *status.Error carries. Error path only;
- * each RET deletes its goroutine's entry, so the map holds calls inside shouldRetry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct g_key);
-	__type(value, struct err_iface);
-} g_retry_err SEC(".maps");
-
-/* Entry of (*csAttempt).shouldRetry(err): RAX = attempt, RBX:RCX = err. */
-SEC("uprobe")
-int grpc_client_fail_entry(struct pt_regs *ctx)
-{
-	struct g_key gk = {};
-	struct err_iface e = { .tab = GO_ARG2(ctx), .data = GO_ARG3(ctx) };
-
-	gk.tgid = bpf_get_current_pid_tgid() >> 32;
-	gk.g = GO_GOROUTINE(ctx);
-	bpf_map_update_elem(&g_retry_err, &gk, &e, BPF_ANY);
+	submit_batched(&events, ev);
 	return 0;
 }
 
@@ -199,18 +211,12 @@ int grpc_client_fail(struct pt_regs *ctx)
 	struct inflight_key key = {};
 	struct inflight_val *v;
 	struct g_key gk = {};
-	__u64 *csp, cs, attempt = 0, stream = 0, start, fn = 0;
+	__u64 *csp, cs, attempt = 0, stream = 0, start, fn = 0, wrapped[2];
 	__u64 errtab = GO_ARG2(ctx), errdata = GO_ARG3(ctx);
-	struct err_iface *entered, in_err = {};
 	__u8 finished = 1;
 
 	gk.tgid = tgid;
 	gk.g = GO_GOROUTINE(ctx);
-	entered = bpf_map_lookup_elem(&g_retry_err, &gk);
-	if (entered) {
-		in_err = *entered;
-		bpf_map_delete_elem(&g_retry_err, &gk);
-	}
 	/* (true, nil): a transparent retry; (false, nil): a retry after backoff (the retry
 	 * policy matched); only a non-nil error ends the call, and it is the call's status. */
 	if ((GO_ARG1(ctx) & 0xff) || !errtab)
@@ -236,7 +242,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	if (stream)
 		return 0; /* has a stream: finish() will end it */
 	start = v->start_ns;
-	bpf_map_update_elem(&recently_ended, &key, &start, BPF_ANY); /* before: see the end */
+	recent_mark(&key); /* before the delete: see the end */
 	if (bpf_map_delete_elem(&inflight, &key)) {
 		stat_inc(STAT_DUP_END);
 		return 0;
@@ -244,14 +250,19 @@ int grpc_client_fail(struct pt_regs *ctx)
 	ev = reserve_zeroed(&events, sizeof(*ev));
 	if (!ev)
 		return 0;
-	/* Not a *status.Error (a wrapped one): the error shouldRetry was given carries the code. */
-	if (in_err.tab && (go_read_u64(errtab + cfg->itab_fun0, &fn) || fn != cfg->status_error_fn)) {
-		errtab = in_err.tab;
-		errdata = in_err.data;
+	/* "max retries exhausted: ...: %w": a *fmt.wrapError around the error shouldRetry was
+	 * given, whose code is the call's (what status.Code unwraps to). One level: grpc-go
+	 * wraps once. */
+	if (cfg->wrap_error_fn && go_read_u64(errtab + cfg->itab_fun0, &fn) == 0 &&
+	    fn == cfg->wrap_error_fn &&
+	    bpf_probe_read_user(wrapped, sizeof(wrapped),
+				(const void *)(errdata + cfg->wrap_error_err)) == 0 && wrapped[0]) {
+		errtab = wrapped[0];
+		errdata = wrapped[1];
 	}
 	ev->tgid = tgid;
 	ev->start_ns = start;
 	fill_end(cfg, cs, errtab, errdata, ev);
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }

@@ -208,7 +208,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	}
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }
 
@@ -318,6 +318,6 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 	ev->status_code = code;
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }

@@ -294,7 +294,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	read_rws_request(cfg, rws, ev);
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }
 
@@ -341,7 +341,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	}
 	if (!ev->status)
 		ev->flags |= SPAN_F_NO_RESPONSE;
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }
 
@@ -444,7 +444,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		ev->status = (__u32)status;
 	else
 		ev->flags |= SPAN_F_NO_RESPONSE;
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }
 

@@ -87,6 +87,7 @@ class RingBuffer:
                  batch_limit: int = DEFAULT_BATCH_LIMIT) -> None:
         self._callback = callback
         self._lock = threading.Lock()
+        self._more = False  # the last drain stopped at a full batch: records are pending
         fd = self._ringbuf_fd(map)
         self._batch = lib.lbl_batch_new(batch_limit)
         if self._batch == ffi.NULL:
@@ -137,15 +138,29 @@ class RingBuffer:
         return lib.ring_buffer__epoll_fd(self._live())
 
     def poll(self, timeout_ms: int = 100) -> int:
-        """Wait up to `timeout_ms` for records, drain, deliver; returns records delivered."""
+        """Wait up to `timeout_ms` for a wakeup, then drain EVERY ring, deliver; returns
+        records delivered.
+
+        libbpf's ring_buffer__poll drains only the rings epoll reported, and nothing when
+        it times out: records a producer submitted with BPF_RB_NO_WAKEUP (bpf_src/common.h
+        submit_batched) would wait for some later wakeup. So a consume of all rings follows
+        every wait: such a record waits at most `timeout_ms`. When a batch filled up
+        (more is pending), the next poll does not wait.
+        """
         with self._lock:
-            ret = lib.ring_buffer__poll(self._live(), timeout_ms)
+            rb = self._live()
+            ret = lib.ring_buffer__poll(rb, 0 if self._more else timeout_ms)
+            if ret >= 0:
+                more = lib.ring_buffer__consume(rb)
+                ret = more if more < 0 else ret + more
+            self._more = ret == lib.LBL_BATCH_FULL
             return self._deliver(ret, "poll")
 
     def consume(self) -> int:
         """Drain without waiting; returns records delivered."""
         with self._lock:
             ret = lib.ring_buffer__consume(self._live())
+            self._more = ret == lib.LBL_BATCH_FULL
             return self._deliver(ret, "consume")
 
     def _deliver(self, ret: int, op: str) -> int:

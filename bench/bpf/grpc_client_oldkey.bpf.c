@@ -69,6 +69,6 @@ int oldkey_end(struct pt_regs *ctx)
 		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	bpf_ringbuf_submit(ev, 0);
+	submit_batched(&events, ev);
 	return 0;
 }

@@ -38,11 +38,15 @@ FN_END = GRPC + ".(*clientStream).finish"
 FN_STATUS_ERROR = STATUS + ".(*Error).Error"
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 # >= 1.50: failed stream creation returns without finish(); its last attempt ends where
-# shouldRetry returns an error (RET probes, plus its entry for the error it was given:
-# error path only). Older versions call finish().
+# shouldRetry returns an error (RET probes: error path only). Older versions call finish().
 FN_SHOULD_RETRY = GRPC + ".(*csAttempt).shouldRetry"
+# What shouldRetry returns when a retry policy gives up: fmt.Errorf("...: %w", err).
+FN_WRAP_ERROR = "fmt.(*wrapError).Error"
+# fmt.wrapError{msg string; err error} since Go 1.13: err after the string header.
+WRAP_ERROR_ERR = 16
 
-FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_SHOULD_RETRY)
+FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_SHOULD_RETRY,
+             FN_WRAP_ERROR)
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
@@ -133,6 +137,9 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         raise PathSkipped(f"{plan.path}: function {FN_STATUS_ERROR} not found in the binary")
     cfg.status_error_fn = proc.runtime_addr(status_error.entry)
     cfg.tcpaddr_network_fn = tcpaddr_network_fn(plan, proc.runtime_addr, notes)
+    wrap = plan.functions.get(FN_WRAP_ERROR)
+    cfg.wrap_error_fn = proc.runtime_addr(wrap.entry) if wrap is not None else 0
+    cfg.wrap_error_err = WRAP_ERROR_ERR
 
     points = [entry_point(plan, "grpc_client_start", FN_START),
               entry_point(plan, "grpc_client_end", FN_END)]
@@ -140,7 +147,6 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     if retry is not None:
         if not retry.returns:
             raise PathSkipped(f"{plan.path}: no RET found in {FN_SHOULD_RETRY}")
-        points.append(entry_point(plan, "grpc_client_fail_entry", FN_SHOULD_RETRY))
         points += [AttachPoint("grpc_client_fail", FN_SHOULD_RETRY, int(r)) for r in retry.returns]
     key = proc.pid.to_bytes(4, "little")
     return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,

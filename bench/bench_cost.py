@@ -1,0 +1,251 @@
+"""Cost of our BPF programs against the bare trap (issue 12): `python3 bench/run.py bench_cost`.
+
+All figures come from one invocation, side by side, on one CPU-bound unary workload
+(tests/go/grpcwork: client and server in one process, no server delay, no errors):
+  * throughput without the agent, with EMPTY programs at the very points our paths attach
+    to (bench/bpf/empty_probes.bpf.c: the trap floor), and with ours; rounds alternate;
+  * each program's kernel run_time_ns / run_cnt (BPF_ENABLE_STATS, a run of its own so the
+    stats' clock reads do not weigh on the throughput rounds);
+  * hits per RPC on each side, by call kind and status;
+  * delivery delay from an RPC's end (the record's end_ns, CLOCK_MONOTONIC like the
+    kernel's bpf_ktime_get_ns) to its span reaching a sink, with Agent(poll_ms=100).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from libbpf_loader import BpfObject, bpf_stats_enabled
+from pyhttp2probe import Agent
+from pyhttp2probe.probes import ProbePath, all_paths
+from pyhttp2probe.spans import Span
+from testkit.bpfbuild import ROOT, build_object
+from testkit.gobuild import GoBuild, build
+from testkit.workload import run_workload, start_workload
+
+PIN = "v1.85.0"
+EMPTY_SRC = ROOT / "bench" / "bpf" / "empty_probes.bpf.c"
+ROUNDS = 5
+CPU_ARGS = ["-servers", "2", "-goroutines", "16", "-rpcs", "1000", "-mix", "unary=1",
+            "-errors", "0", "-client-failures", "0", "-nested", "0", "-delay-max", "0s"]
+# Hits by kind and status: one workload each (a handful of goroutines, no churn).
+_SHAPE = ["-servers", "2", "-goroutines", "4", "-rpcs", "100", "-nested", "0", "-churn", "0",
+          "-delay-max", "0s"]
+SHAPES: dict[str, list[str]] = {
+    "unary OK": ["-mix", "unary=1", "-errors", "0", "-client-failures", "0"],
+    "unary, server error": ["-mix", "unary=1", "-errors", "1", "-client-failures", "0"],
+    "unary, client-side failure": ["-mix", "unary=1", "-errors", "0",
+                                   "-client-failures", "1"],
+    "server_stream": ["-mix", "server_stream=1", "-errors", "0", "-client-failures", "0"],
+    "client_stream": ["-mix", "client_stream=1", "-errors", "0", "-client-failures", "0"],
+    "bidi": ["-mix", "bidi=1", "-errors", "0", "-client-failures", "0"],
+}
+# Delivery delay: a steady trickle (latency-bound), so records wait for the poll, not a
+# full ring.
+DELAY_ARGS = ["-servers", "2", "-goroutines", "2", "-rpcs", "1500", "-mix", "unary=1",
+              "-errors", "0", "-client-failures", "0", "-nested", "0", "-delay-max", "2ms"]
+
+
+def _binary() -> Path:
+    mods = ROOT / "tests" / "go" / "grpcmods"
+    pin = PIN if (mods / PIN).exists() else sorted(p.name for p in mods.iterdir())[-1]
+    return build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}"))
+
+
+def empty_paths() -> tuple[ProbePath, ...]:
+    """Our paths with their object swapped for the empty one: same setup(), so the same
+    attach points and config writes; no records, nothing in flight."""
+    obj = str(build_object(EMPTY_SRC))
+    return tuple(ProbePath(name=f"empty_{p.name}", object=obj, functions=p.functions,
+                           fields=p.fields, setup=p.setup, records=(), anchors=p.anchors)
+                 for p in all_paths())
+
+
+def _check_twins() -> None:
+    """Every program of the shipped objects has an empty twin (else the floor misses points)."""
+    from pyhttp2probe.assets import bpf_dir
+
+    with BpfObject.open(build_object(EMPTY_SRC)) as empty:
+        have = set(empty.program_names())
+    for p in all_paths():
+        with BpfObject.open(bpf_dir() / p.object) as real:
+            missing = set(real.program_names()) - have
+        if missing:
+            raise RuntimeError(f"{EMPTY_SRC.name} lacks empty programs {sorted(missing)}")
+
+
+def _agent(variant: str, **kw: Any) -> Agent:
+    paths = empty_paths() if variant == "empty" else all_paths()
+    return Agent(paths=paths, keep_spans=False, **kw)
+
+
+def _prog_stats(agent: Agent) -> dict[str, tuple[int, int]]:
+    """(run_cnt, run_time_ns) of every program of the agent's objects that ran."""
+    out = {}
+    for obj in agent._objects.values():  # bench-only look inside: run_counts() lacks time
+        for name in obj.program_names():
+            cnt, ns = obj.program(name).run_count()
+            if cnt:
+                out[name] = (cnt, ns)
+    return out
+
+
+def _traced_run(binary: Path, args: Sequence[str], variant: str,
+                stats: bool = False, **agent_kw: Any) -> dict[str, Any]:
+    with start_workload(binary, [*args, "-hold"]) as wl:
+        assert wl.pid is not None
+        with _agent(variant, **agent_kw) as agent:
+            if stats:
+                with bpf_stats_enabled():
+                    agent.attach(wl.pid)
+                    wl.go()
+                    wl.wait_done(600)
+                    progs = _prog_stats(agent)
+            else:
+                agent.attach(wl.pid)
+                wl.go()
+                wl.wait_done(600)
+                progs = {}
+            agent.drain()
+        summary = wl.finish() or {}
+    return {"summary": summary, "progs": progs}
+
+
+def _throughput(binary: Path) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"none": [], "empty": [], "ours": []}
+    for _ in range(ROUNDS):
+        out["none"].append(float((run_workload(binary, CPU_ARGS, 600) or {}).get("rps", 0)))
+        for variant in ("empty", "ours"):
+            r = _traced_run(binary, CPU_ARGS, variant)
+            out[variant].append(float(r["summary"].get("rps", 0)))
+    return out
+
+
+CLIENT_PREFIX = "grpc_client"
+SERVER_PREFIX = "grpc_server"
+
+
+def _side_hits(progs: dict[str, tuple[int, int]], prefix: str) -> int:
+    return sum(c for name, (c, _) in progs.items() if name.startswith(prefix))
+
+
+class _DelaySink:
+    """Records, per span, now - end_ns when the span reaches the sink (ms)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def write(self, spans: Sequence[Span]) -> None:
+        now = time.monotonic_ns()
+        self.delays.extend((now - s.end_ns) / 1e6 for s in spans)
+
+    def close(self) -> None:
+        pass
+
+
+def _delivery(binary: Path) -> dict[str, float]:
+    sink = _DelaySink()
+    with start_workload(binary, [*DELAY_ARGS, "-hold"]) as wl:
+        assert wl.pid is not None
+        with Agent(keep_spans=False, sinks=[sink], poll_ms=100) as agent:
+            agent.attach(wl.pid)
+            wl.go()
+            wl.wait_done(600)
+            time.sleep(0.5)  # the last records arrive by poll, not by close()'s drain
+            n_before_close = len(sink.delays)
+        wl.finish()
+    d = sorted(sink.delays[:n_before_close])
+    if not d:
+        return {"n": 0}
+    return {"n": len(d), "p50": d[len(d) // 2], "p99": d[min(len(d) - 1, int(len(d) * 0.99))],
+            "max": d[-1]}
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in Path("/proc/loadavg").read_text().split()[:3]
+                      for x in [float(x)])
+
+
+def run() -> str:
+    _check_twins()
+    binary = _binary()
+    load_before = _load()
+    tput = _throughput(binary)
+    ns = {v: _traced_run(binary, CPU_ARGS, v, stats=True) for v in ("empty", "ours")}
+    shapes = {name: _traced_run(binary, [*_SHAPE, *args], "ours", stats=True)
+              for name, args in SHAPES.items()}
+    delivery = _delivery(binary)
+    load_after = _load()
+
+    med = {k: statistics.median(v) for k, v in tput.items()}
+    floor = med["empty"] / med["none"] if med["none"] else 0.0
+    ours = med["ours"] / med["none"] if med["none"] else 0.0
+    lines = [
+        "## Cost of our programs against the trap floor (issue 12)",
+        "",
+        f"Workload: `tests/go/grpcwork` on grpc-go {PIN}, client and server in one process, "
+        f"CPU-bound unary calls (`{' '.join(CPU_ARGS)}`); every path of the agent on. "
+        f"*Empty* = programs that return at once, attached at the same points as ours "
+        f"(`bench/bpf/empty_probes.bpf.c`): the cost of the traps alone. {ROUNDS} alternating "
+        f"rounds (none, empty, ours), median. Load average before / after: {load_before} "
+        f"and {load_after} (2 shared cores).",
+        "",
+        "| variant | RPC/s (median) | runs | ratio to none |",
+        "|---|---:|---|---:|",
+    ]
+    for v, label in (("none", "no agent"), ("empty", "empty programs (trap floor)"),
+                     ("ours", "ours")):
+        r = med[v] / med["none"] if med["none"] else 0.0
+        lines.append(f"| {label} | {med[v]:,.0f} | "
+                     f"{', '.join(f'{x:,.0f}' for x in tput[v])} | {r:.3f} |")
+    lines += [
+        "",
+        f"Ours / floor: **{ours / floor if floor else 0:.3f}** (goal ≥ 0.9).",
+        "",
+        "BPF time per hit (kernel run_time_ns / run_cnt, BPF_ENABLE_STATS on, one run each "
+        "of the same workload; goal ≤ 500 ns on the common path):",
+        "",
+        "| program | runs | ns per run, ours | ns per run, empty |",
+        "|---|---:|---:|---:|",
+    ]
+    empty_p, ours_p = ns["empty"]["progs"], ns["ours"]["progs"]
+    for name in sorted(set(ours_p) | set(empty_p)):
+        oc, ot = ours_p.get(name, (0, 0))
+        ec, et = empty_p.get(name, (0, 0))
+        lines.append(f"| `{name}` | {oc:,} | {ot / oc if oc else 0:,.0f} | "
+                     f"{et / ec if ec else 0:,.0f} |")
+    lines += [
+        "",
+        "Hits per RPC (kernel run_cnt of each side's programs / RPCs), by kind and status:",
+        "",
+        "| calls | RPCs (client / server handled) | client hits per RPC | server hits per "
+        "handled RPC | client programs |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, r in shapes.items():
+        total = int(r["summary"].get("total", 0))
+        handled = int(r["summary"].get("server_handled", 0))
+        progs = r["progs"]
+        client = {k: c for k, (c, _) in progs.items() if k.startswith(CLIENT_PREFIX)}
+        lines.append(
+            f"| {name} | {total:,} / {handled:,} | "
+            f"{_side_hits(progs, CLIENT_PREFIX) / max(1, total):.2f} | "
+            f"{_side_hits(progs, SERVER_PREFIX) / max(1, handled) if handled else 0:.2f} | "
+            f"{client} |")
+    if delivery.get("n"):
+        lines += [
+            "",
+            f"Delivery delay, RPC end to its span in a sink (Agent(poll_ms=100), "
+            f"`{' '.join(DELAY_ARGS)}`, {delivery['n']:,} spans): p50 "
+            f"{delivery['p50']:.1f} ms, p99 {delivery['p99']:.1f} ms, max "
+            f"{delivery['max']:.1f} ms (goal: p99 ≤ 250 ms).",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())
