@@ -34,6 +34,7 @@ from libbpf_loader import BpfError, BpfObject, RingBuffer
 from .assets import bpf_dir as default_bpf_dir
 from .decode import Decoder, count_labels
 from .goelf import AttachPlan, GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
+from .memory import trimmer
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
 from .probes import ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, all_paths
 from .probes import catalogue as make_catalogue
@@ -56,10 +57,9 @@ from .uprobes import FileLinks, UprobeLinker, default_style, pids_running
 # Kernel counters (STAT_* of events.h) exported as pyhttp2probe_unmatched{kind="<path>_<stat>"}
 UNMATCHED_STATS = ("unmatched_end", "dup_end", "start_reused", "bad_read", "h2_no_stream")
 HOUSEKEEPING_S = 1.0
-# glibc keeps the heap that span churn on the drain thread frees (measured: an agent's RSS
-# grew ~1 MiB per minute of 1,000 spans/s, 3/4 of it returned by malloc_trim): hand free
-# pages back this often.
-TRIM_S = 60.0
+# glibc keeps heap pages that span churn and attaches free (memory.py): hand them back
+# this often (a trim costs well under a millisecond here).
+TRIM_S = 10.0
 
 
 class AgentClosedError(RuntimeError):
@@ -442,7 +442,7 @@ class Agent:
 
     # -- housekeeping ---------------------------------------------------------------------
     def _housekeeping_loop(self) -> None:
-        trim = _malloc_trim()
+        trim = trimmer()
         next_trim = time.monotonic() + TRIM_S
         while not self._stop.wait(HOUSEKEEPING_S):
             try:
@@ -451,7 +451,7 @@ class Agent:
                 self._check_shared_files()
                 if trim is not None and time.monotonic() >= next_trim:
                     next_trim = time.monotonic() + TRIM_S
-                    trim(0)
+                    trim()
             except Exception as exc:  # keep going: the next round may succeed
                 self.log.error("housekeeping failed", error=repr(exc))
 
@@ -584,17 +584,6 @@ def _gone(proc: ProcessId) -> bool:
     except OSError:  # e.g. no permission: not a sign of exit
         return False
     return False
-
-
-def _malloc_trim() -> Any:
-    """glibc's malloc_trim, or None where the C library has none."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 def _alive(proc: ProcessId) -> bool:

@@ -28,6 +28,7 @@ from prometheus_client.registry import CollectorRegistry
 from . import __version__
 from .agent import Agent
 from .goelf.plan import looks_like_go
+from .memory import limit_arenas
 from .selection import PortWatch, Selection, selection_from
 from .targets import FileId, TargetError, exe_path, file_id
 
@@ -270,6 +271,7 @@ def _describe(sel: Selection) -> dict[str, Any]:
 
 def serve(settings: Any) -> int:
     """Run the service until SIGTERM/SIGINT (exit 0 after detaching and flushing)."""
+    limit_arenas()  # before any thread starts (memory.py says why)
     service = Service(settings)
     old = {s: signal.signal(s, lambda signum, _f: service.stop())
            for s in (signal.SIGINT, signal.SIGTERM)}
