@@ -37,6 +37,9 @@ MAX_IMAGE_BYTES = 200_000_000
 LEAST = ["--pid=host", "--cap-drop=all", "--cap-add=bpf,perfmon,sys_ptrace",
          "--security-opt", f"seccomp={DEPLOY / 'seccomp.json'}",
          "-v", "/sys/kernel/btf:/sys/kernel/btf:ro"]
+# The escape hatch for kernels where those do not suffice (no uprobe_multi links before
+# 6.6: perf-event uprobes, which want CAP_SYS_ADMIN; no CAP_BPF/CAP_PERFMON before 5.8).
+PRIVILEGED = ["--pid=host", "--privileged", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro"]
 PINS = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir() if (p / "go.sum").exists())
 # As tests/test_service_prometheus.py: no client-side abandons, so both sides match truth.
 ARGS = ["-servers", "2", "-goroutines", "4", "-rpcs", "20", "-churn", "1", "-errors", "0.25",
@@ -109,13 +112,13 @@ class Agent:
 
 
 @contextlib.contextmanager
-def agent_container(image: str, run_args: list[str]) -> Iterator[Agent]:
-    """`podman run -d` with the least privileges; ready (/readyz) on entry, removed on
-    exit. PYHTTP2PROBE_LISTEN moves it to a free loopback port (the healthcheck follows)."""
+def agent_container(image: str, privileges: list[str], run_args: list[str]) -> Iterator[Agent]:
+    """`podman run -d` with these privileges; ready (/readyz) on entry, removed on exit.
+    PYHTTP2PROBE_LISTEN moves it to a free loopback port (the healthcheck follows)."""
     agent = Agent(f"pyhttp2probe-test-{uuid.uuid4().hex[:8]}", free_port())
     try:
         proc = podman_run("-d", "--name", agent.name, "--network=host",
-                          "-e", f"PYHTTP2PROBE_LISTEN=127.0.0.1:{agent.port}", *LEAST,
+                          "-e", f"PYHTTP2PROBE_LISTEN=127.0.0.1:{agent.port}", *privileges,
                           image, "run", *run_args)
         assert proc.returncode == 0, proc.stderr
         deadline = time.monotonic() + 60
@@ -155,12 +158,18 @@ def test_image_is_under_200_mb_and_runs_the_agent_on_every_process_by_default(
     assert version.returncode == 0 and version.stdout.startswith("pyhttp2probe "), version
 
 
-def test_container_with_least_privileges_counts_exactly_the_calls_of_a_host_program(
-        image: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("privileges", "links"), [
+    pytest.param(LEAST, "uprobe_multi", id="least-privileges"),
+    pytest.param(PRIVILEGED, "perf_event", id="privileged-perf-event"),
+])
+def test_container_counts_exactly_the_calls_of_a_program_on_the_host(
+        image: str, tmp_path: Path, privileges: list[str], links: str) -> None:
     binary = tmp_path / f"ctr-{os.getpid()}-grpcwork"
     shutil.copy2(build(GoBuild(src="grpcwork", mod=f"grpcmods/{PINS[-1]}")), binary)
     ct, st = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
-    with agent_container(image, ["--exe", binary.name]) as agent:
+    with agent_container(image, privileges,
+                         ["--exe", binary.name, "--link-style", links]) as agent:
+        assert f'"links": "{links}"' in agent.logs()
         healthy = podman("healthcheck", "run", agent.name, check=False)
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert agent.value("pyhttp2probe_attached_processes") == 0  # ready with no target
