@@ -190,6 +190,10 @@ def test_container_counts_exactly_the_calls_of_a_program_on_the_host(
                 time.sleep(0.2)
             assert got == want, metric
         assert agent.value("pyhttp2probe_ringbuf_drops_total") == 0
+        # `podman stop` (SIGTERM, the image's STOPSIGNAL): links detached, exit 0
+        podman("stop", "-t", "10", agent.name)
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", agent.name).stdout
+        assert code.strip() == "0", agent.logs()
 
 
 @pytest.mark.parametrize(("caps", "named"), [
