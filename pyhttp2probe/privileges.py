@@ -5,7 +5,9 @@ uid alone: root in a container or under `setpriv`/`capsh` may hold none of them,
 non-root agent may hold all it needs.
 - CAP_BPF: load BPF programs and create maps. CAP_PERFMON: attach uprobes and read traced
   memory from BPF. CAP_SYS_ADMIN implies both (the only way on kernels before 5.8).
-- CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH: open /proc/PID/exe of other users' processes.
+- CAP_SYS_PTRACE: open /proc/PID/exe (and maps, environ) of other users' processes: the
+  kernel's ptrace access check guards them; CAP_DAC_READ_SEARCH does not pass it (measured
+  in a container: ready, but no host process was ever traced).
 - CAP_SYS_ADMIN for perf-event uprobes (link style perf_event, and auto on kernels without
   uprobe_multi): this 6.18 kernel refuses them to CAP_PERFMON alone.
 - /sys/kernel/btf/vmlinux readable: CO-RE relocations need the kernel's BTF.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
@@ -57,9 +58,9 @@ def missing_privileges(link_style: str, *, caps: int | None = None, btf: Path = 
         missing.append("CAP_BPF (load BPF programs and create their maps)")
     if not perfmon:
         missing.append("CAP_PERFMON (attach uprobes, read traced memory from BPF)")
-    if not (has(CAP_SYS_PTRACE) or has(CAP_DAC_READ_SEARCH)):
-        missing.append("CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH (read /proc/PID/exe of other "
-                       "users' processes)")
+    if not has(CAP_SYS_PTRACE):
+        missing.append("CAP_SYS_PTRACE (read /proc/PID/exe, maps and environ of other users' "
+                       "processes)")
     if link_style == "auto":
         from .uprobes import default_style
         link_style = default_style()

@@ -9,9 +9,11 @@ the discovery drain. A failure with one process is logged and counted; the other
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -220,8 +222,11 @@ class Service:
         try:
             exe = exe_path(pid)
             fid = file_id(pid)
-        except TargetError:
-            return  # gone already, or a kernel thread
+        except TargetError as exc:
+            if exc.reason == "permission":  # never silent: the agent lacks a privilege
+                self._skip(pid, "?", "permission", quiet=pid in self._seen)
+                self._seen.add(pid)
+            return  # otherwise gone already, or a kernel thread
         reason = self.selection.choose(pid, exe)
         if reason is None:
             if self.selection.wants_ports and why in ("exec", "scan"):
@@ -276,7 +281,15 @@ def serve(settings: Any) -> int:
     old = {s: signal.signal(s, lambda signum, _f: service.stop())
            for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        service.start()
+        try:
+            service.start()
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EACCES):
+                raise
+            print("pyhttp2probe: error: the kernel refused a BPF operation although the "
+                  f"capabilities are held ({exc}): a seccomp profile or an LSM blocks bpf() "
+                  "or perf_event_open()? (docs/container.md)", file=sys.stderr)
+            return 2
         return service.run()
     finally:
         service.close()
