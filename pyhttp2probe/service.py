@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -223,7 +224,9 @@ class Service:
             exe = exe_path(pid)
             fid = file_id(pid)
         except TargetError as exc:
-            if exc.reason == "permission":  # never silent: the agent lacks a privilege
+            # never silent when the agent lacks a privilege; but a process caught while it
+            # exits refuses /proc/PID/exe too (its mm is gone): that one has just vanished
+            if exc.reason == "permission" and not _exiting(pid):
                 self._skip(pid, "?", "permission", quiet=pid in self._seen)
                 self._seen.add(pid)
             return  # otherwise gone already, or a kernel thread
@@ -266,6 +269,15 @@ class Service:
         dropped = self.agent.metrics.expire(self.settings.series_ttl, live)
         if dropped:
             self.log.info("series expired", label_sets=dropped)
+
+
+def _exiting(pid: int) -> bool:
+    """Gone, a zombie, or dead (/proc/PID/stat state Z or X): nothing left to trace."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:][:1] in ("Z", "X")
 
 
 def _describe(sel: Selection) -> dict[str, Any]:

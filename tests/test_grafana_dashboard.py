@@ -39,8 +39,8 @@ GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "10s", "__range": "5m
 # four span kinds, with errors, for several seconds. One process throughout: a series is
 # born at its first scrape with what was counted so far, so rate() > 0 needs the same
 # series (same process, same listener port) to grow across later scrapes.
-WORKLOAD = ["-conns", "2", "-goroutines", "2", "-rpcs", "6000", "-h2-goroutines", "2",
-            "-h2-requests", "1500"]
+WORKLOAD = ["-conns", "2", "-goroutines", "2", "-rpcs", "30000", "-h2-goroutines", "2",
+            "-h2-requests", "7500"]
 
 
 def _dashboard() -> dict[str, Any]:
