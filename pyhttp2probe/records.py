@@ -5,6 +5,7 @@ memoised text, counters). Probe paths build spans from these; decode.py routes b
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
@@ -64,6 +65,54 @@ class DecodeContext:
         self.counts[(name, label)] += n
 
 
+# Odd 64-bit multipliers, one per key word: a row's hash is the wrapping sum of word * mult.
+_MULT = (np.arange(1, 4097, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+
+
+def group_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with equal keys (Columns.key) as groups numbered in the order they first occur:
+    returns (first row of each group, group of each row).
+
+    One 64-bit hash per row (vectorised), numpy.unique on the hashes, then every row is
+    compared with its group's first row; should two keys share a hash, the exact (slower)
+    numpy.unique over the whole keys decides instead."""
+    n, w = words.shape
+    if n == 0:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    h = words @ _MULT[:w] if w <= len(_MULT) else None
+    if h is not None:
+        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+    if h is None or not (words == words[first[inv]]).all():
+        keys = np.ascontiguousarray(words).view(f"V{8 * w}").reshape(-1)
+        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inv]
+
+
+@functools.lru_cache(maxsize=64)
+def _field_mask(dtype: np.dtype, names: tuple[str, ...]) -> np.ndarray:
+    """uint64 words over a record of `dtype`: all ones on the bytes of `names`, else 0."""
+    raw = np.zeros(-(-dtype.itemsize // 8) * 8, np.uint8)
+    for name in names:
+        ft, off = dtype.fields[name][:2]
+        raw[off:off + ft.itemsize] = 0xFF
+    return raw.view(np.uint64)
+
+
+def _record_words(arr: np.ndarray) -> np.ndarray:
+    """The records as (rows, words) uint64 (a view when they are contiguous, 8-byte sized)."""
+    n, size = len(arr), arr.dtype.itemsize
+    if size % 8 == 0 and arr.flags.c_contiguous:
+        return arr.view(np.uint64).reshape(n, size // 8)
+    raw = np.zeros((n, -(-size // 8) * 8), np.uint8)
+    raw[:, :size] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, size)
+    return raw.view(np.uint64)
+
+
 class Columns:
     """A group of same-type records, field by field as Python lists."""
 
@@ -76,6 +125,39 @@ class Columns:
 
     def __getitem__(self, name: str) -> list[Any]:
         return self.arr[name].tolist()
+
+    def select(self, rows: np.ndarray) -> Columns:
+        """These rows only (an index or boolean array), in that order."""
+        return Columns(self.arr[rows], self.ctx)
+
+    def nonzero(self, name: str) -> np.ndarray:
+        """1 where the field is non-zero, else 0 (as uint8): a key part for "is it set"."""
+        return (self.arr[name] != 0).astype(np.uint8)
+
+    def key(self, *parts: str | np.ndarray) -> np.ndarray:
+        """Each row's raw bytes of these fields, and these per-row arrays (e.g. nonzero()),
+        as a (rows, words) uint64 array for group_rows(): the record's 8-byte words with
+        every byte of other fields zeroed, then the arrays' bytes.
+
+        Text fields go in raw, with their length field: equal keys then mean equal texts
+        (rows that differ only past a text's length land in different groups, which costs
+        a group, never a wrong one)."""
+        n = len(self.arr)
+        names = tuple(p for p in parts if isinstance(p, str))
+        extra = [np.ascontiguousarray(p).view(np.uint8).reshape(n, -1)
+                 for p in parts if not isinstance(p, str)]
+        mask = _field_mask(self.arr.dtype, names)
+        words = _record_words(self.arr)
+        nw = words.shape[1]
+        width = sum(e.shape[1] for e in extra)
+        out = np.zeros((n, nw + (width + 7) // 8), np.uint64)
+        np.bitwise_and(words, mask, out=out[:, :nw])
+        raw = out[:, nw:].view(np.uint8)
+        at = 0
+        for e in extra:
+            raw[:, at:at + e.shape[1]] = e
+            at += e.shape[1]
+        return out
 
     def texts(self, name: str, len_name: str) -> list[str]:
         """A char[] field cut at its length field, decoded as UTF-8 (memoised)."""
