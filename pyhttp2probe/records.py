@@ -79,7 +79,7 @@ def group_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, w = words.shape
     if n == 0:
         return np.empty(0, np.intp), np.empty(0, np.intp)
-    h = words @ _MULT[:w] if w <= len(_MULT) else None
+    h = np.einsum("ij,j->i", words, _MULT[:w]) if w <= len(_MULT) else None
     if h is not None:
         _, first, inv = np.unique(h, return_index=True, return_inverse=True)
         inv = inv.reshape(-1)
@@ -93,14 +93,17 @@ def group_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[order], rank[inv]
 
 
-@functools.lru_cache(maxsize=64)
-def _field_mask(dtype: np.dtype, names: tuple[str, ...]) -> np.ndarray:
-    """uint64 words over a record of `dtype`: all ones on the bytes of `names`, else 0."""
+@functools.lru_cache(maxsize=256)
+def _key_mask(dtype: np.dtype, spans: tuple[tuple[int, int], ...]) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """The words of a `dtype` record that hold any of these (offset, size) byte spans, and
+    per such word the mask of those bytes."""
     raw = np.zeros(-(-dtype.itemsize // 8) * 8, np.uint8)
-    for name in names:
-        ft, off = dtype.fields[name][:2]
-        raw[off:off + ft.itemsize] = 0xFF
-    return raw.view(np.uint64)
+    for off, size in spans:
+        raw[off:off + size] = 0xFF
+    mask = raw.view(np.uint64)
+    used = np.flatnonzero(mask)
+    return used, mask[used]
 
 
 def _record_words(arr: np.ndarray) -> np.ndarray:
@@ -134,37 +137,51 @@ class Columns:
         """1 where the field is non-zero, else 0 (as uint8): a key part for "is it set"."""
         return (self.arr[name] != 0).astype(np.uint8)
 
-    def key(self, *parts: str | np.ndarray) -> np.ndarray:
-        """Each row's raw bytes of these fields, and these per-row arrays (e.g. nonzero()),
-        as a (rows, words) uint64 array for group_rows(): the record's 8-byte words with
-        every byte of other fields zeroed, then the arrays' bytes.
+    def key(self, *parts: str | tuple[str, str] | np.ndarray) -> np.ndarray:
+        """Each row's raw bytes of some fields, and of per-row arrays (e.g. nonzero()), as a
+        (rows, words) uint64 array for group_rows(). A part is a field name, a (text field,
+        length field) pair, or an array.
 
-        Text fields go in raw, with their length field: equal keys then mean equal texts
-        (rows that differ only past a text's length land in different groups, which costs
-        a group, never a wrong one)."""
+        A text goes in with its length, and only up to the longest length in this batch:
+        texts() reads no byte past a row's length, so equal keys mean equal texts."""
         n = len(self.arr)
-        names = tuple(p for p in parts if isinstance(p, str))
-        extra = [np.ascontiguousarray(p).view(np.uint8).reshape(n, -1)
-                 for p in parts if not isinstance(p, str)]
-        mask = _field_mask(self.arr.dtype, names)
-        words = _record_words(self.arr)
-        nw = words.shape[1]
+        dt = self.arr.dtype
+        spans: list[tuple[int, int]] = []
+        extra = []
+        for p in parts:
+            if isinstance(p, str):
+                ft, off = dt.fields[p][:2]
+                spans.append((off, ft.itemsize))
+            elif isinstance(p, tuple):
+                text, length = p
+                ft, off = dt.fields[text][:2]
+                lt, loff = dt.fields[length][:2]
+                longest = int(self.arr[length].max()) if n else 0
+                spans += [(off, min(longest, ft.itemsize)), (loff, lt.itemsize)]
+            else:
+                extra.append(np.ascontiguousarray(p).view(np.uint8).reshape(n, -1))
+        used, mask = _key_mask(dt, tuple(spans))
         width = sum(e.shape[1] for e in extra)
-        out = np.zeros((n, nw + (width + 7) // 8), np.uint64)
-        np.bitwise_and(words, mask, out=out[:, :nw])
-        raw = out[:, nw:].view(np.uint8)
-        at = 0
-        for e in extra:
-            raw[:, at:at + e.shape[1]] = e
-            at += e.shape[1]
+        out = np.empty((n, len(used) + (width + 7) // 8), np.uint64)
+        np.bitwise_and(_record_words(self.arr)[:, used], mask, out=out[:, :len(used)])
+        if extra:
+            out[:, len(used):] = 0
+            raw = out[:, len(used):].view(np.uint8)
+            at = 0
+            for e in extra:
+                raw[:, at:at + e.shape[1]] = e
+                at += e.shape[1]
         return out
 
     def texts(self, name: str, len_name: str) -> list[str]:
-        """A char[] field cut at its length field, decoded as UTF-8 (memoised)."""
+        """A char[] field cut at its length field, trailing NULs dropped, decoded as UTF-8
+        (memoised). No byte past a row's length is read (Columns.key relies on it)."""
         memo = self.ctx.texts
         out = []
         for raw, n in zip(self.arr[name].tolist(), self.arr[len_name].tolist(), strict=True):
-            raw = raw[:n]
+            raw = raw[:n]  # tolist() dropped the field's trailing NULs: raw[:n] may end
+            if raw[-1:] == b"\0":  # on a NUL only where the row's text itself does
+                raw = raw.rstrip(b"\0")
             s = memo.get(raw)
             if s is None:
                 s = raw.decode("utf-8", "replace")

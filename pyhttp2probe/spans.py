@@ -9,6 +9,7 @@ and are told apart by `call` (their per-call object's address).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,7 @@ class SpanColumns:
                    np.array(["status_guessed" in s.flags for s in spans], dtype=bool))
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span
 def split_method(full: str) -> tuple[str, str]:
     """'/pkg.Service/Method' -> ('pkg.Service', 'Method'); odd shapes keep what they can."""
     parts = full.lstrip("/").split("/", 1)
@@ -111,6 +113,7 @@ def split_method(full: str) -> tuple[str, str]:
     return "", parts[0]
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span
 def split_hostport(hostport: str) -> tuple[str, int]:
     """'h:p' or '[v6]:p' -> (host, port); no port -> (host, 0)."""
     if hostport.startswith("["):
@@ -124,6 +127,7 @@ def split_hostport(hostport: str) -> tuple[str, int]:
     return hostport, 0
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span
 def parse_target(target: str) -> tuple[str, int]:
     """A grpc dial target ('dns:///h:p', 'passthrough:///h:p', 'h:p', '[v6]:p') -> (host, port).
 

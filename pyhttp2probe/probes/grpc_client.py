@@ -168,7 +168,7 @@ def label_key(c: Columns) -> np.ndarray:
     """What a client span's labels come from: the peer is (ip, port) on a connection, the
     dial target without one."""
     return c.key("tgid", c.nonzero("transport"), "status_code", "peer_port", "peer_ip",
-                 "method_len", "target_len", "method", "target")
+                 ("method", "method_len"), ("target", "target_len"))
 
 
 PATH = ProbePath(

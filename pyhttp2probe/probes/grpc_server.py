@@ -218,8 +218,8 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
 
 def label_key(c: Columns) -> np.ndarray:
     """What a server span's labels come from: the listener, or the Host without one."""
-    return c.key("tgid", "status_code", "local_port", "local_ip", "method_len", "host_len",
-                 "method", "host")
+    return c.key("tgid", "status_code", "local_port", "local_ip", ("method", "method_len"),
+                 ("host", "host_len"))
 
 
 def count_rejected(c: Columns, ctx: DecodeContext) -> list[Span]:

@@ -240,7 +240,8 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
 
 def label_key(c: Columns) -> np.ndarray:
     """What an HTTP/2 span's labels come from (not its path: paths are not labels)."""
-    return c.key("type", "tgid", "status", "flavor", "method_len", "host_len", "method", "host")
+    return c.key("type", "tgid", "status", "flavor", ("method", "method_len"),
+                 ("host", "host_len"))
 
 
 PATH = ProbePath(
