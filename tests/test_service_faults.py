@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from testkit.agentproc import AgentProcess
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.prom import http_get
