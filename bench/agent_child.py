@@ -39,6 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=("metrics", "json", "iter"), default="metrics")
     parser.add_argument("--json-out", default="/dev/null")
+    parser.add_argument("--batch-ms", type=int, default=None, help="Agent(batch_ms=...)")
     parser.add_argument("pids", nargs="+", type=int)
     args = parser.parse_args()
 
@@ -49,8 +50,9 @@ def main() -> int:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     registry = CollectorRegistry()
+    extra = {} if args.batch_ms is None else {"batch_ms": args.batch_ms}
     agent = Agent(registry=registry, keep_spans=args.mode == "iter",
-                  spans_out=args.json_out if args.mode == "json" else None)
+                  spans_out=args.json_out if args.mode == "json" else None, **extra)
     sizes: list[int] = []
     on_batch = agent._on_batch  # the drain callback, wrapped only to count batch sizes
 

@@ -63,10 +63,12 @@ def _before_tree(tmp: Path) -> Path:
 class Child:
     """bench/agent_child.py running the code of `tree`."""
 
-    def __init__(self, tree: Path, mode: str, pids: list[int], json_out: Path) -> None:
+    def __init__(self, tree: Path, mode: str, pids: list[int], json_out: Path,
+                 batch_ms: int | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(tree)}
+        opts = [] if batch_ms is None else ["--batch-ms", str(batch_ms)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD), "--mode", mode, "--json-out", str(json_out),
+            [sys.executable, str(CHILD), "--mode", mode, "--json-out", str(json_out), *opts,
              *map(str, pids)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env=env, cwd=tree)
         assert self.proc.stdout is not None
@@ -99,13 +101,13 @@ class Child:
 
 
 def measure(tree: Path, mode: str, binary: Path, wl_args: list[str], procs: int,
-            tmp: Path) -> dict[str, float]:
+            tmp: Path, batch_ms: int | None = None) -> dict[str, float]:
     """One run: `procs` workload processes traced by one agent child in `mode`."""
     with ExitStack() as stack:
         wls = [stack.enter_context(start_workload(binary, [*wl_args, "-hold"]))
                for _ in range(procs)]
         pids = [wl.pid for wl in wls if wl.pid is not None]
-        child = Child(tree, mode, pids, tmp / f"spans-{time.monotonic_ns()}.jsonl")
+        child = Child(tree, mode, pids, tmp / f"spans-{time.monotonic_ns()}.jsonl", batch_ms)
         stack.callback(child.close)
         m0 = child.mark()
         time.sleep(IDLE_S)

@@ -101,7 +101,7 @@ class Agent:
                  buckets: Sequence[float] = DEFAULT_BUCKETS, max_label_sets: int = 1000,
                  paths: Sequence[ProbePath] | None = None, bpf_dir: Path | None = None,
                  ring_bytes: int | None = None, link_style: str | None = None,
-                 poll_ms: int = 100, batch_ms: int = 50) -> None:
+                 poll_ms: int = 100, batch_ms: int = 100) -> None:
         self.log = structlog.get_logger("pyhttp2probe.agent")
         self.paths = tuple(paths) if paths is not None else all_paths()
         self.catalogue = make_catalogue(self.paths)
