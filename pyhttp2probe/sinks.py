@@ -100,22 +100,33 @@ _END = object()
 class SpanQueue:
     """The library iterator: spans queued for `spans()`, which ends when the sink closes.
 
-    `max_spans` bounds the queue (0: unbounded); when full, the oldest are not kept: new
-    spans are counted in `dropped` instead, so a consumer that stops iterating costs
-    bounded memory and the loss is visible.
+    `max_spans` bounds the spans queued (0: unbounded); when full, the oldest are not kept:
+    new spans are counted in `dropped` instead, so a consumer that stops iterating costs
+    bounded memory and the loss is visible. A batch is queued as one list (one lock round
+    per batch, not per span); each iterator takes whole batches.
     """
 
     def __init__(self, max_spans: int = 0) -> None:
-        self._q: queue.Queue[object] = queue.Queue(maxsize=max_spans + 1 if max_spans else 0)
+        self._q: queue.Queue[object] = queue.Queue()
         self._max = max_spans
+        self._lock = threading.Lock()
+        self._queued = 0  # spans in _q
         self.dropped = 0
 
     def write(self, spans: Sequence[Span]) -> None:
-        for s in spans:
-            if self._max and self._q.qsize() >= self._max:
-                self.dropped += 1
-                continue
-            self._q.put_nowait(s)
+        if not spans:
+            return
+        batch = list(spans)
+        with self._lock:
+            if self._max:
+                room = max(0, self._max - self._queued)
+                if room < len(batch):
+                    self.dropped += len(batch) - room
+                    batch = batch[:room]
+                if not batch:
+                    return
+            self._queued += len(batch)
+        self._q.put_nowait(batch)
 
     def close(self) -> None:
         self._q.put(_END)
@@ -130,4 +141,7 @@ class SpanQueue:
             if item is _END:
                 self._q.put(_END)  # let other iterators end too
                 return
-            yield item  # type: ignore[misc]
+            batch: list[Span] = item  # type: ignore[assignment]
+            with self._lock:
+                self._queued -= len(batch)
+            yield from batch

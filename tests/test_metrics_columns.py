@@ -319,3 +319,18 @@ def test_metrics_only_agent_counts_every_call_of_a_real_workload() -> None:
                 got[(f"/{lab['rpc_service']}/{lab['rpc_method']}",
                      lab["rpc_grpc_status_code"])] += int(smp.value)
     assert got == Counter((r["method"], str(r["code"])) for r in server)
+
+
+def test_span_queue_hands_batches_in_order_and_counts_what_its_bound_drops() -> None:
+    from pyhttp2probe.sinks import SpanQueue
+
+    spans = [Span("grpc_client", 1, 2, i, 1, 2, 0) for i in range(10)]
+    q = SpanQueue(max_spans=6)
+    q.write(spans[:4])
+    q.write(spans[4:])  # room for 2 of these 6
+    assert q.dropped == 4
+    assert [s.stream_id for s in q.spans(timeout=0.01)] == [0, 1, 2, 3, 4, 5]
+    q.write(spans[:3])  # taken spans make room again
+    q.close()
+    assert [s.stream_id for s in q.spans()] == [0, 1, 2]
+    assert list(q.spans()) == []  # closed: every iterator ends
