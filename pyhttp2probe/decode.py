@@ -4,20 +4,37 @@ Records are laid out by the structs of bpf_src/events.h (read through cffi, DESI
 A drained batch is split by record type (its first __u32) with numpy, each group is decoded
 column-wise in one pass, and the path's RecordType.to_spans turns the columns into spans.
 Per-record numpy access costs ~25 µs a record; columns cost a few µs in all.
+
+When no sink wants Span objects (decode_batch(spans=False): the Prometheus collector alone)
+a group becomes SpanColumns instead: its rows are grouped by the path's label_key (a
+vectorised hash of the label fields' raw bytes), to_spans runs on one row per group, and
+durations and flags stay numpy columns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from libbpf_loader import HeaderLayout
 
 from .probes import ProbePath, RecordType
-from .records import Columns, DecodeContext
-from .spans import Span
+from .records import FLAG_PREFIX, Columns, DecodeContext, group_rows
+from .spans import Span, SpanColumns
+
+
+@dataclass
+class Decoded:
+    """One batch decoded: Span objects if they were asked for (unmatched ones included, for
+    the caller to count and drop), and the matched spans as columns for aggregating sinks."""
+
+    spans: list[Span] | None
+    columns: list[SpanColumns]
+    unmatched: int
 
 
 class Decoder:
@@ -34,50 +51,109 @@ class Decoder:
         self._types: dict[int, tuple[RecordType, np.dtype]] = {}
         for path in paths:
             for rt in path.records:
-                self._types[layout.constants[rt.type_const]] = (rt, layout.dtype(rt.struct))
+                dt = layout.dtype(rt.struct)
+                if rt.label_key is not None:
+                    missing = {"start_ns", "end_ns", "flags"} - set(dt.names or ())
+                    if missing:
+                        raise ValueError(f"probe path {path.name}: {rt.struct} has a label_key "
+                                         f"but no {', '.join(sorted(missing))}")
+                self._types[layout.constants[rt.type_const]] = (rt, dt)
+        self._unmatched = ctx.constant(FLAG_PREFIX + "UNMATCHED")
+        self._guessed = ctx.constant(FLAG_PREFIX + "STATUS_GUESSED")
 
     def decode(self, batch: Any) -> list[Span]:
         """Spans of one libbpf_loader Batch (records in ring-buffer order within a type)."""
+        spans: list[Span] = []
+        for rt, arr in self.groups(batch):
+            spans += rt.to_spans(Columns(arr, self.ctx), self.ctx)
+        return spans
+
+    def decode_batch(self, batch: Any, spans: bool) -> Decoded:
+        """Columns of one batch for aggregating sinks, and Span objects only if `spans`
+        (or for record types without a label_key, which have no other way)."""
+        out = Decoded([] if spans else None, [], 0)
+        for rt, arr in self.groups(batch):
+            cols = Columns(arr, self.ctx)
+            built = rt.to_spans(cols, self.ctx) if spans or rt.label_key is None else None
+            if built is not None and out.spans is not None:
+                out.spans += built
+            if rt.label_key is None:
+                timed = [s for s in built or () if "unmatched" not in s.flags]
+                out.unmatched += len(built or ()) - len(timed)
+                out.columns.append(SpanColumns.from_spans(timed))
+                continue
+            flags = arr["flags"]
+            matched = (flags & self._unmatched) == 0
+            if not matched.all():
+                out.unmatched += int(len(arr) - np.count_nonzero(matched))
+                cols, flags = cols.select(matched), flags[matched]
+            out.columns.append(self._columns(rt, cols, flags))
+        return out
+
+    def _columns(self, rt: RecordType, cols: Columns, flags: np.ndarray) -> SpanColumns:
+        """Matched records as SpanColumns: one exemplar span per distinct label key."""
+        assert rt.label_key is not None
+        first, group = group_rows(rt.label_key(cols))
+        exemplars = rt.to_spans(cols.select(first), self.ctx) if len(first) else []
+        start = cols.arr["start_ns"].astype(np.int64)
+        dur = np.where(start != 0, cols.arr["end_ns"].astype(np.int64) - start, 0)
+        return SpanColumns(exemplars, group, dur, (flags & self._guessed) != 0)
+
+    def groups(self, batch: Any) -> list[tuple[RecordType, np.ndarray]]:
+        """The batch's records by type, as structured arrays (types in ascending order;
+        records in ring-buffer order within a type)."""
         n = len(batch)
         if n == 0:
             return []
-        buf = np.frombuffer(batch.buffer, np.uint8)
         offsets = np.frombuffer(batch.offsets, np.uint32).astype(np.int64)
-        sizes = np.frombuffer(batch.sizes, np.uint32)
         types = np.frombuffer(batch.buffer, "<u4", count=len(batch.buffer) // 4)[offsets // 4]
         first = int(types[0])
         if batch.uniform_size is not None and (types == first).all():
-            return self._one_type(first, batch, buf, offsets, sizes)
-        spans: list[Span] = []
+            known = self._types.get(first)
+            if known is not None and known[1].itemsize <= batch.uniform_size:
+                return [(known[0], batch.as_array(known[1]))]
+        sizes = np.frombuffer(batch.sizes, np.uint32)
+        words = _words(batch.buffer)
+        out = []
         for t in np.unique(types).tolist():
             sel = types == t
-            spans += self._group(int(t), buf, offsets[sel], sizes[sel])
-        return spans
+            group = self._group(int(t), words, offsets[sel], sizes[sel])
+            if group is not None:
+                out.append(group)
+        return out
 
-    def _one_type(self, t: int, batch: Any, buf: np.ndarray, offsets: np.ndarray,
-                  sizes: np.ndarray) -> list[Span]:
-        known = self._types.get(t)
-        if known is not None and known[1].itemsize <= batch.uniform_size:
-            rt, dt = known
-            return rt.to_spans(Columns(batch.as_array(dt), self.ctx), self.ctx)
-        return self._group(t, buf, offsets, sizes)
-
-    def _group(self, t: int, buf: np.ndarray, offsets: np.ndarray,
-               sizes: np.ndarray) -> list[Span]:
+    def _group(self, t: int, words: np.ndarray, offsets: np.ndarray,
+               sizes: np.ndarray) -> tuple[RecordType, np.ndarray] | None:
         known = self._types.get(t)
         if known is None:
             self.unknown += len(offsets)
-            return []
+            return None
         rt, dt = known
         whole = sizes >= dt.itemsize
         if not whole.all():
             self.unknown += int((~whole).sum())
             offsets = offsets[whole]
         if len(offsets) == 0:
-            return []
-        rows = buf[offsets[:, None] + np.arange(dt.itemsize)]
-        arr = rows.view(dt).ravel()
-        return rt.to_spans(Columns(arr, self.ctx), self.ctx)
+            return None
+        # Records start 8-byte aligned: over a view of the buffer as overlapping rows of
+        # whole words (row i = words i, i+1, ...), the gather takes one index per record.
+        nw = -(-dt.itemsize // 8)
+        starts = offsets // 8
+        if int(starts.max()) + nw > len(words):  # a last record ending in a partial word
+            words = np.concatenate([words, np.zeros(nw, np.uint64)])
+        windows = as_strided(words, (len(words) - nw + 1, nw), (8, 8), writeable=False)
+        rows = windows[starts]
+        if nw * 8 != dt.itemsize:
+            rows = np.ascontiguousarray(rows.view(np.uint8)[:, :dt.itemsize])
+        return rt, rows.view(dt).ravel()
+
+
+def _words(buffer: bytes) -> np.ndarray:
+    """The batch buffer as uint64 words, zero-padded to a whole last word."""
+    tail = -len(buffer) % 8
+    if tail:
+        buffer = buffer + bytes(tail)
+    return np.frombuffer(buffer, np.uint64)
 
 
 def count_labels(counts: Mapping[tuple[str, str], int], name: str) -> dict[str, int]:

@@ -2,6 +2,12 @@
 
 State is updated by the drain thread and read at scrape time: collect() copies it under a
 lock and builds the metric families outside it, so a scrape never stalls the drain.
+
+The agent hands the collector each batch as columns (write_columns: a SpanColumns per
+record group) and it aggregates a whole batch with numpy: bucket of every row
+(searchsorted), counts per (label set, bucket) and duration sums per label set (bincount),
+then one update per label set of the batch. observe_spans() takes Span objects one by one
+and is the reference the column path must equal (tests/test_metrics_columns.py).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -20,7 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from .spans import Span
+from .spans import Span, SpanColumns
 
 # Loopback gRPC takes tens of µs; peers start at 5 ms and see nothing below.
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -48,7 +55,7 @@ OTHER = "_OTHER"
 @dataclass
 class _Hist:
     counts: list[int]
-    total: float = 0.0
+    total_ns: int = 0  # exact; exported in seconds
     updated: float = 0.0  # time.monotonic() of the last observation
 
 
@@ -75,11 +82,15 @@ class RpcMetrics:
 
     Distinct label sets are capped (`max_label_sets`): method names come from the traced
     program's callers, so an excess set is folded into rpc_service/rpc_method="_OTHER".
+
+    A ColumnSink: the agent gives it columns (write_columns), never Span objects; write()
+    and observe_spans() take spans (other producers, tests) and give the same series.
     """
 
     def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS, max_label_sets: int = 1000,
                  registry: CollectorRegistry | None = REGISTRY) -> None:
         self.buckets = tuple(sorted(float(b) for b in buckets))
+        self._bounds = np.array(self.buckets, dtype=np.float64)
         self.max_label_sets = max_label_sets
         self._lock = threading.Lock()
         self._state = _State()
@@ -93,37 +104,73 @@ class RpcMetrics:
     def close(self) -> None:
         """Nothing to release: the series stay readable after the agent stops."""
 
+    def write_columns(self, columns: Sequence[SpanColumns]) -> None:
+        """Add a batch of finished spans given as columns (the agent's path): the same
+        series as observe_spans() of the same spans in the same order."""
+        for cols in columns:
+            if len(cols):
+                self._observe_columns(cols)
+
     def observe_spans(self, spans: Iterable[Span]) -> None:
-        """Add finished client spans to the histogram (unmatched ones are not timed)."""
+        """Add finished spans to the histograms one by one (unmatched ones are not timed)."""
         prepared = []
         for s in spans:
             if "unmatched" in s.flags:
                 continue
-            kind = s.kind if s.kind in FAMILIES else "grpc_client"
-            if kind.startswith("http_"):
-                labels: tuple[str, ...] = (
-                    kind, s.method, str(s.status_code), s.server_address, str(s.server_port),
-                    s.attributes.get("network.protocol.version", ""), s.service_name)
-            else:
-                labels = (kind, "grpc", s.service, s.method, str(s.status_code),
-                          s.server_address, str(s.server_port), s.service_name)
-            prepared.append((labels, s.duration_s, "status_guessed" in s.flags))
+            prepared.append((span_labels(s), s.end_ns - s.start_ns if s.start_ns else 0,
+                             "status_guessed" in s.flags))
         now = time.monotonic()
         with self._lock:
             st = self._state
             for labels, dur, guessed in prepared:
-                h = st.hists.get(labels)
-                if h is None:
-                    if len(st.hists) >= self.max_label_sets:
-                        labels = _fold(labels)
-                        st.folded += 1
-                        h = st.hists.get(labels)
-                    if h is None:
-                        h = st.hists[labels] = _Hist([0] * (len(self.buckets) + 1))
-                h.counts[bisect.bisect_left(self.buckets, dur)] += 1
-                h.total += dur
+                h = self._hist(labels, 1)
+                h.counts[bisect.bisect_left(self.buckets, dur / 1e9)] += 1
+                h.total_ns += dur
                 h.updated = now
                 st.status_guessed += guessed
+
+    def _hist(self, labels: tuple[str, ...], n: int) -> _Hist:
+        """The histogram of a label set, made if there is room under the cap, else the
+        _OTHER one (`n` observations counted as folded). Caller holds the lock."""
+        st = self._state
+        h = st.hists.get(labels)
+        if h is None:
+            if len(st.hists) >= self.max_label_sets:
+                labels = _fold(labels)
+                st.folded += n
+                h = st.hists.get(labels)
+            if h is None:
+                h = st.hists[labels] = _Hist([0] * (len(self.buckets) + 1))
+        return h
+
+    def _observe_columns(self, cols: SpanColumns) -> None:
+        """One batch, vectorised. Label sets are taken in the order they first occur, so
+        the cap admits and folds exactly the sets observe_spans() would: a set is admitted
+        at its first observation if there is room then, and room only shrinks."""
+        ids: dict[tuple[str, ...], int] = {}
+        lut = np.fromiter((ids.setdefault(span_labels(e), len(ids)) for e in cols.exemplars),
+                          dtype=np.intp, count=len(cols.exemplars))
+        idx = lut[cols.group]
+        nb = len(self.buckets) + 1
+        dur = cols.duration_ns
+        bucket = np.searchsorted(self._bounds, dur / 1e9, side="left")
+        counts = np.bincount(idx * nb + bucket, minlength=len(ids) * nb).reshape(len(ids), nb)
+        if int(np.abs(dur).sum()) < 2**53:  # float64 sums of integers are exact below it
+            sums = np.bincount(idx, weights=dur, minlength=len(ids)).astype(np.int64)
+        else:
+            sums = np.zeros(len(ids), np.int64)
+            np.add.at(sums, idx, dur)
+        totals = counts.sum(axis=1).tolist()
+        counts_l, sums_l = counts.tolist(), sums.tolist()
+        guessed = int(np.count_nonzero(cols.status_guessed))
+        now = time.monotonic()
+        with self._lock:
+            for i, labels in enumerate(ids):
+                h = self._hist(labels, totals[i])
+                h.counts = [a + b for a, b in zip(h.counts, counts_l[i], strict=True)]
+                h.total_ns += sums_l[i]
+                h.updated = now
+            self._state.status_guessed += guessed
 
     def add_events(self, n: int) -> None:
         with self._lock:
@@ -182,7 +229,7 @@ class RpcMetrics:
         with self._lock:
             st = self._state
             return _State(
-                hists={k: _Hist(list(v.counts), v.total) for k, v in st.hists.items()},
+                hists={k: _Hist(list(v.counts), v.total_ns) for k, v in st.hists.items()},
                 events=st.events, ringbuf_drops=st.ringbuf_drops,
                 unmatched=dict(st.unmatched), attached=st.attached,
                 by_service=dict(st.by_service),
@@ -201,7 +248,7 @@ class RpcMetrics:
                 for bound, c in zip(bounds, h.counts, strict=True):
                     acc += c
                     cum.append((bound, acc))
-                hist.add_metric(list(labels[1:]), cum, h.total)
+                hist.add_metric(list(labels[1:]), cum, h.total_ns / 1e9)
             yield hist
         yield _counter("pyhttp2probe_events", "Records decoded from the ring buffer", st.events)
         yield _counter("pyhttp2probe_ringbuf_drops",
@@ -235,6 +282,16 @@ class RpcMetrics:
                        "Calls whose status code was guessed as Unknown", st.status_guessed)
         yield _counter("pyhttp2probe_label_sets_folded",
                        "Observations folded into _OTHER by the label-set cap", st.folded)
+
+
+def span_labels(s: Span) -> tuple[str, ...]:
+    """The histogram key of a span: its kind (the family), then the family's label values."""
+    kind = s.kind if s.kind in FAMILIES else "grpc_client"
+    if kind.startswith("http_"):
+        return (kind, s.method, str(s.status_code), s.server_address, str(s.server_port),
+                s.attributes.get("network.protocol.version", ""), s.service_name)
+    return (kind, "grpc", s.service, s.method, str(s.status_code), s.server_address,
+            str(s.server_port), s.service_name)
 
 
 def _fold(labels: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ memoised text, counters). Probe paths build spans from these; decode.py routes b
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
@@ -64,6 +65,57 @@ class DecodeContext:
         self.counts[(name, label)] += n
 
 
+# Odd 64-bit multipliers, one per key word: a row's hash is the wrapping sum of word * mult.
+_MULT = (np.arange(1, 4097, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+
+
+def group_rows(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with equal keys (Columns.key) as groups numbered in the order they first occur:
+    returns (first row of each group, group of each row).
+
+    One 64-bit hash per row (vectorised), numpy.unique on the hashes, then every row is
+    compared with its group's first row; should two keys share a hash, the exact (slower)
+    numpy.unique over the whole keys decides instead."""
+    n, w = words.shape
+    if n == 0:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    h = np.einsum("ij,j->i", words, _MULT[:w]) if w <= len(_MULT) else None
+    if h is not None:
+        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+    if h is None or not (words == words[first[inv]]).all():
+        keys = np.ascontiguousarray(words).view(f"V{8 * w}").reshape(-1)
+        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inv]
+
+
+@functools.lru_cache(maxsize=256)
+def _key_mask(dtype: np.dtype, spans: tuple[tuple[int, int], ...]) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """The words of a `dtype` record that hold any of these (offset, size) byte spans, and
+    per such word the mask of those bytes."""
+    raw = np.zeros(-(-dtype.itemsize // 8) * 8, np.uint8)
+    for off, size in spans:
+        raw[off:off + size] = 0xFF
+    mask = raw.view(np.uint64)
+    used = np.flatnonzero(mask)
+    return used, mask[used]
+
+
+def _record_words(arr: np.ndarray) -> np.ndarray:
+    """The records as (rows, words) uint64 (a view when they are contiguous, 8-byte sized)."""
+    n, size = len(arr), arr.dtype.itemsize
+    if size % 8 == 0 and arr.flags.c_contiguous:
+        return arr.view(np.uint64).reshape(n, size // 8)
+    raw = np.zeros((n, -(-size // 8) * 8), np.uint8)
+    raw[:, :size] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, size)
+    return raw.view(np.uint64)
+
+
 class Columns:
     """A group of same-type records, field by field as Python lists."""
 
@@ -77,12 +129,59 @@ class Columns:
     def __getitem__(self, name: str) -> list[Any]:
         return self.arr[name].tolist()
 
+    def select(self, rows: np.ndarray) -> Columns:
+        """These rows only (an index or boolean array), in that order."""
+        return Columns(self.arr[rows], self.ctx)
+
+    def nonzero(self, name: str) -> np.ndarray:
+        """1 where the field is non-zero, else 0 (as uint8): a key part for "is it set"."""
+        return (self.arr[name] != 0).astype(np.uint8)
+
+    def key(self, *parts: str | tuple[str, str] | np.ndarray) -> np.ndarray:
+        """Each row's raw bytes of some fields, and of per-row arrays (e.g. nonzero()), as a
+        (rows, words) uint64 array for group_rows(). A part is a field name, a (text field,
+        length field) pair, or an array.
+
+        A text goes in with its length, and only up to the longest length in this batch:
+        texts() reads no byte past a row's length, so equal keys mean equal texts."""
+        n = len(self.arr)
+        dt = self.arr.dtype
+        spans: list[tuple[int, int]] = []
+        extra = []
+        for p in parts:
+            if isinstance(p, str):
+                ft, off = dt.fields[p][:2]
+                spans.append((off, ft.itemsize))
+            elif isinstance(p, tuple):
+                text, length = p
+                ft, off = dt.fields[text][:2]
+                lt, loff = dt.fields[length][:2]
+                longest = int(self.arr[length].max()) if n else 0
+                spans += [(off, min(longest, ft.itemsize)), (loff, lt.itemsize)]
+            else:
+                extra.append(np.ascontiguousarray(p).view(np.uint8).reshape(n, -1))
+        used, mask = _key_mask(dt, tuple(spans))
+        width = sum(e.shape[1] for e in extra)
+        out = np.empty((n, len(used) + (width + 7) // 8), np.uint64)
+        np.bitwise_and(_record_words(self.arr)[:, used], mask, out=out[:, :len(used)])
+        if extra:
+            out[:, len(used):] = 0
+            raw = out[:, len(used):].view(np.uint8)
+            at = 0
+            for e in extra:
+                raw[:, at:at + e.shape[1]] = e
+                at += e.shape[1]
+        return out
+
     def texts(self, name: str, len_name: str) -> list[str]:
-        """A char[] field cut at its length field, decoded as UTF-8 (memoised)."""
+        """A char[] field cut at its length field, trailing NULs dropped, decoded as UTF-8
+        (memoised). No byte past a row's length is read (Columns.key relies on it)."""
         memo = self.ctx.texts
         out = []
         for raw, n in zip(self.arr[name].tolist(), self.arr[len_name].tolist(), strict=True):
-            raw = raw[:n]
+            raw = raw[:n]  # tolist() dropped the field's trailing NULs: raw[:n] may end
+            if raw[-1:] == b"\0":  # on a NUL only where the row's text itself does
+                raw = raw.rstrip(b"\0")
             s = memo.get(raw)
             if s is None:
                 s = raw.decode("utf-8", "replace")

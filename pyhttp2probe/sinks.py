@@ -1,8 +1,11 @@
 """Span sinks: where finished spans go. The agent's drain hands every batch of spans to each
 sink in turn; an exporter is one more sink and never touches the drain.
 
-A sink is anything with `write(spans)` and `close()` (the SpanSink protocol). Sinks run on
-the drain thread: they must be quick and must not block (queue and return).
+A sink is anything with `write(spans)` and `close()` (the SpanSink protocol), or, for a
+sink that only aggregates, `write_columns(columns)` and `close()` (the ColumnSink protocol:
+the agent then gives it the batch as SpanColumns and builds no Span object for it; the
+Prometheus collector is one). Sinks run on the drain thread: they must be quick and must
+not block (queue and return).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
-from .spans import Span
+from .spans import Span, SpanColumns
 
 
 @runtime_checkable
@@ -25,6 +28,35 @@ class SpanSink(Protocol):
     def write(self, spans: Sequence[Span]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ColumnSink(Protocol):
+    """Receives each batch of finished spans (never unmatched ones) as columns, one
+    SpanColumns per record group, on the drain thread. A sink with write_columns gets
+    only these, never write(spans)."""
+
+    def write_columns(self, columns: Sequence[SpanColumns]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_STR = json.encoder.encode_basestring_ascii  # what json.dumps uses (ensure_ascii)
+_LINE = ('{"kind":%s,"pid":%d,"connection":%d,"stream_id":%d,"start_ns":%d,"end_ns":%d,'
+         '"status_code":%d,"service":%s,"method":%s,"full_method":%s,"server_address":%s,'
+         '"server_port":%d,"flags":[%s],"service_name":%s,"call":%d%s,"duration_s":%s}\n')
+
+
+def json_line(s: Span) -> str:
+    """`json.dumps(s.to_json(), separators=(",", ":"))` and a newline, the same text
+    (tests/test_metrics_columns.py) for about a third of the cost: one format string."""
+    attrs = ""
+    if s.attributes:
+        attrs = ',"attributes":' + json.dumps(s.attributes, separators=(",", ":"))
+    return _LINE % (_STR(s.kind), s.pid, s.connection, s.stream_id, s.start_ns, s.end_ns,
+                    s.status_code, _STR(s.service), _STR(s.method), _STR(s.full_method),
+                    _STR(s.server_address), s.server_port, ",".join(map(_STR, s.flags)),
+                    _STR(s.service_name), s.call, attrs, float.__repr__(s.duration_s))
 
 
 class JsonLinesSink:
@@ -44,7 +76,7 @@ class JsonLinesSink:
         self._closed = False
 
     def write(self, spans: Sequence[Span]) -> None:
-        lines = "".join(json.dumps(s.to_json(), separators=(",", ":")) + "\n" for s in spans)
+        lines = "".join(map(json_line, spans))
         if not lines:
             return
         with self._lock:
@@ -68,22 +100,33 @@ _END = object()
 class SpanQueue:
     """The library iterator: spans queued for `spans()`, which ends when the sink closes.
 
-    `max_spans` bounds the queue (0: unbounded); when full, the oldest are not kept: new
-    spans are counted in `dropped` instead, so a consumer that stops iterating costs
-    bounded memory and the loss is visible.
+    `max_spans` bounds the spans queued (0: unbounded); when full, the oldest are not kept:
+    new spans are counted in `dropped` instead, so a consumer that stops iterating costs
+    bounded memory and the loss is visible. A batch is queued as one list (one lock round
+    per batch, not per span); each iterator takes whole batches.
     """
 
     def __init__(self, max_spans: int = 0) -> None:
-        self._q: queue.Queue[object] = queue.Queue(maxsize=max_spans + 1 if max_spans else 0)
+        self._q: queue.Queue[object] = queue.Queue()
         self._max = max_spans
+        self._lock = threading.Lock()
+        self._queued = 0  # spans in _q
         self.dropped = 0
 
     def write(self, spans: Sequence[Span]) -> None:
-        for s in spans:
-            if self._max and self._q.qsize() >= self._max:
-                self.dropped += 1
-                continue
-            self._q.put_nowait(s)
+        if not spans:
+            return
+        batch = list(spans)
+        with self._lock:
+            if self._max:
+                room = max(0, self._max - self._queued)
+                if room < len(batch):
+                    self.dropped += len(batch) - room
+                    batch = batch[:room]
+                if not batch:
+                    return
+            self._queued += len(batch)
+        self._q.put_nowait(batch)
 
     def close(self) -> None:
         self._q.put(_END)
@@ -98,4 +141,7 @@ class SpanQueue:
             if item is _END:
                 self._q.put(_END)  # let other iterators end too
                 return
-            yield item  # type: ignore[misc]
+            batch: list[Span] = item  # type: ignore[assignment]
+            with self._lock:
+                self._queued -= len(batch)
+            yield from batch

@@ -9,8 +9,12 @@ and are told apart by `call` (their per-call object's address).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 KINDS = ("grpc_client", "grpc_server", "http_client", "http_server")
 
@@ -56,14 +60,51 @@ class Span:
         return (self.pid, 0, self.call)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["flags"] = list(self.flags)
+        """The span as a JSON-ready dict: every field in declaration order (attributes only
+        when there are some), then duration_s."""
+        d = {"kind": self.kind, "pid": self.pid, "connection": self.connection,
+             "stream_id": self.stream_id, "start_ns": self.start_ns, "end_ns": self.end_ns,
+             "status_code": self.status_code, "service": self.service, "method": self.method,
+             "full_method": self.full_method, "server_address": self.server_address,
+             "server_port": self.server_port, "flags": list(self.flags),
+             "service_name": self.service_name, "call": self.call}
+        if self.attributes:
+            d["attributes"] = dict(self.attributes)
         d["duration_s"] = self.duration_s
-        if not self.attributes:
-            del d["attributes"]
         return d
 
 
+@dataclass
+class SpanColumns:
+    """Finished spans of one batch as columns, for sinks that aggregate (a ColumnSink such
+    as the Prometheus collector): no Span object per span.
+
+    Rows are spans in arrival order; rows of one `group` agree in every field a metric
+    label is made of — kind, pid, service, method, status_code, server_address,
+    server_port, service_name, attributes, and full_method except for HTTP (the path) —
+    and `exemplars[g]` is group g's first span, standing for all of them in those fields
+    (its identity, times and flags are its own). Groups are numbered in the order they
+    first occur. Unmatched spans (no start) are never in it.
+    """
+
+    exemplars: list[Span]
+    group: np.ndarray  # intp per row: index into exemplars
+    duration_ns: np.ndarray  # int64 per row: end_ns - start_ns (0 without a start)
+    status_guessed: np.ndarray  # bool per row: flag "status_guessed"
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    @classmethod
+    def from_spans(cls, spans: Sequence[Span]) -> SpanColumns:
+        """Every span its own group (for spans built one by one)."""
+        return cls(list(spans), np.arange(len(spans), dtype=np.intp),
+                   np.array([s.end_ns - s.start_ns if s.start_ns else 0 for s in spans],
+                            dtype=np.int64),
+                   np.array(["status_guessed" in s.flags for s in spans], dtype=bool))
+
+
+@functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span
 def split_method(full: str) -> tuple[str, str]:
     """'/pkg.Service/Method' -> ('pkg.Service', 'Method'); odd shapes keep what they can."""
     parts = full.lstrip("/").split("/", 1)
@@ -72,6 +113,7 @@ def split_method(full: str) -> tuple[str, str]:
     return "", parts[0]
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span
 def split_hostport(hostport: str) -> tuple[str, int]:
     """'h:p' or '[v6]:p' -> (host, port); no port -> (host, 0)."""
     if hostport.startswith("["):
@@ -85,6 +127,7 @@ def split_hostport(hostport: str) -> tuple[str, int]:
     return hostport, 0
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span
 def parse_target(target: str) -> tuple[str, int]:
     """A grpc dial target ('dns:///h:p', 'passthrough:///h:p', 'h:p', '[v6]:p') -> (host, port).
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from ..goelf.catalog import Catalogue
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from libbpf_loader import HeaderLayout
 
     from ..goelf import AttachPlan
@@ -76,11 +78,18 @@ class RecordType:
     `to_spans(columns, ctx)` turns a batch of records of this type (decoded column-wise)
     into spans; a record type that is only counted (e.g. rejected RPCs) returns [] and
     counts through ctx.
+
+    `label_key(columns)` (optional; Columns.key of some fields) lets aggregating sinks skip
+    Span objects: rows with equal keys must make spans equal in every field a metric label
+    comes from (spans.SpanColumns lists them), so to_spans runs on one row per distinct key
+    only. Its struct must then have start_ns, end_ns and flags. Without it, every record
+    becomes a Span even when only the metrics want it.
     """
 
     type_const: str
     struct: str
     to_spans: Callable[[Columns, DecodeContext], list[Span]]
+    label_key: Callable[[Columns], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from .planning import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from libbpf_loader import HeaderLayout
 
     from ..records import Columns, DecodeContext
@@ -168,7 +170,14 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     return out
 
 
+def label_key(c: Columns) -> np.ndarray:
+    """What a client span's labels come from: the peer is (ip, port) on a connection, the
+    dial target without one."""
+    return c.key("tgid", c.nonzero("transport"), "status_code", "peer_port", "peer_ip",
+                 ("method", "method_len"), ("target", "target_len"))
+
+
 PATH = ProbePath(
     name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans),),
+    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key),),
     anchors=ANCHORS, in_flight_maps=("inflight",))

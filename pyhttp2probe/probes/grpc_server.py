@@ -31,6 +31,8 @@ from .planning import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from libbpf_loader import HeaderLayout
 
     from ..goelf import AttachPlan
@@ -214,6 +216,12 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     return out
 
 
+def label_key(c: Columns) -> np.ndarray:
+    """What a server span's labels come from: the listener, or the Host without one."""
+    return c.key("tgid", "status_code", "local_port", "local_ip", ("method", "method_len"),
+                 ("host", "host_len"))
+
+
 def count_rejected(c: Columns, ctx: DecodeContext) -> list[Span]:
     """RPCs rejected before any handler: no method is known there; counted by code."""
     for code in c["status_code"]:
@@ -223,7 +231,7 @@ def count_rejected(c: Columns, ctx: DecodeContext) -> list[Span]:
 
 PATH = ProbePath(
     name="grpc_server", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_GRPC_SERVER", "grpc_server_event", to_spans),
+    records=(RecordType("EV_GRPC_SERVER", "grpc_server_event", to_spans, label_key),
              RecordType("EV_GRPC_SERVER_REJECTED", "grpc_server_reject_event", count_rejected)),
     anchors=ANCHORS,
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there

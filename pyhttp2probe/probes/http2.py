@@ -17,6 +17,8 @@ from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, Proce
 from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, set_chain
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from libbpf_loader import HeaderLayout
 
     from ..goelf import AttachPlan
@@ -236,9 +238,15 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     return out
 
 
+def label_key(c: Columns) -> np.ndarray:
+    """What an HTTP/2 span's labels come from (not its path: paths are not labels)."""
+    return c.key("type", "tgid", "status", "flavor", ("method", "method_len"),
+                 ("host", "host_len"))
+
+
 PATH = ProbePath(
     name="http2", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans),
-             RecordType("EV_HTTP2_SERVER", "http2_event", to_spans)),
+    records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans, label_key),
+             RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key)),
     anchors=ANCHORS,
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live"))
