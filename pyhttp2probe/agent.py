@@ -442,7 +442,9 @@ class Agent:
                 with self._drain_lock:
                     if self._rb is None or self._rb.closed:
                         return
-                    n = self._rb.poll(self.poll_ms)
+                    # after a pause, drain at once (records are submitted without a wakeup
+                    # until a ring is 1/8 full): a record waits one pause, not pause + poll
+                    n = self._rb.poll(0 if pause_until else self.poll_ms)
                 pause_until = (time.monotonic() + self.batch_ms / 1000
                                if 0 < n < FULL_BATCH else 0.0)
         except BaseException as exc:  # surfaced by `error` and close()
