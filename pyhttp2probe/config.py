@@ -308,9 +308,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--spans-out", default=s, metavar="FILE|-",
                      help="also write every span as a JSON line to FILE, or '-' for stdout")
     out.add_argument("--series-ttl", default=s, metavar="SECONDS",
-                     help="keep the series of a service no traced process runs any more "
-                          "for this long after their last update (default 300; e.g. 30s, "
-                          "5m, 1h)")
+                     help="drop a metric series not updated for this long: an exited "
+                          "process's stay this long (default 300; e.g. 30s, 5m, 1h)")
     out.add_argument("--max-label-sets", default=s, metavar="N",
                      help="distinct label sets kept per metric before the excess folds "
                           "into _OTHER (default 1000)")

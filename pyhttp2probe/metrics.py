@@ -206,15 +206,16 @@ class RpcMetrics:
             self._state.attached = n
             self._state.by_service = dict(by_service or {})
 
-    def expire(self, ttl_s: float, live_services: set[str]) -> int:
-        """Drop the series of services no traced process has any more, once they have had
-        no observation for `ttl_s` (counters never go backwards while they exist).
-        Returns how many label sets went."""
+    def expire(self, ttl_s: float) -> int:
+        """Drop every series with no observation for `ttl_s` (an exited process's, a
+        restarted one's old listener port, a method no longer called): memory follows the
+        traffic, not its history. Counters never go backwards while they exist; one that
+        comes back starts from 0, which Prometheus reads as a reset. Returns how many
+        label sets went."""
         cutoff = time.monotonic() - ttl_s
         with self._lock:
             hists = self._state.hists
-            gone = [k for k, h in hists.items() if k[-1] not in live_services
-                    and h.updated < cutoff]
+            gone = [k for k, h in hists.items() if h.updated < cutoff]
             for k in gone:
                 del hists[k]
         return len(gone)

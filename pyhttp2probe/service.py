@@ -262,11 +262,9 @@ class Service:
                                                      reason=reason)
 
     def _sweep_series(self) -> None:
-        """Series of processes gone for longer than --series-ttl leave /metrics."""
+        """Series not updated for --series-ttl leave /metrics (metrics.expire says why)."""
         assert self.agent is not None
-        live = {t.service_name for pid in self.agent.targets
-                if (t := self.agent.target(pid)) is not None}
-        dropped = self.agent.metrics.expire(self.settings.series_ttl, live)
+        dropped = self.agent.metrics.expire(self.settings.series_ttl)
         if dropped:
             self.log.info("series expired", label_sets=dropped)
 

@@ -94,3 +94,18 @@ def test_sigterm_with_50_targets_detaches_everything_and_exits_0() -> None:
         for wl in workloads:
             wl.wait_done(60)
             assert int((wl.finish() or {})["total"]) > 0
+
+
+def test_series_of_an_exited_process_stay_until_the_ttl_then_leave() -> None:
+    tag = f"ttl{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        binary = _copy(Path(tmp), f"{tag}-demo")
+        agent = stack.enter_context(AgentProcess(["--exe", f"{tag}-*", "--series-ttl", "6s"]))
+        wl = stack.enter_context(start_workload(binary, DEMO))
+        assert agent.wait_value("pyhttp2probe_attached_processes", 1) == 1
+        calls = _run(wl)
+        assert agent.wait_value("rpc_client_duration_seconds_count", calls) == calls
+        assert agent.wait_value("pyhttp2probe_attached_processes", 0) == 0  # exited
+        assert _client_calls(agent) == calls  # still there: counters never went back
+        # the sweep runs every 5 s: gone within ttl + one sweep (+ slack for a busy machine)
+        assert agent.wait_value("rpc_client_duration_seconds_count", 0, timeout=25) == 0
