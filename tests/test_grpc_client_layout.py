@@ -11,33 +11,23 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from libbpf_loader import Batch
 from pyhttp2probe.decode import Decoder
 from pyhttp2probe.metrics import RpcMetrics
 from pyhttp2probe.probes import all_paths
 from pyhttp2probe.records import DecodeContext, load_layout
 from pyhttp2probe.spans import Span, parse_target, split_method
+from testkit.batches import make_batch
 
 BPF = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "bpf"
 CONFIG_MAPS = {"grpc_client": "grpc_client_config", "grpc_server": "grpc_server_config",
                "http2": "http2_config"}
 
 
-def _batch(records: list[bytes]) -> Batch:
-    """A ring-buffer batch as libbpf_loader hands it over: records at 8-byte offsets."""
-    buf, offsets = b"", []
-    for r in records:
-        offsets.append(len(buf))
-        buf += r + b"\0" * (-len(r) % 8)
-    sizes = [len(r) for r in records]
-    uniform = sizes[0] if len(set(sizes)) == 1 else None
-    as_u32 = lambda xs: memoryview(b"".join(x.to_bytes(4, "little") for x in xs)).cast("I")  # noqa: E731
-    return Batch(buf, as_u32(offsets), as_u32(sizes), uniform)
 
 
 def _decode(layout, records: list[bytes]) -> list[Span]:  # type: ignore[no-untyped-def]
     ctx = DecodeContext(layout, lambda pid: "client")
-    return Decoder(layout, all_paths(), ctx).decode(_batch(records))
+    return Decoder(layout, all_paths(), ctx).decode(make_batch(records))
 
 
 def test_config_structs_python_sees_are_the_ones_the_bpf_objects_were_built_with() -> None:
@@ -86,7 +76,7 @@ def test_mixed_batches_decode_every_record_type_and_count_unknown_ones() -> None
     junk = (999).to_bytes(4, "little") + bytes(60)
     ctx = DecodeContext(layout)
     dec = Decoder(layout, all_paths(), ctx)
-    spans = dec.decode(_batch([layout.to_bytes(client), junk, layout.to_bytes(h2),
+    spans = dec.decode(make_batch([layout.to_bytes(client), junk, layout.to_bytes(h2),
                                layout.to_bytes(client)]))
     assert sorted(s.kind for s in spans) == ["grpc_client", "grpc_client", "http_server"]
     (srv,) = [s for s in spans if s.kind == "http_server"]

@@ -1,6 +1,6 @@
 """The cheap metrics path (issue 12) equals the span path: the same records through
 Decoder.decode -> RpcMetrics.observe_spans (Span objects one by one, the reference) and
-through Decoder.decode_batch(spans=False) -> RpcMetrics.write_columns (numpy over columns,
+through Decoder.decodemake_batch(spans=False) -> RpcMetrics.write_columns (numpy over columns,
 Span objects only for one row per label key) give the same /metrics text — label-set cap
 and _OTHER folding, status_guessed, unmatched excluded, service_name per pid, the HTTP
 network_protocol_version label, every family. Plus one real workload traced by an agent
@@ -23,7 +23,6 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from libbpf_loader import Batch
 from pyhttp2probe import Agent
 from pyhttp2probe.decode import Decoder
 from pyhttp2probe.metrics import RpcMetrics
@@ -31,6 +30,7 @@ from pyhttp2probe.probes import all_paths
 from pyhttp2probe.records import Columns, DecodeContext, group_rows, load_layout
 from pyhttp2probe.sinks import ColumnSink, JsonLinesSink, SpanSink
 from pyhttp2probe.spans import Span
+from testkit.batches import make_batch
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.workload import read_truth, start_workload
 from tests.test_agent import _client_counts
@@ -43,16 +43,6 @@ HOSTS = [b"127.0.0.1:8443", b"[::1]:9000", b"svc.local", b""]
 TARGETS = [b"dns:///svc.local:443", b"passthrough:///10.1.2.3:81", b"unix:/tmp/s.sock"]
 
 
-def _batch(records: list[bytes]) -> Batch:
-    """A ring-buffer batch as libbpf_loader hands it over: records at 8-byte offsets."""
-    buf, offsets = b"", []
-    for r in records:
-        offsets.append(len(buf))
-        buf += r + b"\0" * (-len(r) % 8)
-    sizes = [len(r) for r in records]
-    uniform = sizes[0] if len(set(sizes)) == 1 else None
-    as_u32 = lambda xs: memoryview(b"".join(x.to_bytes(4, "little") for x in xs)).cast("I")  # noqa: E731
-    return Batch(buf, as_u32(offsets), as_u32(sizes), uniform)
 
 
 def _flags(rng: random.Random) -> int:
@@ -147,12 +137,12 @@ def _both_paths(batches: list[list[bytes]], cap: int) -> tuple[str, str, int, in
         n = 0
         for records in batches:
             if columns:
-                d = dec.decode_batch(_batch(records), spans=False)
+                d = dec.decodemake_batch(make_batch(records), spans=False)
                 assert d.spans is None
                 metrics.write_columns(d.columns)
                 n += d.unmatched
             else:
-                spans = dec.decode(_batch(records))
+                spans = dec.decode(make_batch(records))
                 metrics.observe_spans(spans)
                 n += sum("unmatched" in s.flags for s in spans)
         texts.append(generate_latest(registry).decode())
@@ -221,7 +211,7 @@ def test_label_keys_ignore_what_labels_do_not_use() -> None:
         _text(ev, "path", f"/p/{i}".encode(), False)
         recs.append(LAYOUT.to_bytes(ev))
     dec = Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT))
-    (cols,) = dec.decode_batch(_batch(recs), spans=False).columns
+    (cols,) = dec.decodemake_batch(make_batch(recs), spans=False).columns
     assert len(cols.exemplars) == 1 and len(cols) == 50
 
 
@@ -240,7 +230,7 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
             return d
 
         agent._decoder.decode_batch = spy  # type: ignore[method-assign]
-        agent._on_batch(_batch([grpc_client(rng, [1]) for _ in range(20)]))
+        agent._onmake_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
         assert built == [-1]
         got: list[Span] = []
 
@@ -253,7 +243,7 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
 
         assert isinstance(Sink(), SpanSink) and not isinstance(Sink(), ColumnSink)
         agent.add_sink(Sink())
-        agent._on_batch(_batch([grpc_client(rng, [1]) for _ in range(20)]))
+        agent._onmake_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
         assert built[-1] == 20 and 0 < len(got) <= 20
         assert all("unmatched" not in s.flags for s in got)
 
@@ -272,7 +262,7 @@ def test_json_lines_are_the_same_text_as_before() -> None:
     rng = random.Random(6)
     recs = [rng.choice(MAKERS[:3])(rng, [1, 2]) for _ in range(300)]
     ctx = DecodeContext(LAYOUT, lambda pid: NAMES.get(pid, ""))
-    spans = Decoder(LAYOUT, all_paths(), ctx).decode(_batch(recs))
+    spans = Decoder(LAYOUT, all_paths(), ctx).decode(make_batch(recs))
     spans.append(Span("http_server", 1, 2, 3, 4, 5, 200, "s\"v", "GET", "/ü\n", "::1", 80,
                       ("error",), "nämé",
                       attributes={"a": [1, "x"], "network.protocol.version": "2"}))
