@@ -23,8 +23,6 @@ CONFIG_MAPS = {"grpc_client": "grpc_client_config", "grpc_server": "grpc_server_
                "http2": "http2_config"}
 
 
-
-
 def _decode(layout, records: list[bytes]) -> list[Span]:  # type: ignore[no-untyped-def]
     ctx = DecodeContext(layout, lambda pid: "client")
     return Decoder(layout, all_paths(), ctx).decode(make_batch(records))

@@ -1,6 +1,6 @@
 """The cheap metrics path (issue 12) equals the span path: the same records through
 Decoder.decode -> RpcMetrics.observe_spans (Span objects one by one, the reference) and
-through Decoder.decodemake_batch(spans=False) -> RpcMetrics.write_columns (numpy over columns,
+through Decoder.decode_batch(spans=False) -> RpcMetrics.write_columns (numpy over columns,
 Span objects only for one row per label key) give the same /metrics text — label-set cap
 and _OTHER folding, status_guessed, unmatched excluded, service_name per pid, the HTTP
 network_protocol_version label, every family. Plus one real workload traced by an agent
@@ -41,8 +41,6 @@ METHODS = [b"/pkg.Svc/Get", b"/pkg.Svc/Put", b"/other.Api/List", b"/x/\xc3\xa9t\
            b"odd", b""]
 HOSTS = [b"127.0.0.1:8443", b"[::1]:9000", b"svc.local", b""]
 TARGETS = [b"dns:///svc.local:443", b"passthrough:///10.1.2.3:81", b"unix:/tmp/s.sock"]
-
-
 
 
 def _flags(rng: random.Random) -> int:
@@ -137,7 +135,7 @@ def _both_paths(batches: list[list[bytes]], cap: int) -> tuple[str, str, int, in
         n = 0
         for records in batches:
             if columns:
-                d = dec.decodemake_batch(make_batch(records), spans=False)
+                d = dec.decode_batch(make_batch(records), spans=False)
                 assert d.spans is None
                 metrics.write_columns(d.columns)
                 n += d.unmatched
@@ -211,7 +209,7 @@ def test_label_keys_ignore_what_labels_do_not_use() -> None:
         _text(ev, "path", f"/p/{i}".encode(), False)
         recs.append(LAYOUT.to_bytes(ev))
     dec = Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT))
-    (cols,) = dec.decodemake_batch(make_batch(recs), spans=False).columns
+    (cols,) = dec.decode_batch(make_batch(recs), spans=False).columns
     assert len(cols.exemplars) == 1 and len(cols) == 50
 
 
@@ -230,7 +228,7 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
             return d
 
         agent._decoder.decode_batch = spy  # type: ignore[method-assign]
-        agent._onmake_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
+        agent._on_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
         assert built == [-1]
         got: list[Span] = []
 
@@ -243,7 +241,7 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
 
         assert isinstance(Sink(), SpanSink) and not isinstance(Sink(), ColumnSink)
         agent.add_sink(Sink())
-        agent._onmake_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
+        agent._on_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
         assert built[-1] == 20 and 0 < len(got) <= 20
         assert all("unmatched" not in s.flags for s in got)
 
