@@ -73,6 +73,9 @@ def soak(minutes: float) -> str:
                 workload.wait(timeout=90)
             drops = agent.value("pyhttp2probe_ringbuf_drops_total")
     first, last = rows[0], rows[-1]
+    half = len(rows) // 2
+    level = [(min(r[1] for r in part), max(r[1] for r in part))
+             for part in (rows[:half], rows[half:])]
     table = [f"| {t / 60:5.1f} min | {rss:6.1f} MiB | {cpu:5.1f} % | {spans:,.0f} | {n} |"
              for t, rss, cpu, spans, n in rows]
     return "\n".join([
@@ -88,8 +91,11 @@ def soak(minutes: float) -> str:
         "|---|---|---|---|---|",
         *table,
         "",
-        f"RSS {first[1]:.1f} → {last[1]:.1f} MiB over {last[0] / 60:.1f} min; ring-buffer "
-        f"drops {drops:.0f}.",
+        f"RSS {first[1]:.1f} → {last[1]:.1f} MiB over {last[0] / 60:.1f} min; lowest / "
+        f"highest sample, first half {level[0][0]:.1f} / {level[0][1]:.1f} MiB, second half "
+        f"{level[1][0]:.1f} / {level[1][1]:.1f} MiB (each restart's series, on a new port, "
+        "stay for --series-ttl, 5 min by default; the heap is trimmed every 10 s); "
+        f"ring-buffer drops {drops:.0f}.",
     ])
 
 
