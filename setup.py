@@ -96,6 +96,10 @@ setup(
         "pydantic>=2.5",
         "PyYAML>=6",
         "rich>=13",  # pyhttp2probe top: the live terminal view
+        # OTLP span export (pyhttp2probe/otlp.py): the SDK's own OTLP/HTTP protobuf encoder,
+        # retry and backoff, rather than hand-built protobuf
+        "opentelemetry-sdk>=1.20",
+        "opentelemetry-exporter-otlp-proto-http>=1.20",
     ],
     extras_require={
         # build: tests/test_wheel.py builds the wheel as a user would (`python -m build`).

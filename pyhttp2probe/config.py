@@ -18,6 +18,7 @@ import difflib
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -211,6 +212,18 @@ def _path(value: Any) -> str:
     return value
 
 
+def _url(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        u = urllib.parse.urlsplit(text)
+        u.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return text
+
+
 class Settings(BaseModel):
     """Every option of `pyhttp2probe run`; the field names are the YAML keys."""
 
@@ -223,6 +236,7 @@ class Settings(BaseModel):
     exclude_exe: Annotated[tuple[str, ...], BeforeValidator(_patterns)] = ()
     listen: Annotated[str, BeforeValidator(_listen)] = DEFAULT_LISTEN
     spans_out: Annotated[str | None, _optional(_path)] = None
+    otlp_endpoint: Annotated[str | None, _optional(_url)] = None
     series_ttl: Annotated[float, BeforeValidator(parse_duration)] = 300.0
     ring_size: Annotated[int, BeforeValidator(_ring_size)] = 8 * MIB
     rescan_interval: Annotated[float, BeforeValidator(parse_duration)] = 30.0
@@ -307,6 +321,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                           "address, port 0 for any free port)")
     out.add_argument("--spans-out", default=s, metavar="FILE|-",
                      help="also write every span as a JSON line to FILE, or '-' for stdout")
+    out.add_argument("--otlp-endpoint", default=s, metavar="URL",
+                     help="export every span over OTLP/HTTP (protobuf) to this base URL "
+                          "('/v1/traces' is appended unless it ends so); wins over "
+                          "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_EXPORTER_OTLP_ENDPOINT, "
+                          "which also turn the export on")
     out.add_argument("--series-ttl", default=s, metavar="SECONDS",
                      help="drop a metric series not updated for this long: an exited "
                           "process's stay this long (default 300; e.g. 30s, 5m, 1h)")
@@ -329,6 +348,48 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                       help="stop after this long (default: until SIGINT/SIGTERM)")
     tune.add_argument("--config", default=s, metavar="FILE",
                       help=f"YAML file of options (also {CONFIG_ENV})")
+
+
+# -- OTLP: OTEL_* variables are OpenTelemetry's, read as its specification says ----------
+
+OTLP_PROTOCOL = "http/protobuf"
+TRACES_PATH = "/v1/traces"
+
+
+def _signal_url(base: str) -> str:
+    """A base OTLP URL -> its traces URL (the spec: the signal path is appended)."""
+    base = base.rstrip("/")
+    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+
+
+def otlp_traces_endpoint(settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """The OTLP/HTTP traces URL to export to, or None when export is off.
+
+    On when --otlp-endpoint (or PYHTTP2PROBE_OTLP_ENDPOINT / otlp_endpoint) is given: a base
+    URL, '/v1/traces' appended; else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, used as is; else
+    OTEL_EXPORTER_OTLP_ENDPOINT, '/v1/traces' appended. The protocol
+    (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL) must be
+    http/protobuf, the default; anything else is a ConfigError naming the variable."""
+    traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if settings.otlp_endpoint:  # validated with the settings
+        url = _signal_url(settings.otlp_endpoint)
+    elif traces or base:
+        name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if traces else "OTEL_EXPORTER_OTLP_ENDPOINT"
+        try:
+            url = _url(traces) if traces else _signal_url(_url(base))
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    else:
+        return None
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(var, "").strip()
+        if protocol:
+            if protocol != OTLP_PROTOCOL:
+                raise ConfigError(f"{var}: {protocol!r} is not supported: only "
+                                  f"{OTLP_PROTOCOL!r} (OTLP over HTTP, protobuf) is")
+            break
+    return url
 
 
 class _RaisingParser(argparse.ArgumentParser):

@@ -14,7 +14,13 @@ import os
 import sys
 from typing import Any
 
-from .config import EPILOG, ConfigError, add_run_arguments, settings_from_args
+from .config import (
+    EPILOG,
+    ConfigError,
+    add_run_arguments,
+    otlp_traces_endpoint,
+    settings_from_args,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -52,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args, os.environ)
+        otlp = otlp_traces_endpoint(settings, os.environ)
     except ConfigError as e:
         print(f"pyhttp2probe: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -63,4 +70,4 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     from .service import serve
 
-    return serve(settings)
+    return serve(settings, otlp_endpoint=otlp)

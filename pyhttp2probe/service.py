@@ -85,8 +85,10 @@ class ServiceCollector:
 class Service:
     """Follows the selected processes of the node with one Agent (see module doc)."""
 
-    def __init__(self, settings: Any, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, settings: Any, registry: CollectorRegistry | None = None,
+                 otlp_endpoint: str | None = None) -> None:
         self.settings = settings
+        self.otlp_endpoint = otlp_endpoint  # the traces URL (config.otlp_traces_endpoint)
         self.log = structlog.get_logger("pyhttp2probe.service")
         self.selection: Selection = selection_from(
             settings.pid, settings.exe, settings.port, settings.all, settings.exclude_exe)
@@ -127,6 +129,14 @@ class Service:
         self.agent = Agent(registry=self.registry, spans_out=s.spans_out, keep_spans=False,
                            max_label_sets=s.max_label_sets, ring_bytes=s.ring_size,
                            link_style=None if s.link_style == "auto" else s.link_style)
+        if self.otlp_endpoint is not None:
+            from .otlp import OtlpSink, quiet_sdk_logging
+
+            quiet_sdk_logging()
+            sink = OtlpSink(self.otlp_endpoint, exe_of=self._exe_of)
+            self.registry.register(sink)
+            self.agent.add_sink(sink)  # closed, so flushed, by agent.close()
+            self.log.info("otlp export", endpoint=self.otlp_endpoint)
         self.discovery = Discovery(on_exec=self._on_exec, on_exit=self._on_exit)
         # What runs already is judged before the service says it is ready, so a process
         # selected at start is traced from then on; exec/exit events during the scan wait
@@ -140,6 +150,16 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _exe_of(self, pid: int) -> str:
+        """The executable of a traced process (for its OTLP resource), "" if unknown."""
+        target = self.agent.target(pid) if self.agent is not None else None
+        if target is not None:
+            return target.exe
+        try:
+            return exe_path(pid)
+        except TargetError:
+            return ""
 
     def close(self) -> None:
         """Detach everything, flush, free; the HTTP listener goes last."""
@@ -284,10 +304,11 @@ def _describe(sel: Selection) -> dict[str, Any]:
                               ("exclude_exe", list(sel.exclude_exe))) if v}
 
 
-def serve(settings: Any) -> int:
-    """Run the service until SIGTERM/SIGINT (exit 0 after detaching and flushing)."""
+def serve(settings: Any, otlp_endpoint: str | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT (exit 0 after detaching and flushing);
+    otlp_endpoint: export spans there too (an OTLP/HTTP traces URL)."""
     limit_arenas()  # before any thread starts (memory.py says why)
-    service = Service(settings)
+    service = Service(settings, otlp_endpoint=otlp_endpoint)
     old = {s: signal.signal(s, lambda signum, _f: service.stop())
            for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -4,6 +4,7 @@ value or unknown name is one ConfigError naming its source and key; run exits 2 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from pyhttp2probe.config import (
     Settings,
     env_name,
     flag_name,
+    otlp_traces_endpoint,
     parse_run_args,
 )
 
@@ -41,8 +43,8 @@ def test_defaults_apply_to_every_option_not_given() -> None:
     s = parse_run_args(["--pid", "7"], {})
     assert s.model_dump() == {
         "pid": (7,), "exe": (), "port": (), "all": False, "exclude_exe": (),
-        "listen": "127.0.0.1:9464", "spans_out": None, "series_ttl": 300.0,
-        "ring_size": 8 << 20, "rescan_interval": 30.0, "max_label_sets": 1000,
+        "listen": "127.0.0.1:9464", "spans_out": None, "otlp_endpoint": None,
+        "series_ttl": 300.0, "ring_size": 8 << 20, "rescan_interval": 30.0, "max_label_sets": 1000,
         "link_style": "auto", "log_level": "info", "duration": None}
     assert (s.listen_host, s.listen_port) == ("127.0.0.1", 9464)
     assert set(OPTIONS) == set(s.model_dump())
@@ -81,12 +83,14 @@ def test_config_flag_beats_config_variable(tmp_path: Path) -> None:
 
 def test_every_option_from_each_source(tmp_path: Path) -> None:
     values = {"pid": "3", "exe": "srv", "port": "50051", "all": "yes", "exclude_exe": "sh",
-              "listen": "[::1]:0", "spans_out": "-", "series_ttl": "5m", "ring_size": "256KiB",
-              "rescan_interval": "1h", "max_label_sets": "10", "link_style": "perf_event",
+              "listen": "[::1]:0", "spans_out": "-", "otlp_endpoint": "http://c:4318",
+              "series_ttl": "5m", "ring_size": "256KiB", "rescan_interval": "1h",
+              "max_label_sets": "10", "link_style": "perf_event",
               "log_level": "warning", "duration": "30s"}
     assert set(values) == set(OPTIONS)
     want = {"pid": (3,), "exe": ("srv",), "port": (50051,), "all": True,
-            "exclude_exe": ("sh",), "listen": "[::1]:0", "spans_out": "-", "series_ttl": 300.0,
+            "exclude_exe": ("sh",), "listen": "[::1]:0", "spans_out": "-",
+            "otlp_endpoint": "http://c:4318", "series_ttl": 300.0,
             "ring_size": 256 << 10, "rescan_interval": 3600.0, "max_label_sets": 10,
             "link_style": "perf_event", "log_level": "warning", "duration": 30.0}
     argv: list[str] = []
@@ -317,3 +321,60 @@ def test_help_documents_every_option_and_the_other_sources() -> None:
 def test_version() -> None:
     p = _cli("--version")
     assert (p.returncode, p.stdout) == (0, f"pyhttp2probe {__version__}\n")
+
+
+# -- OTLP: on with --otlp-endpoint or OpenTelemetry's own OTEL_EXPORTER_OTLP_* variables ----
+
+def _otlp(argv: list[str], environ: dict[str, str]) -> str | None:
+    return otlp_traces_endpoint(parse_run_args(["--all", *argv], environ), environ)
+
+
+def test_otlp_export_is_off_unless_an_endpoint_is_given() -> None:
+    assert _otlp([], {}) is None
+    assert _otlp([], {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) is None  # off: not judged
+
+
+def test_otlp_endpoints_as_the_opentelemetry_specification_reads_them(tmp_path: Path) -> None:
+    base, traces = "http://b:4318", "http://t:4318/custom/path"
+    assert _otlp([], {"OTEL_EXPORTER_OTLP_ENDPOINT": base}) == "http://b:4318/v1/traces"
+    assert _otlp([], {"OTEL_EXPORTER_OTLP_ENDPOINT": base + "/"}) == "http://b:4318/v1/traces"
+    # the per-signal variable is used as is, and wins over the base one
+    assert _otlp([], {"OTEL_EXPORTER_OTLP_ENDPOINT": base,
+                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces}) == traces
+    # ours is a base URL too, and wins over both OTEL_* variables
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces}
+    assert _otlp(["--otlp-endpoint", "http://o:1"], env) == "http://o:1/v1/traces"
+    assert _otlp(["--otlp-endpoint", "https://o/v1/traces"], env) == "https://o/v1/traces"
+    assert _otlp([], {**env, "PYHTTP2PROBE_OTLP_ENDPOINT": "http://e:2"}) == \
+        "http://e:2/v1/traces"
+    path = _yaml(tmp_path, {"otlp_endpoint": "http://y:3"})
+    assert _otlp(["--config", path], {}) == "http://y:3/v1/traces"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/json"])
+def test_otlp_protocols_other_than_http_protobuf_are_refused(protocol: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://b:4318"}
+    for var in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        want = rf"^{var}: {re.escape(repr(protocol))} is not supported"
+        with pytest.raises(ConfigError, match=want):
+            _otlp([], {**env, var: protocol})
+    assert _otlp([], {**env, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    # the per-signal variable wins over the general one
+    assert _otlp([], {**env, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                      "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"})
+
+
+@pytest.mark.parametrize("url", ["collector:4318", "ftp://c", "http://", "http://c:99999"])
+def test_bad_otlp_endpoints_name_their_source(url: str) -> None:
+    assert _error(["--all", "--otlp-endpoint", url]).startswith("--otlp-endpoint: ")
+    with pytest.raises(ConfigError, match=r"^OTEL_EXPORTER_OTLP_ENDPOINT: "):
+        _otlp([], {"OTEL_EXPORTER_OTLP_ENDPOINT": url})
+
+
+def test_run_exits_2_when_otlp_grpc_is_asked() -> None:
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    proc = subprocess.run([sys.executable, "-m", "pyhttp2probe", "run", "--all"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' is not supported" in proc.stderr
