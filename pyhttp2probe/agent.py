@@ -135,6 +135,7 @@ class Agent:
         self._files: dict[FileId, FileLinks] = {}
         self._plans: dict[FileId, AttachPlan] = {}
         self._names: dict[int, str] = {}  # pid -> service_name, kept past detach for late records
+        self._exes: dict[int, str] = {}  # pid -> executable path, likewise (OTLP resources)
         self._no_config_seen = 0
         self._threads: list[threading.Thread] = []
         self._rb: RingBuffer | None = None
@@ -271,6 +272,7 @@ class Agent:
         target = Target(proc, fid, exe, name, plan, written, setups, skipped)
         self._targets[pid] = target
         self._names[pid] = name
+        self._exes[pid] = exe
         self._count_targets()
         self.log.info("attached", pid=pid, binary=exe, service_name=name,
                       probes={n: s.variant or len(s.points) for n, s in setups.items()},
@@ -398,6 +400,12 @@ class Agent:
     def _count_targets(self) -> None:
         by_name = Counter(t.service_name for t in self._targets.values())
         self.metrics.set_attached(len(self._targets), by_name)
+
+    def executable(self, pid: int) -> str:
+        """The executable path of a process traced now or before ("" if never traced);
+        kept past detach, like its service name, for its spans still on their way. No
+        lock: sinks call it on their own threads."""
+        return self._exes.get(pid, "")
 
     def _service_name(self, pid: int) -> str:
         return self._names.get(pid, "")

@@ -133,7 +133,7 @@ class Service:
             from .otlp import OtlpSink, quiet_sdk_logging
 
             quiet_sdk_logging()
-            sink = OtlpSink(self.otlp_endpoint, exe_of=self._exe_of)
+            sink = OtlpSink(self.otlp_endpoint, exe_of=self.agent.executable)
             self.registry.register(sink)
             self.agent.add_sink(sink)  # closed, so flushed, by agent.close()
             self.log.info("otlp export", endpoint=self.otlp_endpoint)
@@ -150,16 +150,6 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _exe_of(self, pid: int) -> str:
-        """The executable of a traced process (for its OTLP resource), "" if unknown."""
-        target = self.agent.target(pid) if self.agent is not None else None
-        if target is not None:
-            return target.exe
-        try:
-            return exe_path(pid)
-        except TargetError:
-            return ""
 
     def close(self) -> None:
         """Detach everything, flush, free; the HTTP listener goes last."""

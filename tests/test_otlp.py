@@ -1,0 +1,139 @@
+"""OTLP export end to end, as users run it: the agent (`run --exe … --otlp-endpoint URL`)
+traces a gRPC workload and a real Jaeger shows every RPC of it, one span per side, with
+the semantic-convention attributes and the process's resource. Before Jaeger listens the
+agent keeps serving and counts the spans it cannot deliver; once Jaeger listens on that
+port the same exporter delivers again."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from testkit.agentproc import AgentProcess
+from testkit.gobuild import GO_ROOT, GoBuild, build
+from testkit.jaeger import Jaeger, jaeger_binary
+from testkit.prom import free_port
+from testkit.workload import read_truth, start_workload
+
+PINS = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir() if (p / "go.sum").exists())
+# No client-side abandons: every call then has a server span and a server truth line.
+ARGS = ["-servers", "2", "-goroutines", "4", "-rpcs", "20", "-churn", "1", "-errors", "0.25",
+        "-client-failures", "0", "-nested", "0"]
+SMALL = ["-servers", "1", "-goroutines", "2", "-rpcs", "10", "-errors", "0",
+         "-client-failures", "0", "-nested", "0"]
+DROPPED = "pyhttp2probe_otlp_spans_dropped_total"
+EXPORTED = "pyhttp2probe_otlp_spans_exported_total"
+
+Key = tuple[str, str, int]  # (span kind, method, status code)
+
+
+def _truth(path: Path, kind: str) -> collections.Counter[Key]:
+    return collections.Counter((kind, r["method"].rsplit("/", 1)[1], int(r["code"]))
+                               for r in read_truth(path))
+
+
+def _run(agent: AgentProcess, binary: Path, args: list[str], tmp: Path,
+         ) -> collections.Counter[Key]:
+    """Run the workload to its end while the agent traces it; its truth, both sides."""
+    ct, st = tmp / f"{binary.name}.client.jsonl", tmp / f"{binary.name}.server.jsonl"
+    attached = agent.value("pyhttp2probe_attached_processes")
+    with start_workload(binary, [*args, "-truth", ct, "-server-truth", st, "-hold"]) as wl:
+        assert agent.wait_value("pyhttp2probe_attached_processes", attached + 1) == attached + 1
+        wl.go()
+        wl.wait_done(120)
+        wl.finish()
+    return _truth(ct, "client") + _truth(st, "server")
+
+
+def _tag(span: dict[str, Any], key: str) -> Any:
+    return span["tagmap"][key][1]
+
+
+def _check_span(span: dict[str, Any], binary: Path, pid_tags: set[int]) -> Key:
+    """The contracted shape of one exported gRPC span; returns its (kind, method, code)."""
+    tags = span["tagmap"]
+    kind = _tag(span, "span.kind")
+    assert kind in ("client", "server"), tags
+    service, method = _tag(span, "rpc.service"), _tag(span, "rpc.method")
+    assert span["operationName"] == f"{service}/{method}"
+    assert tags["rpc.system"] == ("string", "grpc")
+    code_type, code = tags["rpc.grpc.status_code"]
+    assert code_type == "int64"
+    assert tags["server.port"][0] == "int64" and tags["server.port"][1] > 0
+    assert tags["server.address"] == ("string", "127.0.0.1")
+    status = tags.get("otel.status_code", ("string", "UNSET"))[1]  # UNSET has no tag
+    assert (status == "ERROR") == (code != 0), tags
+    assert span["references"] == []  # every span a root, for now
+    assert span["duration"] >= 0
+    process = span["process"]
+    assert process["serviceName"] == binary.name
+    ptags = {t["key"]: t["value"] for t in process["tags"]}
+    assert ptags.get("process.executable.path") == str(binary), process
+    assert ptags["host.name"] == os.uname().nodename
+    pid_tags.add(int(ptags["process.pid"]))
+    return (kind, method, int(code))
+
+
+def _private_copy(tmp: Path, name: str) -> Path:
+    binary = tmp / name
+    shutil.copy2(build(GoBuild(src="grpcwork", mod=f"grpcmods/{PINS[-1]}")), binary)
+    return binary
+
+
+def test_jaeger_shows_every_rpc_and_the_agent_survives_jaeger_being_down() -> None:
+    jaeger_binary()  # built (or found) before anything runs: its build is not the test's
+    prefix = f"otlp-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        down = _private_copy(tmp, f"{prefix}-down-grpcwork")
+        up = _private_copy(tmp, f"{prefix}-up-grpcwork")
+        port = free_port()  # nothing listens there yet
+        with AgentProcess(["--exe", f"{prefix}-*",
+                           "--otlp-endpoint", f"http://127.0.0.1:{port}"]) as agent:
+            # -- backend down: spans are counted as dropped, the agent keeps serving ------
+            lost = sum(_run(agent, down, SMALL, tmp).values())
+            deadline = time.monotonic() + 30
+            while agent.value(DROPPED) < lost and time.monotonic() < deadline:
+                t0 = time.monotonic()
+                agent.metrics_text()
+                assert time.monotonic() - t0 < 1.0  # never blocked by the export
+                time.sleep(0.2)
+            assert agent.value(DROPPED, reason="export_failed") == lost
+            assert agent.value(EXPORTED) == 0
+            # -- backend up on that port: the same exporter delivers again ----------------
+            with Jaeger(port) as jaeger:
+                want = _run(agent, up, ARGS, tmp)
+                assert sum(want.values()) > 200 and len(want) > 4
+                # SIGTERM at once: what is still queued is flushed before the agent exits
+                assert agent.stop() == 0, agent.stderr
+                assert agent.stop_seconds is not None and agent.stop_seconds < 15
+                closed = _closed_log(agent.stderr)
+                assert closed["exported"] == sum(want.values())
+                assert closed["dropped"] == {"queue_full": 0, "export_failed": lost,
+                                             "shutdown": 0}
+                deadline = time.monotonic() + 30
+                spans: list[dict[str, Any]] = []
+                while time.monotonic() < deadline:  # Jaeger shows spans ~1.5 s after export
+                    spans = jaeger.spans(up.name)
+                    if len(spans) >= sum(want.values()):
+                        break
+                    time.sleep(0.5)
+                pids: set[int] = set()
+                got = collections.Counter(_check_span(s, up, pids) for s in spans)
+                assert got == want
+                assert len(pids) == 1
+                assert down.name not in jaeger.services()  # all dropped, as counted
+
+
+def _closed_log(stderr: str) -> dict[str, Any]:
+    """The agent's last log line of the OTLP sink ("otlp export closed", JSON)."""
+    lines = [json.loads(line) for line in stderr.splitlines()
+             if '"otlp export closed"' in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
