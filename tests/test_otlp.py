@@ -137,3 +137,45 @@ def _closed_log(stderr: str) -> dict[str, Any]:
              if '"otlp export closed"' in line]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def test_jaeger_shows_every_http2_request_with_http_conventions() -> None:
+    prefix = f"otlp-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmpdir, Jaeger() as jaeger:
+        tmp = Path(tmpdir)
+        binary = tmp / f"{prefix}-h2work"
+        shutil.copy2(build(GoBuild(src="h2work")), binary)
+        ct, st = tmp / "client.jsonl", tmp / "server.jsonl"
+        with AgentProcess(["--exe", binary.name, "--otlp-endpoint", jaeger.otlp_url]) as agent:
+            args = ["-servers", "4", "-goroutines", "2", "-rpcs", "10", "-errors", "0.3",
+                    "-truth", ct, "-server-truth", st, "-hold"]
+            with start_workload(binary, args) as wl:
+                assert agent.wait_value("pyhttp2probe_attached_processes", 1) == 1
+                wl.go()
+                wl.wait_done(120)
+                wl.finish()
+            assert agent.stop() == 0, agent.stderr
+        want: collections.Counter[tuple[str, str, int, str, int]] = collections.Counter(
+            (kind, t["method"], int(t["status"]), t["path"], int(t["server_port"]))
+            for kind, path in (("client", ct), ("server", st)) for t in read_truth(path)
+            if t["proto"] == "HTTP/2.0")
+        assert sum(want.values()) > 100
+        assert {k[2] for k in want} >= {200, 404, 500}, want  # 4xx and 5xx both covered
+        deadline = time.monotonic() + 30
+        while len(spans := jaeger.spans(binary.name)) < sum(want.values()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        got: collections.Counter[tuple[str, str, int, str, int]] = collections.Counter()
+        for span in spans:
+            tags = span["tagmap"]
+            kind, method = _tag(span, "span.kind"), _tag(span, "http.request.method")
+            code_type, code = tags["http.response.status_code"]
+            assert code_type == "int64" and span["operationName"] == method
+            assert tags["network.protocol.version"] == ("string", "2")
+            assert tags["server.address"] == ("string", "127.0.0.1")
+            assert tags["server.port"][0] == "int64"
+            status = tags.get("otel.status_code", ("string", "UNSET"))[1]
+            assert (status == "ERROR") == (code >= (400 if kind == "client" else 500)), tags
+            assert span["process"]["serviceName"] == binary.name
+            got[(kind, method, code, _tag(span, "url.path"), tags["server.port"][1])] += 1
+        assert got == want
