@@ -139,7 +139,7 @@ class OtlpSink:
         self._offset = clock_offset_ns()
         self._host = socket.gethostname()
         self._ids = RandomIdGenerator()
-        self._resources: dict[tuple[int, str], Resource] = {}
+        self._resources: dict[tuple[int, str, str], Resource] = {}
         self._queue: collections.deque[Span] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -148,6 +148,8 @@ class OtlpSink:
         self.dropped: collections.Counter[str] = collections.Counter(dict.fromkeys(
             DROP_REASONS, 0))
         self._failing = False
+        self._inflight = 0  # spans of the export running now
+        self._abandoned = False  # close() gave up on that export and counted it
         self._worker = threading.Thread(target=self._run, name="pyhttp2probe-otlp",
                                         daemon=True)
         self._worker.start()
@@ -177,16 +179,15 @@ class OtlpSink:
             self._deadline = time.monotonic() + self._flush_s
             self._cond.notify()
         self._worker.join(self._flush_s)
-        if self._worker.is_alive():  # an export still runs: abort its retries
-            with contextlib.suppress(Exception):
-                self._exporter.shutdown()
-            self._worker.join(1.0)
-        else:
-            with contextlib.suppress(Exception):
-                self._exporter.shutdown()
+        with contextlib.suppress(Exception):
+            self._exporter.shutdown()  # aborts the retries of an export still running
+        self._worker.join(1.0)
         with self._cond:
             left = len(self._queue)
             self._queue.clear()
+            if self._worker.is_alive():  # stuck in a request: its spans are not waited for
+                left += self._inflight
+                self._abandoned = True
             self.dropped["shutdown"] += left
         self.log.info("otlp export closed", exported=self.exported,
                       dropped=dict(self.dropped))
@@ -202,6 +203,7 @@ class OtlpSink:
             if self._closing and (not self._queue or time.monotonic() >= self._deadline):
                 return None
             n = min(self._batch, len(self._queue))
+            self._inflight = n
             return [self._queue.popleft() for _ in range(n)]
 
     def _run(self) -> None:
@@ -218,6 +220,9 @@ class OtlpSink:
                 self.log.error("otlp export raised", error=repr(exc))
                 ok = False
             with self._cond:
+                self._inflight = 0
+                if self._abandoned:
+                    return  # counted by close() already
                 if ok:
                     self.exported += len(batch)
                 else:
@@ -238,14 +243,14 @@ class OtlpSink:
                 self._cond.wait_for(lambda: self._closing, timeout=backoff)
 
     def _resource(self, s: Span) -> Resource:
-        key = (s.pid, s.service_name)
+        exe = self._exe_of(s.pid)
+        key = (s.pid, s.service_name, exe)  # a reused pid runs another program: new key
         res = self._resources.get(key)
         if res is None:
             if len(self._resources) >= _RESOURCES_MAX:
                 self._resources.clear()
             attrs: dict[str, Any] = {"service.name": s.service_name or "unknown_service",
                                      "process.pid": s.pid, "host.name": self._host}
-            exe = self._exe_of(s.pid)
             if exe:
                 attrs["process.executable.path"] = exe
             res = self._resources[key] = Resource(attrs)
