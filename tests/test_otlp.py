@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from testkit.agentproc import AgentProcess
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.jaeger import Jaeger, jaeger_binary
@@ -139,14 +141,17 @@ def _closed_log(stderr: str) -> dict[str, Any]:
     return lines[0]
 
 
-def test_jaeger_shows_every_http2_request_with_http_conventions() -> None:
+def test_jaeger_shows_every_http2_request_with_http_conventions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     prefix = f"otlp-{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmpdir, Jaeger() as jaeger:
         tmp = Path(tmpdir)
         binary = tmp / f"{prefix}-h2work"
         shutil.copy2(build(GoBuild(src="h2work")), binary)
         ct, st = tmp / "client.jsonl", tmp / "server.jsonl"
-        with AgentProcess(["--exe", binary.name, "--otlp-endpoint", jaeger.otlp_url]) as agent:
+        # turned on the OpenTelemetry way this time: the base endpoint variable
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_url)
+        with AgentProcess(["--exe", binary.name]) as agent:
             args = ["-servers", "4", "-goroutines", "2", "-rpcs", "10", "-errors", "0.3",
                     "-truth", ct, "-server-truth", st, "-hold"]
             with start_workload(binary, args) as wl:
