@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from testkit.prom import free_port, http_get, wait_http
+from testkit.prom import free_port, http_get, stop_child, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,15 +84,7 @@ class Jaeger:
         return out
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        stop_child(self.proc)
 
     def __enter__(self) -> Jaeger:
         return self

@@ -16,6 +16,19 @@ from types import TracebackType
 from typing import Any
 
 
+def stop_child(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """SIGTERM a backend the test started, SIGKILL if it lingers; close its stderr pipe."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,15 +99,7 @@ class Prometheus:
             time.sleep(0.5)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        stop_child(self.proc)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Prometheus:
