@@ -273,7 +273,9 @@ def test_top_attaches_itself_and_sees_a_program_started_after_it() -> None:
         term = stack.enter_context(terminal(top("--exe", binary.name), tmp))
         term.wait_for(lambda s: "attached: 0 processes" in s and "starting:" not in s, 30,
                       "the agent ready")
-        wl = stack.enter_context(start_workload(binary, ["-duration", "3s", "-qps", "300",
+        # 8 s of calls: on a cold machine the first attach also plans the binary from
+        # scratch (no plan cache yet), which under a full suite's load can take seconds
+        wl = stack.enter_context(start_workload(binary, ["-duration", "8s", "-qps", "300",
                                                          "-hold"]))
         wl.go()
         screen = term.wait_for(shows_every_method_busy, 20, "every demo method with a rate")
