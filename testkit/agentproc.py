@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.prom import free_port, http_get, wait_http
+from testkit.workload import read_truth, start_workload
 
 
 class AgentProcess:
@@ -138,3 +141,25 @@ class AgentProcess:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def truth_by_method(rows: list[dict[str, Any]]) -> collections.Counter[tuple[str, str]]:
+    """(rpc_method, rpc_grpc_status_code) -> calls, from a workload's truth rows."""
+    return collections.Counter((r["method"].rsplit("/", 1)[1], str(r["code"])) for r in rows)
+
+
+def run_found_workload(agent: Any, binary: Path, args: list[str], tmp: Path,
+                       ) -> tuple[collections.Counter[tuple[str, str]],
+                                  collections.Counter[tuple[str, str]]]:
+    """Start grpcwork `binary` (with `args`) after the agent, which must find it by itself
+    before its first call; run it to its exit (detached again). Returns its client and
+    server truth by method and code. `agent` is anything with wait_value (an
+    AgentProcess, or the agent in a container)."""
+    ct, st = tmp / "client.jsonl", tmp / "server.jsonl"
+    with start_workload(binary, [*args, "-truth", ct, "-server-truth", st, "-hold"]) as wl:
+        assert agent.wait_value("pyhttp2probe_attached_processes", 1) == 1, "not found"
+        wl.go()
+        wl.wait_done(120)
+        wl.finish()
+    assert agent.wait_value("pyhttp2probe_attached_processes", 0) == 0, "not detached"
+    return truth_by_method(read_truth(ct)), truth_by_method(read_truth(st))

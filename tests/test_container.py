@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit.agentproc import run_found_workload
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.prom import free_port, http_get
-from testkit.workload import read_truth, start_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "container"
@@ -137,10 +137,6 @@ def agent_container(image: str, privileges: list[str], run_args: list[str]) -> I
         podman("rm", "-f", "-t", "5", agent.name, check=False)
 
 
-def _by_method(rows: list[dict]) -> collections.Counter[tuple[str, str]]:
-    return collections.Counter((r["method"].rsplit("/", 1)[1], str(r["code"])) for r in rows)
-
-
 def test_image_is_under_200_mb_and_runs_the_agent_on_every_process_by_default(
         image: str) -> None:
     [info] = json.loads(podman("image", "inspect", image).stdout)
@@ -166,23 +162,15 @@ def test_container_counts_exactly_the_calls_of_a_program_on_the_host(
         image: str, tmp_path: Path, privileges: list[str], links: str) -> None:
     binary = tmp_path / f"ctr-{os.getpid()}-grpcwork"
     shutil.copy2(build(GoBuild(src="grpcwork", mod=f"grpcmods/{PINS[-1]}")), binary)
-    ct, st = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
     with agent_container(image, privileges,
                          ["--exe", binary.name, "--link-style", links]) as agent:
         assert f'"links": "{links}"' in agent.logs()
         healthy = podman("healthcheck", "run", agent.name, check=False)
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert agent.value("pyhttp2probe_attached_processes") == 0  # ready with no target
-        with start_workload(binary, [*ARGS, "-truth", ct, "-server-truth", st,
-                                     "-hold"]) as wl:
-            # its exec seen by the agent in the container, before the first call
-            assert agent.wait_value("pyhttp2probe_attached_processes", 1) == 1, agent.logs()
-            wl.go()
-            wl.wait_done(120)
-            wl.finish()
-        client, server = _by_method(read_truth(ct)), _by_method(read_truth(st))
+        # its exec seen by the agent in the container, before the first call
+        client, server = run_found_workload(agent, binary, ARGS, tmp_path)
         assert sum(client.values()) > 100 and len(client) > 1
-        assert agent.wait_value("pyhttp2probe_attached_processes", 0) == 0
         for metric, want in (("rpc_client_duration_seconds", client),
                              ("rpc_server_duration_seconds", server)):
             deadline = time.monotonic() + 10

@@ -11,20 +11,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from testkit.agentproc import AgentProcess
+from testkit.agentproc import AgentProcess, run_found_workload
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.prom import Prometheus
-from testkit.workload import read_truth, start_workload
 
 PINS = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir() if (p / "go.sum").exists())
 # No client-side abandons (cancel, deadline): every server call then has a handler and a
 # server truth line, so both sides can be compared to truth exactly.
 ARGS = ["-servers", "2", "-goroutines", "4", "-rpcs", "20", "-churn", "1", "-errors", "0.25",
         "-client-failures", "0", "-nested", "0"]
-
-
-def _by_method(rows: list[dict[str, Any]]) -> collections.Counter[tuple[str, str]]:
-    return collections.Counter((r["method"].rsplit("/", 1)[1], str(r["code"])) for r in rows)
 
 
 def _vector(result: list[dict[str, Any]]) -> collections.Counter[tuple[str, str]]:
@@ -50,17 +45,9 @@ def test_prometheus_sees_exactly_the_calls_of_a_workload_found_by_exe_pattern() 
 
 def _run_and_compare(agent: AgentProcess, prom: Prometheus, binary: Path, tmp: Path) -> None:
     assert agent.value("pyhttp2probe_attached_processes") == 0  # ready with no target
-    ct, st = tmp / "client.jsonl", tmp / "server.jsonl"
-    with start_workload(binary, [*ARGS, "-truth", ct, "-server-truth", st, "-hold"]) as wl:
-        # found by the agent (exec event) before its first call
-        assert agent.wait_value("pyhttp2probe_attached_processes", 1) == 1
-        wl.go()
-        wl.wait_done(120)
-        wl.finish()
-    client, server = _by_method(read_truth(ct)), _by_method(read_truth(st))
+    client, server = run_found_workload(agent, binary, ARGS, tmp)
     assert sum(client.values()) > 100 and len(client) > 1
     # the workload has exited: detached, its series stay (--series-ttl)
-    assert agent.wait_value("pyhttp2probe_attached_processes", 0) == 0
     for metric, want in (("rpc_client_duration_seconds_count", client),
                          ("rpc_server_duration_seconds_count", server)):
         q = f"sum by (rpc_method, rpc_grpc_status_code) ({metric})"
