@@ -44,7 +44,7 @@ class ColumnSink(Protocol):
 _STR = json.encoder.encode_basestring_ascii  # what json.dumps uses (ensure_ascii)
 _LINE = ('{"kind":%s,"pid":%d,"connection":%d,"stream_id":%d,"start_ns":%d,"end_ns":%d,'
          '"status_code":%d,"service":%s,"method":%s,"full_method":%s,"server_address":%s,'
-         '"server_port":%d,"flags":[%s],"service_name":%s,"call":%d%s,"duration_s":%s}\n')
+         '"server_port":%d,"flags":[%s],"service_name":%s,"call":%d%s%s,"duration_s":%s}\n')
 
 
 def json_line(s: Span) -> str:
@@ -53,10 +53,14 @@ def json_line(s: Span) -> str:
     attrs = ""
     if s.attributes:
         attrs = ',"attributes":' + json.dumps(s.attributes, separators=(",", ":"))
+    ids = ""
+    if s.trace_id:
+        ids = ',"trace_id":"%s","span_id":"%s","parent_span_id":"%s"' % (
+            s.trace_id, s.span_id, s.parent_span_id)
     return _LINE % (_STR(s.kind), s.pid, s.connection, s.stream_id, s.start_ns, s.end_ns,
                     s.status_code, _STR(s.service), _STR(s.method), _STR(s.full_method),
                     _STR(s.server_address), s.server_port, ",".join(map(_STR, s.flags)),
-                    _STR(s.service_name), s.call, attrs, float.__repr__(s.duration_s))
+                    _STR(s.service_name), s.call, attrs, ids, float.__repr__(s.duration_s))
 
 
 class JsonLinesSink:

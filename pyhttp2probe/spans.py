@@ -46,6 +46,11 @@ class Span:
     service_name: str = ""
     call: int = 0
     attributes: dict[str, Any] = field(default_factory=dict)
+    # W3C trace context, set by the trace joiner (pyhttp2probe/traces.py) when traces are
+    # on: lowercase hex, trace_id 32 digits, span ids 16; "" when off or for a root's parent.
+    trace_id: str = ""
+    span_id: str = ""
+    parent_span_id: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -70,6 +75,9 @@ class Span:
              "service_name": self.service_name, "call": self.call}
         if self.attributes:
             d["attributes"] = dict(self.attributes)
+        if self.trace_id:
+            d.update(trace_id=self.trace_id, span_id=self.span_id,
+                     parent_span_id=self.parent_span_id)
         d["duration_s"] = self.duration_s
         return d
 
