@@ -43,6 +43,10 @@ struct grpc_client_config {
 	__u32 ct_next_id;               /* http2Client.nextID: ablation probe only */
 	__u32 wrap_error_err;           /* fmt.wrapError.err (error iface) */
 	__u64 wrap_error_fn;            /* runtime addr of fmt.(*wrapError).Error; 0: not linked */
+	/* traces on (trace_ctx.h) */
+	__u32 trace;                    /* 1: read the trace context below; 0: none of it */
+	__u32 cs_ctx;                   /* clientStream.ctx (context.Context iface) */
+	struct go_chain ct_local_addr;  /* http2Client -> localAddr (net.Addr iface) */
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */
@@ -71,6 +75,13 @@ struct grpc_server_config {
 	__u32 _pad;
 	struct go_chain frame_header;   /* *MetaHeadersFrame -> *HeadersFrame -> FrameHeader */
 	struct go_chain ht_ctx;         /* *serverHandlerTransport -> req -> ctx (iface) */
+	/* traces on (trace_ctx.h) */
+	__u32 trace;                    /* 1: read the trace context below; 0: none of it */
+	__u32 frame_fields;             /* MetaHeadersFrame.Fields ([]hpack.HeaderField) */
+	__u32 t_ctx;                    /* http2Server.ctx data word (< v1.60: the conn context) */
+	__u32 _pad2;
+	struct go_chain stream_ctx;     /* *ServerStream (or *Stream) -> ctx data word */
+	struct go_chain t_remote_addr;  /* *http2Server -> remoteAddr (net.Addr iface) */
 };
 
 /* http2.bpf.c, per (process, flavor): keyed by tgid << 8 | flavor (H2_FLAVOR_* of
@@ -103,6 +114,9 @@ struct http2_config {
 	__u32 creq_url;
 	__u32 creq_host;
 	__u32 rws_sent_header;          /* responseWriterState.sentHeader (bool); 0: unknown */
+	/* traces on (trace_ctx.h) */
+	__u32 trace;                    /* 1: note contexts; 0: none of it */
+	__u32 creq_ctx;                 /* client request's context (iface) */
 };
 
 #endif /* PYHTTP2PROBE_CONFIG_H */

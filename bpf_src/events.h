@@ -25,6 +25,8 @@
 #define H2_METHOD_MAX 16
 #define H2_HOST_MAX 64
 #define H2_PATH_MAX 128
+/* A W3C traceparent of version 00 is exactly 55 characters; one more keeps records 8-aligned. */
+#define TRACEPARENT_LEN 56
 
 /* The `flags` of every record: one set of bits for all span kinds. Python names a bit by
  * its name after SPAN_F_, lowercased (pyhttp2probe/spans.py flag_names). */
@@ -77,7 +79,11 @@ struct grpc_client_event {
 	__u16 method_len;
 	__u8 peer_ip[16];               /* IPv6 or IPv4-mapped IPv6 */
 	__u16 target_len;
-	__u16 _pad[3];
+	__u16 local_port;               /* traces on: the connection's local (client) port */
+	__u16 _pad[2];
+	__u64 ctx_node;                 /* traces on: the server request context it was made
+					 * under (trace_ctx.h), 0: none */
+	__u8 local_ip[16];              /* traces on: the connection's local (client) address */
 	char method[GO_STR_MAX];
 	char target[GO_STR_MAX];
 };
@@ -98,9 +104,13 @@ struct grpc_server_event {
 	__u16 method_len;
 	__u8 local_ip[16];              /* IPv6 or IPv4-mapped IPv6; zero when unknown */
 	__u16 host_len;                 /* ServeHTTP: the request's Host (listener address) */
-	__u16 _pad[3];
+	__u16 remote_port;              /* traces on: the client's port */
+	__u16 _pad[2];
+	__u64 ctx_node;                 /* traces on: the request's own context (trace_ctx.h) */
+	__u8 remote_ip[16];             /* traces on: the client's address */
 	char method[GO_STR_MAX];
 	char host[H2_HOST_MAX];
+	char traceparent[TRACEPARENT_LEN]; /* traces on: the incoming W3C header, as sent */
 };
 
 /* A gRPC server RPC rejected before any handler ran (InTapHandle error, bad content-type,
@@ -134,6 +144,8 @@ struct http2_event {
 	__u16 host_len;
 	__u16 path_len;
 	__u32 _pad1;
+	__u64 ctx_node;                 /* traces on: server: the request's own context; client:
+					 * the server request context it was made under (0: none) */
 	char method[H2_METHOD_MAX];
 	char host[H2_HOST_MAX];
 	char path[H2_PATH_MAX];

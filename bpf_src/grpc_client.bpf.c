@@ -51,6 +51,7 @@ struct inflight_key {
 
 struct inflight_val {
 	__u64 start_ns;
+	__u64 ctx_node;  /* traces on: the server request context of the call (trace_ctx.h) */
 };
 
 /* Calls between start and finish. 65,536 is far more than the concurrently open calls of
@@ -142,6 +143,12 @@ int grpc_client_start(struct pt_regs *ctx)
 	key.tgid = tgid;
 	key.cs = cs;
 	val.start_ns = bpf_ktime_get_ns();
+	if (cfg->trace) {
+		__u64 c = 0;
+
+		go_read_u64(cs + cfg->cs_ctx + 8, &c); /* the iface's data word */
+		val.ctx_node = request_ctx_of(tgid, c);
+	}
 	inflight_start(&inflight, &key, &val);
 	recent_forget(&key);
 	gk.tgid = tgid;
@@ -158,7 +165,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	struct grpc_client_event *ev;
 	struct inflight_key key = {};
 	struct inflight_val *v;
-	__u64 cs = GO_ARG1(ctx), start = 0;
+	__u64 cs = GO_ARG1(ctx), start = 0, node = 0;
 	__u8 finished = 0;
 
 	cfg = config_of_tgid(&grpc_client_config, tgid);
@@ -175,6 +182,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	v = bpf_map_lookup_elem(&inflight, &key);
 	if (v) {
 		start = v->start_ns;
+		node = v->ctx_node;
 		/* Two finish calls racing past the unlocked `finished` read: one delete wins.
 		 * Mark the call ended first, so a racer that misses the in-flight entry
 		 * already finds it here. */
@@ -194,6 +202,7 @@ int grpc_client_end(struct pt_regs *ctx)
 		return 0;
 	ev->tgid = tgid;
 	ev->start_ns = start;
+	ev->ctx_node = node;
 	if (!start)
 		ev->flags |= SPAN_F_UNMATCHED;
 	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
@@ -211,7 +220,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	struct inflight_key key = {};
 	struct inflight_val *v;
 	struct g_key gk = {};
-	__u64 *csp, cs, attempt = 0, stream = 0, start, fn = 0, wrapped[2];
+	__u64 *csp, cs, attempt = 0, stream = 0, start, node, fn = 0, wrapped[2];
 	__u64 errtab = GO_ARG2(ctx), errdata = GO_ARG3(ctx);
 	__u8 finished = 1;
 
@@ -242,6 +251,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	if (stream)
 		return 0; /* has a stream: finish() will end it */
 	start = v->start_ns;
+	node = v->ctx_node;
 	recent_mark(&key); /* before the delete: see the end */
 	if (bpf_map_delete_elem(&inflight, &key)) {
 		stat_inc(STAT_DUP_END);
@@ -262,6 +272,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	}
 	ev->tgid = tgid;
 	ev->start_ns = start;
+	ev->ctx_node = node;
 	fill_end(cfg, cs, errtab, errdata, ev);
 	submit_batched(&events, ev);
 	return 0;

@@ -8,6 +8,7 @@
 #define PYHTTP2PROBE_GRPC_CLIENT_COMMON_H
 
 #include "common.h"
+#include "trace_ctx.h"
 
 /* Per-process offsets, keyed by tgid: one loaded object serves many processes. 1024 traced
  * processes per agent is far beyond a node's Go gRPC programs; a lookup costs ~50 ns next
@@ -106,6 +107,11 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 
 	if (ct) {
 		read_peer(cfg, ct, ev);
+		if (cfg->trace && go_chain_addr(ct, &cfg->ct_local_addr, &addr) == 0 &&
+		    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn,
+				     cfg->tcpaddr_ip, cfg->tcpaddr_port, ev->local_ip,
+				     &ev->local_port) < 0)
+			ev->flags |= SPAN_F_BAD_READ;
 	} else if (go_chain_addr(cs, &cfg->cs_target, &addr) == 0 &&
 		   go_read_string(addr, ev->target, sizeof(ev->target), &ev->target_len,
 				  &trunc) == 0) {

@@ -64,11 +64,16 @@ struct {
 /* In-flight RPCs: start time by (tgid, transport, stream id). 64k covers 64k concurrent
  * RPCs (grpc-go's default MaxConcurrentStreams is unbounded, but a node rarely holds more);
  * LRU eviction of a never-ended RPC shows up as an unmatched end, never as a wrong span. */
+struct grpc_server_start {
+	__u64 start_ns;
+	char traceparent[TRACEPARENT_LEN]; /* traces on: the request's W3C header, if any */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct stream_key);
-	__type(value, __u64);
+	__type(value, struct grpc_server_start);
 } grpc_server_inflight SEC(".maps");
 
 /* One record per finished RPC; ~300 B each, 8 MiB holds ~27k: half a second at peak. */
@@ -88,30 +93,85 @@ static __always_inline __u64 frame_arg(struct pt_regs *ctx, const struct grpc_se
 	return cfg->frame_arg == 4 ? arg4 : arg2;
 }
 
+/* Header fields of a HEADERS frame searched for "traceparent": the pseudo-headers, the
+ * gRPC ones and the metadata come first; 32 covers requests with ~20 metadata entries. */
+#define TP_FIELDS_MAX 32
+
+/* Copy the value of the frame's "traceparent" field into tp (TRACEPARENT_LEN - 1 chars of
+ * version 00; other lengths are left out). One read per field to compare, two more for
+ * the one that matches. */
+static __always_inline void read_traceparent(const struct grpc_server_config *cfg, __u64 frame,
+					     char *tp)
+{
+	static const char want[] = "traceparent";
+	__u64 sl[2] = {}, str[2] = {}, elem;
+	char name[sizeof(want) - 1];
+
+	if (!cfg->hf_stride ||
+	    bpf_probe_read_user(sl, sizeof(sl), (const void *)(frame + cfg->frame_fields)))
+		return;
+	for (int i = 0; i < TP_FIELDS_MAX; i++) {
+		int same = 1;
+
+		if (i >= sl[1])
+			break;
+		elem = sl[0] + (__u64)i * cfg->hf_stride;
+		if (bpf_probe_read_user(str, sizeof(str), (const void *)(elem + cfg->hf_name)))
+			return;
+		if (str[1] != sizeof(name) || !str[0])
+			continue;
+		if (bpf_probe_read_user(name, sizeof(name), (const void *)str[0]))
+			return;
+		for (int j = 0; j < sizeof(name); j++)
+			if (name[j] != want[j])
+				same = 0;
+		if (!same)
+			continue;
+		if (bpf_probe_read_user(str, sizeof(str), (const void *)(elem + cfg->hf_value)) ||
+		    str[1] != TRACEPARENT_LEN - 1 || !str[0] ||
+		    bpf_probe_read_user(tp, TRACEPARENT_LEN - 1, (const void *)str[0]))
+			tp[0] = 0;
+		return;
+	}
+}
+
 SEC("uprobe")
 int grpc_server_operate_headers(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
+	struct grpc_server_start start = { .start_ns = bpf_ktime_get_ns() };
 	struct stream_key key = {};
-	__u64 now = bpf_ktime_get_ns(), fh;
+	__u64 fh, frame, t = GO_ARG1(ctx), arg3 = GO_ARG3(ctx), conn_ctx = 0;
 	__u8 type = 0;
 
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
-	if (go_read_u64(GO_ARG1(ctx) + cfg->t_framer, &key.conn) ||
-	    go_chain_addr(frame_arg(ctx, cfg), &cfg->frame_header, &fh) ||
+	frame = frame_arg(ctx, cfg);
+	if (go_read_u64(t + cfg->t_framer, &key.conn) ||
+	    go_chain_addr(frame, &cfg->frame_header, &fh) ||
 	    go_read_u8(fh + cfg->fh_type, &type) || type != 0x1 /* HEADERS */ ||
 	    go_read_u32(fh + cfg->fh_stream_id, &key.stream_id)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	inflight_start(&grpc_server_inflight, &key, &now);
+	if (cfg->trace) {
+		/* The context the request's own is made from: operateHeaders' ctx argument
+		 * (its data word in RCX) from v1.60, http2Server.ctx before. */
+		if (cfg->frame_arg == 4)
+			conn_ctx = arg3;
+		else
+			go_read_u64(t + cfg->t_ctx, &conn_ctx);
+		conn_ctx_note(tgid, conn_ctx, t);
+		read_traceparent(cfg, frame, start.traceparent);
+	}
+	inflight_start(&grpc_server_inflight, &key, &start);
 	return 0;
 }
 
-/* The listener's address: the transport's localAddr, when it is TCP. */
+/* The listener's address: the transport's localAddr, when it is TCP; with traces on, the
+ * client's (remoteAddr) too, which joins this span to a traced client's (trace_ctx.h). */
 static __always_inline void read_local_addr(const struct grpc_server_config *cfg, __u64 t,
 					    struct grpc_server_event *ev)
 {
@@ -121,13 +181,19 @@ static __always_inline void read_local_addr(const struct grpc_server_config *cfg
 	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
 			     cfg->tcpaddr_port, ev->local_ip, &ev->local_port) < 0)
 		ev->flags |= SPAN_F_BAD_READ;
+	if (cfg->trace && go_chain_addr(t, &cfg->t_remote_addr, &addr) == 0 &&
+	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
+			     cfg->tcpaddr_port, ev->remote_ip, &ev->remote_port) < 0)
+		ev->flags |= SPAN_F_BAD_READ;
 }
 
 static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
-	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, *start, start_ns = 0;
+	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, start_ns = 0, node = 0;
+	char tp[TRACEPARENT_LEN] = {};
+	struct grpc_server_start *start;
 	struct ctx_stream *joined = NULL;
 	struct stream_key key = {};
 	struct grpc_server_event *ev;
@@ -141,8 +207,11 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		/* Its start is the HTTP/2 request's (srv_common.h: the join). A repeat is told
 		 * by the entry itself: a goroutine's last key is no proof here, since a reused
 		 * goroutine can end a new stream with the same (recycled conn, id). */
-		if (go_chain_u64(t, &cfg->ht_ctx, &addr) == 0)
+		if (go_chain_u64(t, &cfg->ht_ctx, &addr) == 0) {
 			joined = ctx_join(tgid, addr);
+			if (cfg->trace)
+				node = request_ctx_of(tgid, addr);
+		}
 		if (joined) {
 			if (joined->grpc_ended) {
 				stat_inc(STAT_DUP_END); /* grpc's own second writeStatus */
@@ -162,7 +231,12 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		}
 		start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
 		if (start) {
-			start_ns = *start;
+			start_ns = start->start_ns;
+			if (cfg->trace) {
+				__builtin_memcpy(tp, start->traceparent, sizeof(tp));
+				if (go_chain_u64(s, &cfg->stream_ctx, &addr) == 0)
+					node = request_ctx_of(tgid, addr);
+			}
 			bpf_map_delete_elem(&grpc_server_inflight, &key);
 			end_repeats(ctx, &key);
 		} else if (end_repeats(ctx, &key)) {
@@ -180,6 +254,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->start_ns = start_ns;
+	ev->ctx_node = node;
+	__builtin_memcpy(ev->traceparent, tp, sizeof(tp));
 	if (!start_ns) {
 		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);

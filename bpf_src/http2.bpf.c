@@ -79,6 +79,7 @@ struct {
 /* Client in-flight: start time and the request fields copied at start (~230 B each). */
 struct h2_client_start {
 	__u64 start_ns;
+	__u64 ctx_node;  /* traces on: the server request context it was made under */
 	__u16 method_len;
 	__u16 host_len;
 	__u16 path_len;
@@ -186,6 +187,8 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		cs.stream = key;
 		cs.start_ns = st.start_ns;
 		bpf_map_update_elem(&h2_ctx_live, &ck, &cs, BPF_ANY);
+		if (cfg->trace) /* its parent is the connection's: trace_ctx.h */
+			conn_ctx_note(tgid, cs.parent, key.conn);
 	} else {
 		st.ctx = 0;
 	}
@@ -287,6 +290,8 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	ev = server_event(&key, flavor, start.start_ns);
 	if (!ev)
 		return 0;
+	if (cfg->trace)
+		ev->ctx_node = start.ctx; /* the stream's own context: the request context */
 	if (go_read_u64(rws + cfg->rws_status, &status))
 		ev->flags |= SPAN_F_BAD_READ;
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
@@ -331,6 +336,8 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	if (!ev)
 		return 0;
 	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
+	if (cfg->trace)
+		ev->ctx_node = start.ctx;
 	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
 	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
 	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {
@@ -373,6 +380,12 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	st->flags = flags;
 	if (flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
+	if (cfg->trace) {
+		__u64 c = 0;
+
+		go_read_u64(GO_ARG2(ctx) + cfg->creq_ctx + 8, &c); /* the iface's data word */
+		st->ctx_node = request_ctx_of(tgid, c);
+	}
 	inflight_start(&http2_client_inflight, &key, st);
 	return 0;
 }
@@ -418,6 +431,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	if (st) {
 		end_repeats(ctx, &key);
 		ev->start_ns = st->start_ns;
+		ev->ctx_node = st->ctx_node;
 		ev->flags |= st->flags;
 		ev->method_len = st->method_len;
 		ev->host_len = st->host_len;

@@ -9,6 +9,7 @@
 #define PYHTTP2PROBE_SRV_COMMON_H
 
 #include "common.h"
+#include "trace_ctx.h"
 
 /* Some ends repeat for one request: grpc-go calls writeStatus twice on some error paths
  * (the second is a no-op on the wire), and an entry probe placed at a function's very
@@ -70,13 +71,7 @@ static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_
  * gRPC handler goroutine writes its status.
  */
 #define CTX_WALK_MAX 16            /* contexts stacked by middleware above the stream's */
-#define GO_CTX_PARENT_DATA 8       /* data word of the parent iface at offset 0 */
-
-struct ctx_key {
-	__u32 tgid;
-	__u32 _pad;
-	__u64 ctx;                 /* the stream's context (a *cancelCtx) */
-};
+/* struct ctx_key (tgid, context data pointer) and GO_CTX_PARENT_DATA: trace_ctx.h */
 
 struct ctx_stream {
 	struct stream_key stream;  /* the HTTP/2 request: (tgid, *serverConn, stream id) */

@@ -57,6 +57,7 @@ from .targets import (
     service_name_of,
     start_time,
 )
+from .traces import TraceJoiner
 from .uprobes import FileLinks, UprobeLinker, default_style, pids_running
 
 # A delivery this large may have stopped at the batch limit: poll again without a pause.
@@ -106,7 +107,7 @@ class Agent:
                  buckets: Sequence[float] = DEFAULT_BUCKETS, max_label_sets: int = 1000,
                  paths: Sequence[ProbePath] | None = None, bpf_dir: Path | None = None,
                  ring_bytes: int | None = None, link_style: str | None = None,
-                 poll_ms: int = 100, batch_ms: int = 100) -> None:
+                 poll_ms: int = 100, batch_ms: int = 100, trace_context: bool = False) -> None:
         self.log = structlog.get_logger("pyhttp2probe.agent")
         self.paths = tuple(paths) if paths is not None else all_paths()
         self.catalogue = make_catalogue(self.paths)
@@ -114,6 +115,11 @@ class Agent:
         self.metrics = RpcMetrics(buckets=buckets, max_label_sets=max_label_sets,
                                   registry=None)
         self._queue = SpanQueue(max_queued_spans) if keep_spans else None
+        # traces on: the probes also read what joins spans (bpf_src/trace_ctx.h), and every
+        # span sink gets its spans through the joiner, with W3C ids (pyhttp2probe/traces.py)
+        self.trace_context = trace_context
+        self.joiner = (TraceJoiner(on_span=getattr(self.metrics, "observe_exemplar", None))
+                       if trace_context else None)
         self._sinks: list[SpanSink | ColumnSink] = [self.metrics, *sinks]
         if spans_out is not None:
             self._sinks.append(JsonLinesSink(spans_out))
@@ -174,10 +180,9 @@ class Agent:
             obj = BpfObject.open(obj_path)
             self._objects[path.name] = obj
             for map_name, owner in path.shared_maps.items():
-                if owner not in self._objects:
-                    raise ValueError(f"probe path {path.name} shares map {map_name} of "
-                                     f"{owner}, which is not loaded before it")
-                obj.map(map_name).share(self._objects[owner].map(map_name))
+                if owner in self._objects:
+                    obj.map(map_name).share(self._objects[owner].map(map_name))
+                # else: that path is not loaded (a subset of paths): this object's own copy
             if ring_bytes is not None:
                 obj.map(path.ring_map).resize(ring_bytes)
             if self.link_style == "uprobe_multi":
@@ -241,7 +246,7 @@ class Agent:
         exe = exe_path(pid)
         fid = file_id(pid)
         plan = self._plan(pid, fid, exe)
-        image = ProcessImage(pid, plan, runtime_address_fn(pid, fid))
+        image = ProcessImage(pid, plan, runtime_address_fn(pid, fid), self.trace_context)
         setups: dict[str, PathSetup] = {}
         skipped: dict[str, str] = {}
         for path in self.paths:
@@ -416,8 +421,14 @@ class Agent:
 
     # -- draining -------------------------------------------------------------------------
     def _sink_plan(self) -> None:
-        """Which sinks take columns (ColumnSink) and whether any takes Span objects."""
+        """Which sinks take columns (ColumnSink) and whether any takes Span objects; with
+        traces on, the span sinks are the joiner's."""
         self._routes = [(sink, isinstance(sink, ColumnSink)) for sink in self._sinks]
+        if self.joiner is not None:
+            self.joiner.sinks = [sink for sink, col in self._routes if not col]
+            self._routes = [r for r in self._routes if r[1]]
+            if self.joiner.sinks:
+                self._routes.append((self.joiner, False))
         self._want_spans = not all(col for _, col in self._routes)
 
     def _on_batch(self, batch: Any) -> None:
@@ -486,6 +497,8 @@ class Agent:
         while not self._stop.wait(HOUSEKEEPING_S):
             try:
                 self._update_stats()
+                if self.joiner is not None:
+                    self.joiner.tick()  # waits for parents time out without new spans
                 self._reap_exited()
                 self._check_shared_files()
                 if trim is not None and time.monotonic() >= next_trim:
@@ -596,6 +609,9 @@ class Agent:
             for obj in reversed(list(self._objects.values())):
                 obj.close()
             self._objects.clear()
+            if self.joiner is not None:  # what still waits for a parent goes on, as roots
+                with contextlib.suppress(Exception):
+                    self.joiner.close()
             for sink in self._sinks:
                 with contextlib.suppress(Exception):
                     sink.close()

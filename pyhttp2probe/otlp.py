@@ -21,8 +21,8 @@ Timing: the kernel stamps spans with CLOCK_MONOTONIC; OTLP wants Unix epoch ns. 
 between the two is measured once, when the sink is made (a later wall-clock step would skew
 later spans by that step; the monotonic order of spans is kept exactly).
 
-Every span is a root for now (a new random trace id): joining client and server spans into
-one trace is the next step.
+Spans come with their trace and parent from the agent's joiner (pyhttp2probe/traces.py);
+a span without ids (a sink used outside an agent with traces on) is a root of its own.
 """
 
 from __future__ import annotations
@@ -262,9 +262,18 @@ class OtlpSink:
         new_trace, new_span = self._ids.generate_trace_id, self._ids.generate_span_id
         sampled = TraceFlags(TraceFlags.SAMPLED)
         for s in batch:
-            ctx = SpanContext(new_trace(), new_span(), is_remote=False, trace_flags=sampled)
+            parent = None
+            if s.trace_id:  # joined (pyhttp2probe/traces.py): its ids and parent
+                trace = int(s.trace_id, 16)
+                ctx = SpanContext(trace, int(s.span_id, 16), is_remote=False,
+                                  trace_flags=sampled)
+                if s.parent_span_id:
+                    parent = SpanContext(trace, int(s.parent_span_id, 16), is_remote=True,
+                                         trace_flags=sampled)
+            else:
+                ctx = SpanContext(new_trace(), new_span(), is_remote=False, trace_flags=sampled)
             out.append(ReadableSpan(
-                name=span_name(s), context=ctx, parent=None, resource=self._resource(s),
+                name=span_name(s), context=ctx, parent=parent, resource=self._resource(s),
                 attributes=span_attributes(s), kind=_KIND.get(s.kind, SpanKind.INTERNAL),
                 status=span_status(s), start_time=(s.start_ns or s.end_ns) + off,
                 end_time=s.end_ns + off, instrumentation_scope=_SCOPE))

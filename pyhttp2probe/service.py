@@ -128,7 +128,8 @@ class Service:
         self.server = MetricsServer(self.registry, s.listen_host, s.listen_port, self.ready)
         self.agent = Agent(registry=self.registry, spans_out=s.spans_out, keep_spans=False,
                            max_label_sets=s.max_label_sets, ring_bytes=s.ring_size,
-                           link_style=None if s.link_style == "auto" else s.link_style)
+                           link_style=None if s.link_style == "auto" else s.link_style,
+                           trace_context=self.otlp_endpoint is not None)
         if self.otlp_endpoint is not None:
             from .otlp import OtlpSink, quiet_sdk_logging
 

@@ -55,8 +55,8 @@ def json_line(s: Span) -> str:
         attrs = ',"attributes":' + json.dumps(s.attributes, separators=(",", ":"))
     ids = ""
     if s.trace_id:
-        ids = ',"trace_id":"%s","span_id":"%s","parent_span_id":"%s"' % (
-            s.trace_id, s.span_id, s.parent_span_id)
+        ids = (f',"trace_id":"{s.trace_id}","span_id":"{s.span_id}",'
+               f'"parent_span_id":"{s.parent_span_id}"')
     return _LINE % (_STR(s.kind), s.pid, s.connection, s.stream_id, s.start_ns, s.end_ns,
                     s.status_code, _STR(s.service), _STR(s.method), _STR(s.full_method),
                     _STR(s.server_address), s.server_port, ",".join(map(_STR, s.flags)),

@@ -51,6 +51,15 @@ class Span:
     trace_id: str = ""
     span_id: str = ""
     parent_span_id: str = ""
+    # What the joiner joins by (traces on; 0/"" otherwise), not exported as such.
+    # context: a server span's own request context; a client span's, the server request
+    # context it was made under (bpf_src/trace_ctx.h). client_address/client_port: the
+    # client's end of the connection (client: local; server: remote). traceparent: the W3C
+    # header the server request came with, as sent.
+    context: int = 0
+    client_address: str = ""
+    client_port: int = 0
+    traceparent: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -66,7 +75,8 @@ class Span:
 
     def to_json(self) -> dict[str, Any]:
         """The span as a JSON-ready dict: every field in declaration order (attributes only
-        when there are some), then duration_s."""
+        when there are some, trace ids only when set, the joiner's inputs never), then
+        duration_s."""
         d = {"kind": self.kind, "pid": self.pid, "connection": self.connection,
              "stream_id": self.stream_id, "start_ns": self.start_ns, "end_ns": self.end_ns,
              "status_code": self.status_code, "service": self.service, "method": self.method,

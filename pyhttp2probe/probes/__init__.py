@@ -69,6 +69,7 @@ class ProcessImage:
     pid: int
     plan: AttachPlan
     runtime_addr: Callable[[int], int]
+    trace: bool = False  # traces on: the path also reads what joins spans into traces
 
 
 @dataclass(frozen=True)

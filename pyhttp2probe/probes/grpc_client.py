@@ -57,6 +57,8 @@ FIELDS = (
     f"{TRANSPORT}.Stream.status", f"{TRANSPORT}.ClientStream.Stream",
     f"{TRANSPORT}.ClientStream.ct", f"{TRANSPORT}.ClientStream.status",
     f"{TRANSPORT}.http2Client.remoteAddr",
+    # traces on: the call's context (its server request, trace_ctx.h), the local address
+    f"{GRPC}.clientStream.ctx", f"{TRANSPORT}.http2Client.localAddr",
     f"{STATUS}.Error.s", f"{STATUS}.Status.s", f"{SPB}.Status.Code",
     "net.TCPAddr.IP", "net.TCPAddr.Port",
 )
@@ -143,6 +145,14 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     cfg.wrap_error_fn = proc.runtime_addr(wrap.entry) if wrap is not None else 0
     cfg.wrap_error_err = WRAP_ERROR_ERR
 
+    if proc.trace:
+        if f.has(f"{GRPC}.clientStream.ctx") and f.has(f"{TRANSPORT}.http2Client.localAddr"):
+            cfg.trace = 1
+            cfg.cs_ctx = f[f"{GRPC}.clientStream.ctx"]
+            set_chain(cfg, "ct_local_addr", [], f[f"{TRANSPORT}.http2Client.localAddr"])
+        else:
+            notes.append("clientStream.ctx or http2Client.localAddr absent: client spans "
+                         "are not joined to traces")
     points = [entry_point(plan, "grpc_client_start", FN_START),
               entry_point(plan, "grpc_client_end", FN_END)]
     retry = plan.functions.get(FN_SHOULD_RETRY)
@@ -158,15 +168,25 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
 def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     """Client spans; a call that never got a connection reports its dial target as peer."""
     out = []
-    for pid, conn, call, start, end, sid, code, flags, ip, port, method, target in zip(
+    traced = bool(c.arr["ctx_node"].any() or c.arr["local_port"].any())  # traces on
+    nodes = c["ctx_node"] if traced else None
+    lips = c.ips("local_ip") if traced else None
+    lports = c["local_port"] if traced else None
+    for i, (pid, conn, call, start, end, sid, code, flags, ip, port, method, target) in \
+            enumerate(zip(
             c["tgid"], c["transport"], c["cs"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status_code"], c["flags"], c.ips("peer_ip"), c["peer_port"],
-            c.texts("method", "method_len"), c.texts("target", "target_len"), strict=True):
+            c.texts("method", "method_len"), c.texts("target", "target_len"), strict=True)):
         service, meth = split_method(method)
         address, port_ = (ip, port) if conn else parse_target(target)
-        out.append(Span(
+        span = Span(
             "grpc_client", pid, conn, sid if conn else 0, start, end, code, service, meth,
-            method, address, port_, ctx.flag_names(flags), ctx.service_name(pid), call))
+            method, address, port_, ctx.flag_names(flags), ctx.service_name(pid), call)
+        if traced:
+            span.context = nodes[i]  # type: ignore[index]
+            span.client_address = lips[i]  # type: ignore[index]
+            span.client_port = lports[i]  # type: ignore[index]
+        out.append(span)
     return out
 
 

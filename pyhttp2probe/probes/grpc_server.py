@@ -14,7 +14,7 @@ maps, shared). Layout decisions that differ across grpc-go versions are made her
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..spans import Span, split_hostport, split_method
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
@@ -77,6 +77,11 @@ FIELDS = (
     f"{XNET_H2}.MetaHeadersFrame.HeadersFrame", f"{XNET_H2}.HeadersFrame.FrameHeader",
     f"{XNET_H2}.FrameHeader.Type", f"{XNET_H2}.FrameHeader.StreamID",
     "net/http.Request.ctx",  # the ServeHTTP join through the request's context chain
+    # traces on (bpf_src/trace_ctx.h): the request's context, the connection's (< v1.60),
+    # the client's address, the HEADERS frame's fields (an incoming traceparent)
+    f"{TRANSPORT}.Stream.ctx", f"{TRANSPORT}.http2Server.ctx",
+    f"{TRANSPORT}.http2Server.remoteAddr", f"{PEER}.Peer.Addr",
+    f"{XNET_H2}.MetaHeadersFrame.Fields",
 )
 ANCHORS = {
     # peer.Peer has no methods before v1.64 (String came then), yet http2Server embeds it
@@ -140,6 +145,8 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         set_chain(cfg, "ht_ctx", [f[req]], f["net/http.Request.ctx"] + 8)  # iface data word
 
     points = [_operate_headers(cfg, f, plan, notes)]
+    if proc.trace:
+        _trace_context(cfg, f, notes)
     end = first_present(plan, PROG_END, FN_WRITE_STATUS)
     if end is None:
         raise PathSkipped(f"{plan.path}: none of {', '.join(FN_WRITE_STATUS)} in the binary")
@@ -171,6 +178,41 @@ def _operate_headers(cfg: object, f: PlanFields, plan: AttachPlan,
     cfg.fh_type = f[f"{XNET_H2}.FrameHeader.Type"]
     cfg.fh_stream_id = f[f"{XNET_H2}.FrameHeader.StreamID"]
     return point
+
+
+def _trace_context(cfg: Any, f: PlanFields, notes: list[str]) -> None:
+    """Traces on: where the request's context, the connection's context (before v1.60; an
+    argument since), the client's address and the frame's header fields are."""
+    ctx = f"{TRANSPORT}.Stream.ctx"
+    embed = f"{TRANSPORT}.ServerStream.Stream"
+    if f.has(embed) and f.is_pointer(embed):
+        stream_ctx = ([f[embed]], f[ctx] + 8)
+    else:
+        stream_ctx = ([], (f[embed] if f.has(embed) else 0) + f[ctx] + 8)
+    remote = None
+    if f.has(f"{TRANSPORT}.http2Server.remoteAddr"):
+        remote = f[f"{TRANSPORT}.http2Server.remoteAddr"]
+    elif f.has(f"{TRANSPORT}.http2Server.peer") and f.has(f"{PEER}.Peer.Addr"):
+        remote = f[f"{TRANSPORT}.http2Server.peer"] + f[f"{PEER}.Peer.Addr"]
+    if cfg.frame_arg == 2 and not f.has(f"{TRANSPORT}.http2Server.ctx"):
+        notes.append("http2Server.ctx absent: server spans are not joined to traces")
+        return
+    if remote is None or not f.has(f"{XNET_H2}.MetaHeadersFrame.Fields"):
+        notes.append("http2Server's client address or MetaHeadersFrame.Fields absent: "
+                     "server spans are not joined to traces")
+        return
+    cfg.trace = 1
+    set_chain(cfg, "stream_ctx", *stream_ctx)
+    set_chain(cfg, "t_remote_addr", [], remote)
+    if cfg.frame_arg == 2:
+        cfg.t_ctx = f[f"{TRANSPORT}.http2Server.ctx"] + 8  # the iface's data word
+    cfg.frame_fields = f[f"{XNET_H2}.MetaHeadersFrame.Fields"]
+    if all(f.has(f"{HPACK}.HeaderField.{n}") for n in ("Name", "Value", "Sensitive")):
+        cfg.hf_name = f[f"{HPACK}.HeaderField.Name"]
+        cfg.hf_value = f[f"{HPACK}.HeaderField.Value"]
+        cfg.hf_stride = (f[f"{HPACK}.HeaderField.Sensitive"] + 1 + 7) & ~7
+    else:
+        notes.append("hpack.HeaderField layout absent: an incoming traceparent is not read")
 
 
 def _early_abort(cfg: object, f: PlanFields, plan: AttachPlan,
@@ -205,14 +247,25 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     """Server spans; server_address/port are the local listener's (or, through ServeHTTP,
     the request's Host)."""
     out = []
-    for pid, conn, start, end, sid, code, flags, ip, port, method, host in zip(
+    traced = bool(c.arr["ctx_node"].any() or c.arr["remote_port"].any())  # traces on
+    nodes = c["ctx_node"] if traced else None
+    rips = c.ips("remote_ip") if traced else None
+    rports = c["remote_port"] if traced else None
+    tps = c.arr["traceparent"].tolist() if traced else None
+    for i, (pid, conn, start, end, sid, code, flags, ip, port, method, host) in enumerate(zip(
             c["tgid"], c["transport"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status_code"], c["flags"], c.ips("local_ip"), c["local_port"],
-            c.texts("method", "method_len"), c.texts("host", "host_len"), strict=True):
+            c.texts("method", "method_len"), c.texts("host", "host_len"), strict=True)):
         service, meth = split_method(method)
         address, port_ = (ip, port) if port else split_hostport(host)
-        out.append(Span("grpc_server", pid, conn, sid, start, end, code, service, meth, method,
-                        address, port_, ctx.flag_names(flags), ctx.service_name(pid)))
+        span = Span("grpc_server", pid, conn, sid, start, end, code, service, meth, method,
+                    address, port_, ctx.flag_names(flags), ctx.service_name(pid))
+        if traced:
+            span.context = nodes[i]  # type: ignore[index]
+            span.client_address = rips[i]  # type: ignore[index]
+            span.client_port = rports[i]  # type: ignore[index]
+            span.traceparent = tps[i].decode("ascii", "replace")  # type: ignore[index]
+        out.append(span)
     return out
 
 
@@ -235,5 +288,6 @@ PATH = ProbePath(
              RecordType("EV_GRPC_SERVER_REJECTED", "grpc_server_reject_event", count_rejected)),
     anchors=ANCHORS,
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there
-    shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2"},
+    shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2",
+                 "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("grpc_server_inflight",))

@@ -88,7 +88,8 @@ class Flavor:
                 t("clientStream.ID"), t("clientStream.res"), t("clientStream.readClosed"),
                 *(f"{r}.{n}" for r in dict.fromkeys((self.server_request, self.client_request))
                   for n in ("Method", "URL", "Host")),
-                f"{self.server_request}.{self.request_ctx}", f"{self.response}.StatusCode")
+                f"{self.server_request}.{self.request_ctx}", f"{self.response}.StatusCode",
+                f"{self.client_request}.{self.request_ctx}")  # traces on: a call's context
 
 
 BUNDLED = Flavor("net/http", 0, "net/http.(*http2", "net/http.http2")
@@ -135,7 +136,7 @@ def _panic_points(fl: Flavor, plan: AttachPlan, notes: list[str]) -> list[Attach
 
 
 def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLayout,
-                   serve_http: bool, notes: list[str]) -> bytes:
+                   serve_http: bool, notes: list[str], trace: bool = False) -> bytes:
     t = fl.ty
     cfg: Any = layout.new("http2_config")
     if "server" in sides:
@@ -151,14 +152,15 @@ def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLa
         if f.has(t("responseWriterState.sentHeader")):  # a panic's status, if sent
             cfg.rws_sent_header = f[t("responseWriterState.sentHeader")]
         ctx_field = f"{fl.server_request}.{fl.request_ctx}"
-        if not serve_http:
-            pass  # no grpc ServeHTTP linked: nothing to join, no per-request map work
-        elif f.has(ctx_field):  # joins gRPC-over-ServeHTTP calls to requests
+        if not serve_http and not trace:
+            pass  # no grpc ServeHTTP linked, no traces: no per-request map work
+        elif f.has(ctx_field):  # joins gRPC-over-ServeHTTP calls and traces to requests
             cfg.req_ctx = f[ctx_field]
             cfg.req_ctx_valid = 1
+            cfg.trace = int(trace)
         else:
             notes.append(f"{fl.name}: no Request.ctx offset: gRPC calls served by "
-                         "ServeHTTP get no start (unmatched)")
+                         "ServeHTTP get no start (unmatched), requests join no trace")
         cfg.req_method = f[f"{fl.server_request}.Method"]
         cfg.req_url = f[f"{fl.server_request}.URL"]
         cfg.req_host = f[f"{fl.server_request}.Host"]
@@ -170,6 +172,13 @@ def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLa
         cfg.creq_method = f[f"{fl.client_request}.Method"]
         cfg.creq_url = f[f"{fl.client_request}.URL"]
         cfg.creq_host = f[f"{fl.client_request}.Host"]
+        cctx = f"{fl.client_request}.{fl.request_ctx}"
+        if trace and f.has(cctx):
+            cfg.trace = 1
+            cfg.creq_ctx = f[cctx]
+        elif trace:
+            notes.append(f"{fl.name}: no client request context offset: client requests "
+                         "join no trace")
         if f.has(t("clientStream.readClosed")):  # optional: sharpens the error flag
             cfg.cs_read_closed = f[t("clientStream.readClosed")]
         else:
@@ -208,7 +217,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                 points += _panic_points(fl, plan, out.notes)
         if not sides:
             continue
-        value = _flavor_config(fl, sides, f, layout, serve_http, out.notes)
+        value = _flavor_config(fl, sides, f, layout, serve_http, out.notes, proc.trace)
         key = ((proc.pid << 8) | fl.code).to_bytes(8, "little")
         out.configs.append(ConfigEntry(CONFIG_MAP, key, value))
         out.points += points
@@ -226,15 +235,17 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     :authority, as OpenTelemetry's HTTP server conventions take it)."""
     client = ctx.constant("EV_HTTP2_CLIENT")
     out = []
-    for typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path in zip(
+    for typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path, node in zip(
             c["type"], c["tgid"], c["conn"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status"], c["flags"], c["flavor"], c.texts("method", "method_len"),
-            c.texts("host", "host_len"), c.texts("path", "path_len"), strict=True):
+            c.texts("host", "host_len"), c.texts("path", "path_len"), c["ctx_node"],
+            strict=True):
         address, port = split_hostport(host)
         kind = "http_client" if typ == client else "http_server"
         out.append(Span(kind, pid, conn, sid, start, end, status, FLAVOR_NAMES.get(flavor, ""),
                         method, path, address, port, ctx.flag_names(flags),
-                        ctx.service_name(pid), attributes={"network.protocol.version": "2"}))
+                        ctx.service_name(pid), attributes={"network.protocol.version": "2"},
+                        context=node))
     return out
 
 
@@ -249,4 +260,5 @@ PATH = ProbePath(
     records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans, label_key),
              RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key)),
     anchors=ANCHORS,
+    shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live"))
