@@ -161,7 +161,7 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 		 * (its data word in RCX) from v1.60, http2Server.ctx before. */
 		if (cfg->frame_arg == 4)
 			conn_ctx = arg3;
-		else
+		else if (cfg->t_ctx) /* 0: no per-connection context (Python says why) */
 			go_read_u64(t + cfg->t_ctx, &conn_ctx);
 		conn_ctx_note(tgid, conn_ctx, t);
 		read_traceparent(cfg, frame, start.traceparent);

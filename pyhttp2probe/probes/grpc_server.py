@@ -50,6 +50,9 @@ FN_HANDLE_STREAM = GRPC + ".(*Server).handleStream"  # present: the binary serve
 FN_OPERATE_HEADERS = TRANSPORT + ".(*http2Server).operateHeaders"
 # grpc-go added operateHeaders' ctx argument (before frame) in this release
 OPERATE_HEADERS_CTX_SINCE = (1, 60, 0)
+# http2Server.ctx is per connection (setConnection) from this release; before, without a stats
+# handler it is context.Background() itself, which every context of the process descends from
+PER_CONN_CTX_SINCE = (1, 41, 0)
 # Renamed WriteStatus -> writeStatus in v1.69; the first present wins.
 FN_WRITE_STATUS = (TRANSPORT + ".(*http2Server).writeStatus",
                    TRANSPORT + ".(*http2Server).WriteStatus")
@@ -146,7 +149,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
 
     points = [_operate_headers(cfg, f, plan, notes)]
     if proc.trace:
-        _trace_context(cfg, f, notes)
+        _trace_context(cfg, f, notes, module_version(plan, GRPC))
     end = first_present(plan, PROG_END, FN_WRITE_STATUS)
     if end is None:
         raise PathSkipped(f"{plan.path}: none of {', '.join(FN_WRITE_STATUS)} in the binary")
@@ -180,7 +183,8 @@ def _operate_headers(cfg: object, f: PlanFields, plan: AttachPlan,
     return point
 
 
-def _trace_context(cfg: Any, f: PlanFields, notes: list[str]) -> None:
+def _trace_context(cfg: Any, f: PlanFields, notes: list[str],
+                   version: tuple[int, ...] | None) -> None:
     """Traces on: where the request's context, the connection's context (before v1.60; an
     argument since), the client's address and the frame's header fields are."""
     ctx = f"{TRANSPORT}.Stream.ctx"
@@ -204,7 +208,10 @@ def _trace_context(cfg: Any, f: PlanFields, notes: list[str]) -> None:
     cfg.trace = 1
     set_chain(cfg, "stream_ctx", *stream_ctx)
     set_chain(cfg, "t_remote_addr", [], remote)
-    if cfg.frame_arg == 2:
+    if cfg.frame_arg == 2 and version is not None and version < PER_CONN_CTX_SINCE:
+        notes.append("grpc-go < v1.41: http2Server.ctx is context.Background() itself, not a "
+                     "per-connection context: client calls are not joined under its spans")
+    elif cfg.frame_arg == 2:
         cfg.t_ctx = f[f"{TRANSPORT}.http2Server.ctx"] + 8  # the iface's data word
     cfg.frame_fields = f[f"{XNET_H2}.MetaHeadersFrame.Fields"]
     if all(f.has(f"{HPACK}.HeaderField.{n}") for n in ("Name", "Value", "Sensitive")):
