@@ -1,8 +1,10 @@
 """OTLP export end to end, as users run it: the agent (`run --exe … --otlp-endpoint URL`)
 traces a gRPC workload and a real Jaeger shows every RPC of it, one span per side, with
-the semantic-convention attributes and the process's resource. Before Jaeger listens the
-agent keeps serving and counts the spans it cannot deliver; once Jaeger listens on that
-port the same exporter delivers again."""
+the semantic-convention attributes and the process's resource, each server span the child
+of its client span (the workload calls itself: both ends traced, joined by the connection),
+and the JSON lines carry the very same ids. Before Jaeger listens the agent keeps serving
+and counts the spans it cannot deliver; once Jaeger listens on that port the same exporter
+delivers again."""
 
 from __future__ import annotations
 
@@ -71,7 +73,6 @@ def _check_span(span: dict[str, Any], binary: Path, pid_tags: set[int]) -> Key:
     assert tags["server.address"] == ("string", "127.0.0.1")
     status = tags.get("otel.status_code", ("string", "UNSET"))[1]  # UNSET has no tag
     assert (status == "ERROR") == (code != 0), tags
-    assert span["references"] == []  # every span a root, for now
     assert span["duration"] >= 0
     process = span["process"]
     assert process["serviceName"] == binary.name
@@ -96,7 +97,8 @@ def test_jaeger_shows_every_rpc_and_the_agent_survives_jaeger_being_down() -> No
         down = _private_copy(tmp, f"{prefix}-down-grpcwork")
         up = _private_copy(tmp, f"{prefix}-up-grpcwork")
         port = free_port()  # nothing listens there yet
-        with AgentProcess(["--exe", f"{prefix}-*",
+        spans_out = tmp / "spans.jsonl"  # the same spans, ids included, as JSON lines
+        with AgentProcess(["--exe", f"{prefix}-*", "--spans-out", str(spans_out),
                            "--otlp-endpoint", f"http://127.0.0.1:{port}"]) as agent:
             # -- backend down: spans are counted as dropped, the agent keeps serving ------
             lost = sum(_run(agent, down, SMALL, tmp).values())
@@ -130,7 +132,42 @@ def test_jaeger_shows_every_rpc_and_the_agent_survives_jaeger_being_down() -> No
                 got = collections.Counter(_check_span(s, up, pids) for s in spans)
                 assert got == want
                 assert len(pids) == 1
+                _check_joined(spans, _json_spans(spans_out, up.name))
                 assert down.name not in jaeger.services()  # all dropped, as counted
+
+
+def _json_spans(path: Path, service: str) -> dict[str, dict[str, Any]]:
+    """The JSON-lines spans of `service`, by span id."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["span_id"]: r for r in rows if r["service_name"] == service}
+
+
+def _check_joined(spans: list[dict[str, Any]], json_spans: dict[str, dict[str, Any]]) -> None:
+    """Client spans are roots; each server span is CHILD_OF the client span of its call (same
+    trace, method, code, stream id, and the server inside the client's time); the JSON lines
+    hold every exported span under the same trace, span and parent ids."""
+    by_id = {s["spanID"]: s for s in spans}
+    assert len(by_id) == len(spans)
+    children: collections.Counter[str] = collections.Counter()
+    for span in spans:
+        row = json_spans[span["spanID"]]
+        parents = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
+        assert (row["trace_id"], row["parent_span_id"]) == (
+            span["traceID"], parents[0] if parents else ""), (row, span)
+        if _tag(span, "span.kind") == "client":
+            assert parents == [], span
+            continue
+        assert len(parents) == 1, span
+        client = by_id[parents[0]]
+        assert _tag(client, "span.kind") == "client"
+        assert client["traceID"] == span["traceID"]
+        for key in ("rpc.method", "rpc.grpc.status_code", "server.port"):
+            assert _tag(client, key) == _tag(span, key), (client, span)
+        assert client["startTime"] <= span["startTime"] <= client["startTime"] + \
+            client["duration"], (client, span)
+        children[parents[0]] += 1
+    assert max(children.values()) == 1  # one server span per client span
+    assert len(json_spans) == len(spans)
 
 
 def _closed_log(stderr: str) -> dict[str, Any]:
