@@ -319,12 +319,18 @@ def _server_inside(server: Span, client: Span) -> bool:
 
 def _find(nodes: list[_Node] | None, s: Span,
           inside: Callable[[Span, Span], bool]) -> _Node | None:
-    """The latest-starting candidate `s` is inside (the innermost, if several)."""
+    """The latest-starting candidate `s` is inside (the innermost, if several; of a gRPC call
+    served by ServeHTTP, whose HTTP/2 and gRPC spans share a start and a context, the gRPC
+    one)."""
     best = None
     for n in nodes or ():
-        if inside(s, n.span) and (best is None or n.span.start_ns > best.span.start_ns):
+        if inside(s, n.span) and (best is None or _rank(n.span) > _rank(best.span)):
             best = n
     return best
+
+
+def _rank(s: Span) -> tuple[int, bool]:
+    return (s.start_ns, s.kind == "grpc_server")
 
 
 def _ancestor(node: _Node, other: _Node) -> bool:
