@@ -1,0 +1,88 @@
+"""Traces through HTTP/2 servers: a call made by an HTTP/2 handler with its request's context
+is a child of that request's server span (the context join, bpf_src/trace_ctx.h), for
+net/http's own HTTP/2 and x/net's, whether the call is gRPC or HTTP/2; the gRPC leaf's server
+spans are children of those calls (both ends traced in one process). One process
+(tests/go/h2nest), its ground truth written by itself."""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+import time
+from pathlib import Path
+
+from pyhttp2probe import Agent
+from pyhttp2probe.spans import Span
+from testkit.gobuild import GoBuild, build
+from testkit.workload import read_truth, start_workload
+
+FRONT = {"nethttp": "net/http", "xnet": "x/net/http2"}  # truth's front -> span.service
+
+
+def _run(requests: int) -> tuple[list[Span], list[dict]]:
+    binary = build(GoBuild(src="h2nest"))
+    with tempfile.TemporaryDirectory() as tmp:
+        truth_path = Path(tmp) / "truth.jsonl"
+        with Agent(trace_context=True) as agent:
+            with start_workload(binary, ["-requests", str(requests), "-concurrency", "8",
+                                         "-truth", str(truth_path), "-hold"]) as wl:
+                agent.attach(wl.proc.pid)
+                wl.go()
+                wl.wait_done(120)
+                wl.finish()
+            time.sleep(0.3)
+            agent.drain()
+            agent.close()
+            spans = list(agent.spans(timeout=0.1))
+            assert agent.joiner is not None and agent.joiner.pending == 0
+        return spans, read_truth(truth_path)
+
+
+def test_calls_of_http2_handlers_are_children_of_their_request_spans() -> None:
+    spans, truth = _run(240)
+    by_id = {s.span_id: s for s in spans}
+    assert len(by_id) == len(spans) and all(len(s.trace_id) == 32 for s in spans)
+    children: dict[str, list[Span]] = collections.defaultdict(list)
+    for s in spans:
+        if s.parent_span_id:
+            children[s.parent_span_id].append(s)
+    fronts = [s for s in spans if s.kind == "http_server" and s.full_method == "/front"]
+    assert len(fronts) == len(truth)
+
+    def shape(service: str, status: int, kids: list[tuple[str, int]]) -> tuple:
+        return (service, status, tuple(sorted(kids)))
+
+    got = collections.Counter()
+    for f in fronts:
+        assert f.parent_span_id == ""  # its client (x/net or net/http HTTP/2) is not joined
+        kids = []
+        for c in children[f.span_id]:
+            assert c.trace_id == f.trace_id and f.start_ns <= c.start_ns <= f.end_ns
+            if c.kind == "grpc_client":
+                assert c.full_method == "/nest.Leaf/Get"
+                kids.append(("grpc", c.status_code))
+            else:
+                assert c.kind == "http_client" and c.full_method == "/leaf", c
+                kids.append(("http", c.status_code))
+        got[shape(f.service, f.status_code, kids)] += 1
+    want = collections.Counter(
+        shape(FRONT[t["front"]], t["status"], [(k["kind"], k["status"]) for k in t["children"] or []])
+        for t in truth)
+    assert got == want
+    assert {k[0] for k in want} == set(FRONT.values())
+    assert any(len(k[2]) >= 3 for k in want)
+
+    # every leaf call was made by a front handler: it has a front parent; the gRPC leaf's
+    # server spans are children of those calls, the HTTP/2 leaf's are not joined (roots)
+    front_ids = {f.span_id for f in fronts}
+    calls = [s for s in spans if s.kind in ("grpc_client", "http_client")
+             and s.full_method != "/front"]
+    assert calls and all(c.parent_span_id in front_ids for c in calls)
+    assert len(calls) == sum(len(t["children"] or []) for t in truth)
+    for s in spans:
+        if s.kind == "grpc_server":
+            parent = by_id[s.parent_span_id]
+            assert parent.kind == "grpc_client" and parent.trace_id == s.trace_id
+            assert (parent.stream_id, parent.status_code) == (s.stream_id, s.status_code)
+        if s.kind == "http_server" and s.full_method == "/leaf":
+            assert s.parent_span_id == ""
