@@ -66,7 +66,8 @@ def test_calls_of_http2_handlers_are_children_of_their_request_spans() -> None:
                 kids.append(("http", c.status_code))
         got[shape(f.service, f.status_code, kids)] += 1
     want = collections.Counter(
-        shape(FRONT[t["front"]], t["status"], [(k["kind"], k["status"]) for k in t["children"] or []])
+        shape(FRONT[t["front"]], t["status"],
+              [(k["kind"], k["status"]) for k in t["children"] or []])
         for t in truth)
     assert got == want
     assert {k[0] for k in want} == set(FRONT.values())
