@@ -117,6 +117,8 @@ struct http2_config {
 	/* traces on (trace_ctx.h) */
 	__u32 trace;                    /* 1: note contexts; 0: none of it */
 	__u32 creq_ctx;                 /* client request's context (iface) */
+	__u32 req_header;               /* server request's Header (map[string][]string) */
+	__u32 header_map;               /* HDR_MAP_* of http2.bpf.c: how Go lays maps out */
 };
 
 #endif /* PYHTTP2PROBE_CONFIG_H */

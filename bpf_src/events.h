@@ -149,6 +149,7 @@ struct http2_event {
 	char method[H2_METHOD_MAX];
 	char host[H2_HOST_MAX];
 	char path[H2_PATH_MAX];
+	char traceparent[TRACEPARENT_LEN]; /* traces on, server: the incoming W3C header */
 };
 
 /* Process discovery (discovery.bpf.c): one record per exec and per whole-process exit, on

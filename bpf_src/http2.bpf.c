@@ -67,6 +67,7 @@ struct h2_server_start {
 	__u64 start_ns;
 	__u64 ctx;
 	__u64 rw;      /* the *responseWriter: read by the panic end, which gets no rw */
+	char traceparent[TRACEPARENT_LEN]; /* traces on: the request's W3C header, if any */
 };
 
 struct {
@@ -159,6 +160,136 @@ static __always_inline int read_request(const struct http2_config *cfg, struct r
 	return bad ? -1 : 0;
 }
 
+/* ---- traces on: the incoming traceparent, from the request's Header map ----------------
+ *
+ * net/http hands the handler its headers as a Go map (map[string][]string, keys canonical:
+ * "Traceparent"); there is no hash function here, so the map's storage is scanned: a request
+ * has few headers, and a map of up to 8 entries is one bucket (Go <= 1.23) or one group
+ * (Go >= 1.24, swiss tables). Each bucket or group is copied once, its slots checked in BPF
+ * memory, and only an 11-byte key is read and compared. Layouts (runtime.hmap/bmap and
+ * internal/runtime/maps.Map/table/group, for a string key and a []string value) are the
+ * runtime's own and fixed per scheme; Python picks the scheme by Go version.
+ */
+#define HDR_MAP_NONE 0
+#define HDR_MAP_HMAP 1             /* Go <= 1.23: hmap{count, flags, B, .., buckets@16} */
+#define HDR_MAP_SWISS 2            /* Go >= 1.24: Map{used, seed, dirPtr@16, dirLen@24} */
+#define HMAP_B 9
+#define HMAP_BUCKETS 16
+#define HMAP_MAX_BUCKETS 8         /* B <= 3: up to 52 headers */
+#define BMAP_KEYS 8                /* bmap: tophash[8], keys[8]string, elems[8][]string */
+#define BMAP_ELEMS (8 + 8 * 16)
+#define BMAP_SIZE (8 + 8 * 16 + 8 * 24 + 8)
+#define SWISS_DIR 16
+#define SWISS_DIRLEN 24
+#define SWISS_MAX_TABLES 2
+#define SWISS_MAX_GROUPS 4         /* per table: up to 2 x 4 x 8 = 64 slots */
+#define TABLE_GROUPS 16            /* table.groups.data; lengthMask at +24 */
+#define GROUP_SIZE (8 + 8 * 40)    /* ctrl word, slots[8]{key string, elem []string} */
+#define HDR_SCRATCH BMAP_SIZE
+
+struct hdr_scratch {
+	__u8 b[HDR_SCRATCH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hdr_scratch);
+} h2_hdr_scratch SEC(".maps");
+
+/* Whether the key (p, n) is "Traceparent"; when it is, copy its first value into tp. */
+static __always_inline int tp_slot(__u64 kp, __u64 kn, __u64 vp, __u64 vn, char *tp)
+{
+	static const char want[] = "Traceparent";
+	char name[sizeof(want) - 1];
+	__u64 str[2] = {};
+
+	if (kn != sizeof(name) || !kp || bpf_probe_read_user(name, sizeof(name), (const void *)kp))
+		return 0;
+	for (int j = 0; j < sizeof(name); j++)
+		if (name[j] != want[j])
+			return 0;
+	if (vn && vp && bpf_probe_read_user(str, sizeof(str), (const void *)vp) == 0 &&
+	    str[1] == TRACEPARENT_LEN - 1 && str[0] &&
+	    bpf_probe_read_user(tp, TRACEPARENT_LEN - 1, (const void *)str[0]))
+		tp[0] = 0;
+	return 1;
+}
+
+/* Scan one copied bucket (hmap) or group (swiss) for the key: 1 when found. */
+static __always_inline int tp_scan(const __u8 *b, int swiss, char *tp)
+{
+	for (int i = 0; i < 8; i++) {
+		const __u64 *k, *v;
+
+		if (swiss) {
+			if (b[i] & 0x80) /* ctrl byte: empty or deleted */
+				continue;
+			k = (const __u64 *)(b + 8 + 40 * i);
+			v = k + 2;
+		} else {
+			if (b[i] < 5) /* tophash: empty or evacuated */
+				continue;
+			k = (const __u64 *)(b + BMAP_KEYS + 16 * i);
+			v = (const __u64 *)(b + BMAP_ELEMS + 24 * i);
+		}
+		if (tp_slot(k[0], k[1], v[0], v[1], tp))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int tp_copy(__u8 *b, __u64 addr, __u32 size)
+{
+	return addr && bpf_probe_read_user(b, size, (const void *)addr) == 0;
+}
+
+/* The request's "Traceparent" header value into tp (left empty when absent). */
+static __always_inline void read_h2_traceparent(const struct http2_config *cfg, __u64 req,
+						char *tp)
+{
+	__u64 m = 0, hdr[4] = {}, tab[4] = {}, t = 0;
+	__u32 zero = 0, nb;
+	struct hdr_scratch *sc = bpf_map_lookup_elem(&h2_hdr_scratch, &zero);
+
+	if (!sc || !cfg->header_map || go_read_u64(req + cfg->req_header, &m) || !m ||
+	    bpf_probe_read_user(hdr, sizeof(hdr), (const void *)m))
+		return;
+	if (cfg->header_map == HDR_MAP_HMAP) {
+		nb = (hdr[1] >> 8) & 0xff; /* hmap.B, the byte at HMAP_B */
+		if (nb > 3)
+			return; /* > 52 headers: not scanned */
+		for (int i = 0; i < HMAP_MAX_BUCKETS; i++) {
+			if (i >= (1 << nb))
+				break;
+			if (!tp_copy(sc->b, hdr[2] + (__u64)i * BMAP_SIZE, BMAP_SIZE))
+				return;
+			if (tp_scan(sc->b, 0, tp))
+				return;
+		}
+		return;
+	}
+	if (hdr[3] == 0) { /* dirLen 0: a small map, dirPtr is its one group */
+		if (tp_copy(sc->b, hdr[2], GROUP_SIZE))
+			tp_scan(sc->b, 1, tp);
+		return;
+	}
+	for (int d = 0; d < SWISS_MAX_TABLES; d++) {
+		if (d >= hdr[3] || go_read_u64(hdr[2] + 8 * d, &t) || !t ||
+		    bpf_probe_read_user(tab, sizeof(tab), (const void *)t))
+			return;
+		for (int g = 0; g < SWISS_MAX_GROUPS; g++) {
+			if (g > tab[3] /* lengthMask */)
+				break;
+			if (!tp_copy(sc->b, tab[2] + (__u64)g * GROUP_SIZE, GROUP_SIZE))
+				return;
+			if (tp_scan(sc->b, 1, tp))
+				return;
+		}
+	}
+}
+
 /* ---- server ---------------------------------------------------------------------- */
 
 static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 flavor)
@@ -187,8 +318,10 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		cs.stream = key;
 		cs.start_ns = st.start_ns;
 		bpf_map_update_elem(&h2_ctx_live, &ck, &cs, BPF_ANY);
-		if (cfg->trace) /* its parent is the connection's: trace_ctx.h */
+		if (cfg->trace) { /* its parent is the connection's: trace_ctx.h */
 			conn_ctx_note(tgid, cs.parent, key.conn);
+			read_h2_traceparent(cfg, GO_ARG3(ctx), st.traceparent);
+		}
 	} else {
 		st.ctx = 0;
 	}
@@ -290,8 +423,10 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	ev = server_event(&key, flavor, start.start_ns);
 	if (!ev)
 		return 0;
-	if (cfg->trace)
+	if (cfg->trace) {
 		ev->ctx_node = start.ctx; /* the stream's own context: the request context */
+		__builtin_memcpy(ev->traceparent, start.traceparent, sizeof(ev->traceparent));
+	}
 	if (go_read_u64(rws + cfg->rws_status, &status))
 		ev->flags |= SPAN_F_BAD_READ;
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
@@ -336,8 +471,10 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	if (!ev)
 		return 0;
 	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
-	if (cfg->trace)
+	if (cfg->trace) {
 		ev->ctx_node = start.ctx;
+		__builtin_memcpy(ev->traceparent, start.traceparent, sizeof(ev->traceparent));
+	}
 	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
 	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
 	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {

@@ -1,8 +1,9 @@
 """Traces through HTTP/2 servers: a call made by an HTTP/2 handler with its request's context
 is a child of that request's server span (the context join, bpf_src/trace_ctx.h), for
 net/http's own HTTP/2 and x/net's, whether the call is gRPC or HTTP/2; the gRPC leaf's server
-spans are children of those calls (both ends traced in one process). One process
-(tests/go/h2nest), its ground truth written by itself."""
+spans are children of those calls (both ends traced in one process); a request that came with
+a W3C traceparent header is that trace's child, whatever the size of its header map. One
+process (tests/go/h2nest), its ground truth written by itself."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from pyhttp2probe import Agent
 from pyhttp2probe.spans import Span
+from pyhttp2probe.traces import parse_traceparent
 from testkit.gobuild import GoBuild, build
 from testkit.workload import read_truth, start_workload
 
@@ -49,12 +51,12 @@ def test_calls_of_http2_handlers_are_children_of_their_request_spans() -> None:
     fronts = [s for s in spans if s.kind == "http_server" and s.full_method == "/front"]
     assert len(fronts) == len(truth)
 
-    def shape(service: str, status: int, kids: list[tuple[str, int]]) -> tuple:
-        return (service, status, tuple(sorted(kids)))
+    def shape(service: str, status: int, tp: str, kids: list[tuple[str, int]]) -> tuple:
+        parsed = parse_traceparent(tp)
+        return (service, status, parsed, tuple(sorted(kids)))
 
     got = collections.Counter()
-    for f in fronts:
-        assert f.parent_span_id == ""  # its client (x/net or net/http HTTP/2) is not joined
+    for f in fronts:  # its client (HTTP/2) is not joined: a root, or under its traceparent
         kids = []
         for c in children[f.span_id]:
             assert c.trace_id == f.trace_id and f.start_ns <= c.start_ns <= f.end_ns
@@ -64,14 +66,18 @@ def test_calls_of_http2_handlers_are_children_of_their_request_spans() -> None:
             else:
                 assert c.kind == "http_client" and c.full_method == "/leaf", c
                 kids.append(("http", c.status_code))
-        got[shape(f.service, f.status_code, kids)] += 1
+        got[shape(f.service, f.status_code,
+                  f"00-{f.trace_id}-{f.parent_span_id}-01" if f.parent_span_id else "",
+                  kids)] += 1
     want = collections.Counter(
-        shape(FRONT[t["front"]], t["status"],
+        shape(FRONT[t["front"]], t["status"], t["traceparent"],
               [(k["kind"], k["status"]) for k in t["children"] or []])
         for t in truth)
     assert got == want
     assert {k[0] for k in want} == set(FRONT.values())
-    assert any(len(k[2]) >= 3 for k in want)
+    assert any(len(k[3]) >= 3 for k in want)
+    assert sum(1 for t in truth if t["traceparent"]) >= len(truth) // 5
+    assert max(t["headers"] for t in truth if t["traceparent"]) > 16  # several groups/buckets
 
     # every leaf call was made by a front handler: it has a front parent; the gRPC leaf's
     # server spans are children of those calls, the HTTP/2 leaf's are not joined (roots)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..goelf.buildinfo import go_minor
 from ..spans import Span, split_hostport
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
 from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, set_chain
@@ -89,7 +90,8 @@ class Flavor:
                 *(f"{r}.{n}" for r in dict.fromkeys((self.server_request, self.client_request))
                   for n in ("Method", "URL", "Host")),
                 f"{self.server_request}.{self.request_ctx}", f"{self.response}.StatusCode",
-                f"{self.client_request}.{self.request_ctx}")  # traces on: a call's context
+                f"{self.client_request}.{self.request_ctx}",  # traces on: a call's context
+                f"{self.server_request}.Header")  # traces on: an incoming traceparent
 
 
 BUNDLED = Flavor("net/http", 0, "net/http.(*http2", "net/http.http2")
@@ -135,8 +137,21 @@ def _panic_points(fl: Flavor, plan: AttachPlan, notes: list[str]) -> list[Attach
     return points
 
 
+# How the Go runtime lays out a map (http2.bpf.c reads a request's Header map): buckets up
+# to Go 1.23, swiss tables from Go 1.24 (the GOEXPERIMENT=noswissmap builds of 1.24/1.25 are
+# not told apart: their traceparent stays unread, nothing worse: the scan finds no key).
+HDR_MAP_HMAP, HDR_MAP_SWISS = 1, 2
+SWISS_MAPS_SINCE = 24
+
+
+def _header_map(go_version: str) -> int:
+    minor = go_minor(go_version)
+    return HDR_MAP_HMAP if minor is not None and minor < SWISS_MAPS_SINCE else HDR_MAP_SWISS
+
+
 def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLayout,
-                   serve_http: bool, notes: list[str], trace: bool = False) -> bytes:
+                   serve_http: bool, notes: list[str], trace: bool = False,
+                   header_map: int = HDR_MAP_SWISS) -> bytes:
     t = fl.ty
     cfg: Any = layout.new("http2_config")
     if "server" in sides:
@@ -158,6 +173,12 @@ def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLa
             cfg.req_ctx = f[ctx_field]
             cfg.req_ctx_valid = 1
             cfg.trace = int(trace)
+            if trace and f.has(f"{fl.server_request}.Header"):
+                cfg.req_header = f[f"{fl.server_request}.Header"]
+                cfg.header_map = header_map
+            elif trace:
+                notes.append(f"{fl.name}: no request Header offset: an incoming "
+                             "traceparent is not read")
         else:
             notes.append(f"{fl.name}: no Request.ctx offset: gRPC calls served by "
                          "ServeHTTP get no start (unmatched), requests join no trace")
@@ -217,7 +238,8 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                 points += _panic_points(fl, plan, out.notes)
         if not sides:
             continue
-        value = _flavor_config(fl, sides, f, layout, serve_http, out.notes, proc.trace)
+        value = _flavor_config(fl, sides, f, layout, serve_http, out.notes, proc.trace,
+                               _header_map(plan.go_version))
         key = ((proc.pid << 8) | fl.code).to_bytes(8, "little")
         out.configs.append(ConfigEntry(CONFIG_MAP, key, value))
         out.points += points
@@ -235,17 +257,22 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     :authority, as OpenTelemetry's HTTP server conventions take it)."""
     client = ctx.constant("EV_HTTP2_CLIENT")
     out = []
-    for typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path, node in zip(
+    traced = bool(c.arr["ctx_node"].any())  # traces on
+    tps = c.arr["traceparent"].tolist() if traced else None
+    for i, (typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path,
+            node) in enumerate(zip(
             c["type"], c["tgid"], c["conn"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status"], c["flags"], c["flavor"], c.texts("method", "method_len"),
             c.texts("host", "host_len"), c.texts("path", "path_len"), c["ctx_node"],
-            strict=True):
+            strict=True)):
         address, port = split_hostport(host)
         kind = "http_client" if typ == client else "http_server"
-        out.append(Span(kind, pid, conn, sid, start, end, status, FLAVOR_NAMES.get(flavor, ""),
-                        method, path, address, port, ctx.flag_names(flags),
-                        ctx.service_name(pid), attributes={"network.protocol.version": "2"},
-                        context=node))
+        span = Span(kind, pid, conn, sid, start, end, status, FLAVOR_NAMES.get(flavor, ""),
+                    method, path, address, port, ctx.flag_names(flags), ctx.service_name(pid),
+                    attributes={"network.protocol.version": "2"}, context=node)
+        if traced and kind == "http_server":
+            span.traceparent = tps[i].decode("ascii", "replace")  # type: ignore[index]
+        out.append(span)
     return out
 
 

@@ -7,8 +7,11 @@
 // r.Context() (as handlers do), and answers 500 when i%7 == 0, else 200. Leaf calls fail on
 // a schedule too (gRPC NotFound when the call index is odd, HTTP 404 every third).
 //
+// Request i carries a W3C traceparent when i%4 == 0 and (i/4%7)*4 padding headers, so the
+// handler's Header map has every size from a handful of fields to over 20.
 // Ground truth (-truth FILE): one JSON line per front request: id, front ("nethttp" or
-// "xnet"), status, and its children in order: {"kind": "grpc"|"http", "status": code}.
+// "xnet"), status, the traceparent and header count the handler saw, and its children in
+// order: {"kind": "grpc"|"http", "status": code}.
 // Handshake: -wait-start prints "READY <pid>" and waits for a stdin line; -hold prints
 // "DONE <requests>" at the end and waits for a line or EOF.
 package main
@@ -52,10 +55,12 @@ type child struct {
 }
 
 type truthLine struct {
-	ID       int     `json:"id"`
-	Front    string  `json:"front"`
-	Status   int     `json:"status"`
-	Children []child `json:"children"`
+	ID          int     `json:"id"`
+	Front       string  `json:"front"`
+	Status      int     `json:"status"`
+	Traceparent string  `json:"traceparent"` // as the handler received it ("": none)
+	Headers     int     `json:"headers"`     // header fields the handler's request had
+	Children    []child `json:"children"`
 }
 
 func die(err error) {
@@ -135,7 +140,8 @@ func (n *nester) front(name string) http.HandlerFunc {
 			code = 500
 		}
 		n.truth.mu.Lock()
-		n.truth.lines[id] = &truthLine{ID: id, Front: name, Status: code, Children: kids}
+		n.truth.lines[id] = &truthLine{ID: id, Front: name, Status: code, Children: kids,
+			Traceparent: r.Header.Get("Traceparent"), Headers: len(r.Header)}
 		n.truth.mu.Unlock()
 		w.WriteHeader(code)
 	}
@@ -204,6 +210,12 @@ func main() {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/front?id=%d", url, id), nil)
+				if id%4 == 0 { // a client that propagates a W3C trace context
+					req.Header.Set("traceparent", fmt.Sprintf("00-%032x-%016x-01", id*7919+1, id*104729+1))
+				}
+				for j := 0; j < (id/4%7)*4; j++ { // header maps of every size up to 24 fields
+					req.Header.Set(fmt.Sprintf("X-Pad-%d", j), "p")
+				}
 				resp, err := c.Do(req)
 				if err != nil {
 					die(err)
