@@ -90,7 +90,7 @@ func runClient(cfg clientConfig, conns []*grpc.ClientConn, truth *harness.TruthW
 }
 
 func oneCall(cfg clientConfig, conns []*grpc.ClientConn, i int) clientTruth {
-	p := makePlan(cfg.seed, cfg.name, i, cfg.traceparentFrac, cfg.fanFrac)
+	p := makePlan(cfg.seed, cfg.role, cfg.name, i, cfg.traceparentFrac, cfg.fanFrac)
 	full := "/" + bService + "/" + p.Method
 	t := clientTruth{Call: p.Call, Client: cfg.name, Role: cfg.role, Index: i, Method: full,
 		Kind: kindOf(p.Stream), ExpectedCode: p.expectedCode(), Fanout: p.Fanout,

@@ -2,7 +2,7 @@ package main
 
 // The plan of one call from a client (A or D) to B: what B does (its status, its stream
 // messages, its child calls to C, in sequence or fanned out on goroutines) and what each
-// child asks C for. The client derives it from (seed, client, call index) alone and sends it
+// child asks C for. The client derives it from (seed, role, call index) alone and sends it
 // as the request payload; B and C obey it. So the client knows the whole tree below its call
 // before making it, and writes it as ground truth.
 
@@ -88,17 +88,18 @@ func (p callPlan) expectedCode() int {
 	return 0
 }
 
-func planRand(seed int64, client string, i int) *mrand.Rand {
+func planRand(seed int64, role string, i int) *mrand.Rand {
 	h := fnv.New64a()
-	h.Write([]byte(client))
+	h.Write([]byte(role))
 	return mrand.New(mrand.NewSource(seed*1000003 ^ int64(h.Sum64()) ^ int64(i)*7919))
 }
 
-// makePlan is deterministic in (seed, client, i) and the two fractions.
-func makePlan(seed int64, client string, i int, traceparentFrac, fanoutFrac float64) callPlan {
-	rng := planRand(seed, client, i)
+// makePlan is deterministic in (seed, role, i) and the two fractions (a run is repeated
+// by its flags, whatever the client's name); the call id is "<name>-<i>".
+func makePlan(seed int64, role, name string, i int, traceparentFrac, fanoutFrac float64) callPlan {
+	rng := planRand(seed, role, i)
 	bm := bMethods[rng.Intn(len(bMethods))]
-	p := callPlan{Call: callID(client, i), Method: bm.name, Stream: bm.stream, Pass: -1}
+	p := callPlan{Call: callID(name, i), Method: bm.name, Stream: bm.stream, Pass: -1}
 	if bm.stream {
 		p.NMsgs = rng.Intn(4)
 	}
