@@ -415,10 +415,10 @@ def test_every_rpc_of_the_chain_is_exported_once_per_traced_side(run: Run) -> No
 
 
 def test_every_span_hangs_under_the_span_of_its_caller_in_the_same_trace(run: Run) -> None:
-    for chain in (run.plain, run.fan):
-        p = parent_problems(chain)
-        assert not p, p.report(f"{chain.names.a} -> {chain.names.b} -> {chain.names.c}: "
-                               f"spans under a wrong parent (or none)")
+    reports = [p.report(f"{chain.names.a} -> {chain.names.b} -> {chain.names.c}: spans "
+                        f"under a wrong parent (or none)")
+               for chain in (run.plain, run.fan) if (p := parent_problems(chain))]
+    assert not reports, "\n".join(reports)
 
 
 def test_each_call_of_a_traced_client_is_one_trace_with_the_tree_its_truth_has(
