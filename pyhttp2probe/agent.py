@@ -451,6 +451,14 @@ class Agent:
                 self.sink_errors += 1
                 self.log.error("sink failed", sink=type(sink).__name__, error=repr(exc))
 
+    def _joiner_flush(self) -> None:
+        """Every ring of a drain pass is in: the joiner may root what waited for it."""
+        try:
+            self.joiner.flush()  # type: ignore[union-attr]
+        except Exception as exc:  # like a sink's failure: counted, the drain goes on
+            self.sink_errors += 1
+            self.log.error("sink failed", sink="TraceJoiner", error=repr(exc))
+
     def _drain_loop(self) -> None:
         try:
             pause_until = 0.0
@@ -464,6 +472,8 @@ class Agent:
                     # after a pause, drain at once (records are submitted without a wakeup
                     # until a ring is 1/8 full): a record waits one pause, not pause + poll
                     n = self._rb.poll(0 if pause_until else self.poll_ms)
+                    if self.joiner is not None:
+                        self._joiner_flush()
                 pause_until = (time.monotonic() + self.batch_ms / 1000
                                if 0 < n < FULL_BATCH else 0.0)
         except BaseException as exc:  # surfaced by `error` and close()
@@ -474,6 +484,8 @@ class Agent:
         """Deliver everything pending now (also runs on close); returns records delivered."""
         with self._drain_lock:
             n = self._rb.consume() if self._rb is not None and not self._rb.closed else 0
+            if self.joiner is not None:
+                self._joiner_flush()
         self._update_stats()
         return n
 

@@ -17,6 +17,11 @@ joins, all from what the probes read (bpf_src/trace_ctx.h), none by goroutine tr
    tells the two apart. Both ends must be on this node, so this join is per node.
 Otherwise a span is a root of a new trace (a fresh random trace id).
 
+A client span that could be the parent of a server span of ours gets its trace from what
+that server received (a traceparent) when there is one; records of one drain pass arrive
+ring by ring (clients before servers), so such a client span becomes a root only at
+flush(), which the agent calls once every ring of a pass is in.
+
 Parents usually end after their children (a server span after the calls its handler made; a
 client span after the server span it called), so a span waits here until its parent has
 ended, been given ids, and reached the sinks, bounded: a client call known to run under a
@@ -115,6 +120,7 @@ class TraceJoiner:
         self._kept: list[tuple[float, _Node]] = []  # (arrival, node) in arrival order
         self._client_ips: set[str] = set()  # local addresses traced clients connect from
         self._out: list[Span] = []
+        self._deferred: list[_Node] = []  # client spans rooted at the next flush()
         self.joined = {"traceparent": 0, "context": 0, "connection": 0}
         self.roots = 0
         self.timed_out = 0
@@ -129,14 +135,30 @@ class TraceJoiner:
             out, self._out = self._out, []
         self._emit(out)
 
+    def flush(self) -> None:
+        """The end of a drain pass: client spans that found no server child with a
+        traceparent in it become roots (see the module docstring)."""
+        with self._lock:
+            self._root_deferred()
+            out, self._out = self._out, []
+        self._emit(out)
+
     def tick(self) -> None:
         with self._lock:
+            self._root_deferred()
             self._expire(self._clock())
             out, self._out = self._out, []
         self._emit(out)
 
+    def _root_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for node in deferred:
+            if not node.resolved and node.parent is None and not node.deadline:
+                self._root(node)
+
     def close(self) -> None:
         with self._lock:
+            self._root_deferred()
             for node in list(self._pending.values()):
                 self._give_up(node)
             out, self._out = self._out, []
@@ -172,7 +194,10 @@ class TraceJoiner:
                 self._wait(node, self._want_server, (s.pid, s.context), now + self._max_wait,
                            1)
             return
-        self._root(node)
+        if s.client_port:
+            self._deferred.append(node)  # a server child may yet bring it a traceparent
+        else:
+            self._root(node)
 
     def _add_server(self, node: _Node, now: float) -> None:
         s = node.span

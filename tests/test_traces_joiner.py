@@ -62,6 +62,8 @@ def test_a_server_span_waits_for_its_client_and_becomes_its_child() -> None:
     assert out.spans == [] and j.pending == 1  # its client (loopback) may be traced here
     cli = client(10, 90)
     j.write([cli])
+    assert out.spans == []  # a root only when the drain pass is over (flush)
+    j.flush()
     assert out.spans == [cli, srv]  # parent first
     assert cli.parent_span_id == "" and len(cli.trace_id) == 32 and len(cli.span_id) == 16
     assert (srv.trace_id, srv.parent_span_id) == (cli.trace_id, cli.span_id)
@@ -95,10 +97,24 @@ def test_a_traced_client_takes_the_trace_its_server_received() -> None:
     j.write([srv])
     cli = client(10, 90)
     j.write([cli])
+    j.flush()
     assert out.spans == [cli, srv]
     trace, parent = parse_traceparent(TP)  # type: ignore[misc]
     assert (cli.trace_id, cli.parent_span_id) == (trace, parent)
     assert (srv.trace_id, srv.parent_span_id) == (trace, cli.span_id)
+
+
+def test_within_a_drain_pass_a_client_span_waits_for_its_server_childs_traceparent() -> None:
+    j, out, _ = joiner()
+    cli = client(10, 90)
+    j.write([cli])  # the client ring's batch of the pass comes first
+    srv = server(20, 80, traceparent=TP)
+    j.write([srv])  # then the server ring's
+    assert out.spans == []
+    j.flush()
+    assert out.spans == [cli, srv]
+    assert (cli.trace_id, cli.parent_span_id) == parse_traceparent(TP)
+    assert srv.parent_span_id == cli.span_id
 
 
 def test_a_call_made_under_a_request_is_a_child_of_that_server_span() -> None:
