@@ -181,14 +181,14 @@ static __always_inline int read_request(const struct http2_config *cfg, struct r
 #define BMAP_SIZE (8 + 8 * 16 + 8 * 24 + 8)
 #define SWISS_DIR 16
 #define SWISS_DIRLEN 24
-#define SWISS_MAX_TABLES 2
-#define SWISS_MAX_GROUPS 4         /* per table: up to 2 x 4 x 8 = 64 slots */
+#define SWISS_MAX_TABLES 1         /* one table up to 1024 slots: more is > 896 headers */
+#define SWISS_MAX_GROUPS 8         /* capacity 64: up to 56 headers */
 #define TABLE_GROUPS 16            /* table.groups.data; lengthMask at +24 */
 #define GROUP_SIZE (8 + 8 * 40)    /* ctrl word, slots[8]{key string, elem []string} */
 #define HDR_SCRATCH BMAP_SIZE
 
 struct hdr_scratch {
-	__u8 b[HDR_SCRATCH];
+	__u8 b[2 * HDR_SCRATCH]; /* twice: the verifier bounds a split copy's parts apart */
 };
 
 struct {
@@ -240,9 +240,26 @@ static __always_inline int tp_scan(const __u8 *b, int swiss, char *tp)
 	return 0;
 }
 
+/* Copy a bucket or group. A read fails on a page the program never touched (fresh heap
+ * memory Go did not need to zero), which the tail of a map's last group can lie in: the
+ * copy is split at the page boundary, and a tail that cannot be read is left zeroed (the
+ * helper zeroes on failure), i.e. empty slots — an entry's write would have touched it. */
+#define PAGE_SZ 4096
+
 static __always_inline int tp_copy(__u8 *b, __u64 addr, __u32 size)
 {
-	return addr && bpf_probe_read_user(b, size, (const void *)addr) == 0;
+	__u32 head = PAGE_SZ - (addr & (PAGE_SZ - 1)), tail;
+
+	if (!addr || size > HDR_SCRATCH)
+		return 0;
+	if (head >= size)
+		return bpf_probe_read_user(b, size, (const void *)addr) == 0;
+	tail = size - head;
+	if (head > HDR_SCRATCH || tail > HDR_SCRATCH ||
+	    bpf_probe_read_user(b, head, (const void *)addr))
+		return 0;
+	bpf_probe_read_user(b + head, tail, (const void *)(addr + head));
+	return 1;
 }
 
 /* The request's "Traceparent" header value into tp (left empty when absent). */
@@ -260,13 +277,22 @@ static __always_inline void read_h2_traceparent(const struct http2_config *cfg, 
 		nb = (hdr[1] >> 8) & 0xff; /* hmap.B, the byte at HMAP_B */
 		if (nb > 3)
 			return; /* > 52 headers: not scanned */
-		for (int i = 0; i < HMAP_MAX_BUCKETS; i++) {
-			if (i >= (1 << nb))
-				break;
-			if (!tp_copy(sc->b, hdr[2] + (__u64)i * BMAP_SIZE, BMAP_SIZE))
-				return;
-			if (tp_scan(sc->b, 0, tp))
-				return;
+		/* buckets, then (a map caught growing: evacuation is incremental) the old ones;
+		 * a moved entry's old slot is marked evacuated, so each key is seen once */
+		for (int i = 0; i < HMAP_MAX_BUCKETS + HMAP_MAX_BUCKETS / 2; i++) {
+			__u64 b = i < (1 << nb) ? hdr[2] + (__u64)i * BMAP_SIZE :
+				  hdr[3] && nb && i - HMAP_MAX_BUCKETS < (1 << (nb - 1)) &&
+				  i >= HMAP_MAX_BUCKETS ?
+				  hdr[3] + (__u64)(i - HMAP_MAX_BUCKETS) * BMAP_SIZE : 0;
+
+			/* a full bucket chains overflow buckets (BMAP_SIZE - 8): two followed */
+			for (int o = 0; o < 3 && b; o++) {
+				if (!tp_copy(sc->b, b, BMAP_SIZE))
+					break;
+				if (tp_scan(sc->b, 0, tp))
+					return;
+				b = *(__u64 *)(sc->b + BMAP_SIZE - 8);
+			}
 		}
 		return;
 	}
@@ -282,9 +308,8 @@ static __always_inline void read_h2_traceparent(const struct http2_config *cfg, 
 		for (int g = 0; g < SWISS_MAX_GROUPS; g++) {
 			if (g > tab[3] /* lengthMask */)
 				break;
-			if (!tp_copy(sc->b, tab[2] + (__u64)g * GROUP_SIZE, GROUP_SIZE))
-				return;
-			if (tp_scan(sc->b, 1, tp))
+			if (tp_copy(sc->b, tab[2] + (__u64)g * GROUP_SIZE, GROUP_SIZE) &&
+			    tp_scan(sc->b, 1, tp))
 				return;
 		}
 	}

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from pyhttp2probe import Agent
 from pyhttp2probe.spans import Span
 from pyhttp2probe.traces import parse_traceparent
@@ -93,3 +95,34 @@ def test_calls_of_http2_handlers_are_children_of_their_request_spans() -> None:
             assert (parent.stream_id, parent.status_code) == (s.stream_id, s.status_code)
         if s.kind == "http_server" and s.full_method == "/leaf":
             assert s.parent_span_id == ""
+
+
+@pytest.mark.parametrize("toolchain", ["go1.22.12", None], ids=["go1.22-buckets", "swiss"])
+def test_an_incoming_traceparent_is_read_from_header_maps_of_every_size(
+        toolchain: str | None) -> None:
+    """Go <= 1.23 keeps a map in buckets, later Go in swiss tables: with 1 to 44 header
+    fields, every request that carried a traceparent is that trace's child, the others
+    roots."""
+    env = (("GOTOOLCHAIN", toolchain),) if toolchain else ()
+    binary = build(GoBuild(src="h2tp", env=env))
+    with tempfile.TemporaryDirectory() as tmp:
+        truth_path = Path(tmp) / "truth.jsonl"
+        with Agent(trace_context=True) as agent:
+            with start_workload(binary, ["-requests", "240", "-truth", str(truth_path),
+                                         "-hold"]) as wl:
+                agent.attach(wl.proc.pid)
+                wl.go()
+                wl.wait_done(120)
+                wl.finish()
+            time.sleep(0.3)
+            agent.drain()
+            agent.close()
+            spans = [s for s in agent.spans(timeout=0.1) if s.kind == "http_server"]
+        truth = read_truth(truth_path)
+    assert len(spans) == len(truth) == 240
+    got = collections.Counter((s.trace_id, s.parent_span_id) if s.parent_span_id else None
+                              for s in spans)
+    want = collections.Counter(parse_traceparent(t["traceparent"]) for t in truth)
+    assert got == want
+    sizes = {t["headers"] for t in truth if t["traceparent"]}
+    assert min(sizes) <= 4 and max(sizes) >= 40 and len(sizes) >= 30

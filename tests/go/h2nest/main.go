@@ -7,7 +7,7 @@
 // r.Context() (as handlers do), and answers 500 when i%7 == 0, else 200. Leaf calls fail on
 // a schedule too (gRPC NotFound when the call index is odd, HTTP 404 every third).
 //
-// Request i carries a W3C traceparent when i%4 == 0 and (i/4%7)*4 padding headers, so the
+// Request i carries a W3C traceparent when i%4 <= 1 and (i/4%7)*4 padding headers, so the
 // handler's Header map has every size from a handful of fields to over 20.
 // Ground truth (-truth FILE): one JSON line per front request: id, front ("nethttp" or
 // "xnet"), status, the traceparent and header count the handler saw, and its children in
@@ -210,7 +210,7 @@ func main() {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/front?id=%d", url, id), nil)
-				if id%4 == 0 { // a client that propagates a W3C trace context
+				if id%4 <= 1 { // a client that propagates a W3C trace context (both fronts)
 					req.Header.Set("traceparent", fmt.Sprintf("00-%032x-%016x-01", id*7919+1, id*104729+1))
 				}
 				for j := 0; j < (id/4%7)*4; j++ { // header maps of every size up to 24 fields
