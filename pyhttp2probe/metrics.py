@@ -129,18 +129,25 @@ class RpcMetrics:
                 h.updated = now
                 st.status_guessed += guessed
 
+    def _series(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """The label set an observation of `labels` is counted in now: its own when that
+        is a series or there is room under the cap for it, else its _OTHER set. Caller
+        holds the lock."""
+        hists = self._state.hists
+        if labels in hists or len(hists) < self.max_label_sets:
+            return labels
+        return _fold(labels)
+
     def _hist(self, labels: tuple[str, ...], n: int) -> _Hist:
         """The histogram of a label set, made if there is room under the cap, else the
         _OTHER one (`n` observations counted as folded). Caller holds the lock."""
         st = self._state
-        h = st.hists.get(labels)
+        key = self._series(labels)
+        if key is not labels:  # _fold made it
+            st.folded += n
+        h = st.hists.get(key)
         if h is None:
-            if len(st.hists) >= self.max_label_sets:
-                labels = _fold(labels)
-                st.folded += n
-                h = st.hists.get(labels)
-            if h is None:
-                h = st.hists[labels] = _Hist([0] * (len(self.buckets) + 1))
+            h = st.hists[key] = _Hist([0] * (len(self.buckets) + 1))
         return h
 
     def _observe_columns(self, cols: SpanColumns) -> None:
