@@ -1,7 +1,10 @@
 """The agent's HTTP endpoints: /metrics, /healthz, /readyz.
 
-- /metrics: prometheus_client's WSGI app for the registry (text or OpenMetrics, as the
-  scraper's Accept header asks; `?name[]=` filters).
+- /metrics: prometheus_client's WSGI app for the registry (`?name[]=` filters). Its
+  choose_encoder picks the format from the Accept header: OpenMetrics 1.0.0, the only one
+  carrying the histograms' exemplars (trace ids), when `application/openmetrics-text` is
+  asked with no version or one >= 1.0.0 (Prometheus 2 asks for it first); otherwise the
+  classic text format 0.0.4 (no exemplars).
 - /healthz: 200 "ok" as long as the process answers (liveness).
 - /readyz: 200 "ready" when ready() says so, else 503 with the reason (readiness). What
   "ready" means is the caller's: a node agent is ready once its BPF objects are loaded and

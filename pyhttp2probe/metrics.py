@@ -8,6 +8,12 @@ record group) and it aggregates a whole batch with numpy: bucket of every row
 (searchsorted), counts per (label set, bucket) and duration sums per label set (bincount),
 then one update per label set of the batch. observe_spans() takes Span objects one by one
 and is the reference the column path must equal (tests/test_metrics_columns.py).
+
+Exemplars (OpenMetrics): observe_exemplar(span) keeps, per series and bucket, the most
+recent span that has a trace id (the trace joiner calls it; counts are not touched), and
+collect() puts it on that bucket as {trace_id, span_id} with the span's duration and end
+time. It lives in the series' _Hist, so it goes when the series expires: at most one per
+bucket per series. The classic text format does not carry exemplars.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import REGISTRY, CollectorRegistry
+from prometheus_client.samples import Exemplar
 
 from .spans import Span, SpanColumns
 
@@ -57,6 +64,9 @@ class _Hist:
     counts: list[int]
     total_ns: int = 0  # exact; exported in seconds
     updated: float = 0.0  # time.monotonic() of the last observation
+    # per bucket: (end_ns, trace_id, span_id, duration_ns) of its most recent exemplar
+    # span, or None; the list is made at the series' first exemplar
+    exemplars: list[tuple[int, str, str, int] | None] | None = None
 
 
 @dataclass
@@ -92,6 +102,9 @@ class RpcMetrics:
         self.buckets = tuple(sorted(float(b) for b in buckets))
         self._bounds = np.array(self.buckets, dtype=np.float64)
         self.max_label_sets = max_label_sets
+        # Unix epoch ns minus CLOCK_MONOTONIC ns (the spans' clock), measured once, as the
+        # OTLP exporter does: exemplar timestamps of one series never go backwards
+        self._epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         self._lock = threading.Lock()
         self._state = _State()
         if registry is not None:
@@ -129,18 +142,47 @@ class RpcMetrics:
                 h.updated = now
                 st.status_guessed += guessed
 
+    def observe_exemplar(self, span: Span) -> None:
+        """Make `span` the exemplar of the bucket it falls in, in the series its label set
+        is counted in (its own, or _OTHER when the cap folded it), unless that bucket's
+        exemplar ended later. Counts are not touched: the span was (or will be) observed
+        through write_columns. Ignored: no trace id, no start (unmatched), or no such
+        series (never observed, or expired)."""
+        if not span.trace_id or not span.start_ns:
+            return
+        labels = span_labels(span)
+        dur = span.end_ns - span.start_ns
+        b = bisect.bisect_left(self.buckets, dur / 1e9)
+        with self._lock:
+            h = self._state.hists.get(self._series(labels))
+            if h is None:
+                return
+            ex = h.exemplars
+            if ex is None:
+                ex = h.exemplars = [None] * (len(self.buckets) + 1)
+            old = ex[b]
+            if old is None or old[0] <= span.end_ns:
+                ex[b] = (span.end_ns, span.trace_id, span.span_id, dur)
+
+    def _series(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """The label set an observation of `labels` is counted in now: its own when that
+        is a series or there is room under the cap for it, else its _OTHER set. Caller
+        holds the lock."""
+        hists = self._state.hists
+        if labels in hists or len(hists) < self.max_label_sets:
+            return labels
+        return _fold(labels)
+
     def _hist(self, labels: tuple[str, ...], n: int) -> _Hist:
         """The histogram of a label set, made if there is room under the cap, else the
         _OTHER one (`n` observations counted as folded). Caller holds the lock."""
         st = self._state
-        h = st.hists.get(labels)
+        key = self._series(labels)
+        if key is not labels:  # _fold made it
+            st.folded += n
+        h = st.hists.get(key)
         if h is None:
-            if len(st.hists) >= self.max_label_sets:
-                labels = _fold(labels)
-                st.folded += n
-                h = st.hists.get(labels)
-            if h is None:
-                h = st.hists[labels] = _Hist([0] * (len(self.buckets) + 1))
+            h = st.hists[key] = _Hist([0] * (len(self.buckets) + 1))
         return h
 
     def _observe_columns(self, cols: SpanColumns) -> None:
@@ -230,7 +272,9 @@ class RpcMetrics:
         with self._lock:
             st = self._state
             return _State(
-                hists={k: _Hist(list(v.counts), v.total_ns) for k, v in st.hists.items()},
+                hists={k: _Hist(list(v.counts), v.total_ns, 0.0,
+                                list(v.exemplars) if v.exemplars else None)
+                       for k, v in st.hists.items()},
                 events=st.events, ringbuf_drops=st.ringbuf_drops,
                 unmatched=dict(st.unmatched), attached=st.attached,
                 by_service=dict(st.by_service),
@@ -246,9 +290,10 @@ class RpcMetrics:
                 if labels[0] != kind:
                     continue
                 acc, cum = 0, []
-                for bound, c in zip(bounds, h.counts, strict=True):
+                exemplars = h.exemplars or [None] * len(bounds)
+                for bound, c, ex in zip(bounds, h.counts, exemplars, strict=True):
                     acc += c
-                    cum.append((bound, acc))
+                    cum.append((bound, acc, self._exemplar(ex)) if ex else (bound, acc))
                 hist.add_metric(list(labels[1:]), cum, h.total_ns / 1e9)
             yield hist
         yield _counter("pyhttp2probe_events", "Records decoded from the ring buffer", st.events)
@@ -283,6 +328,11 @@ class RpcMetrics:
                        "Calls whose status code was guessed as Unknown", st.status_guessed)
         yield _counter("pyhttp2probe_label_sets_folded",
                        "Observations folded into _OTHER by the label-set cap", st.folded)
+
+    def _exemplar(self, ex: tuple[int, str, str, int]) -> Exemplar:
+        end_ns, trace_id, span_id, dur = ex
+        return Exemplar({"trace_id": trace_id, "span_id": span_id}, dur / 1e9,
+                        (end_ns + self._epoch_offset_ns) / 1e9)
 
 
 def span_labels(s: Span) -> tuple[str, ...]:

@@ -56,9 +56,15 @@ def wait_http(url: str, timeout: float = 30.0, status_ok: bool = True) -> None:
 
 class Prometheus:
     """`with Prometheus(["127.0.0.1:9464"]) as prom: prom.query("up")`; storage in a temp
-    dir, listening on a free loopback port, scrape and evaluation interval 1 s."""
+    dir, listening on a free loopback port, scrape and evaluation interval 1 s.
 
-    def __init__(self, targets: list[str], extra_flags: tuple[str, ...] = ()) -> None:
+    exemplar_storage: keep the exemplars of OpenMetrics scrapes (off by default in
+    Prometheus 2), for exemplars()."""
+
+    def __init__(self, targets: list[str], extra_flags: tuple[str, ...] = (),
+                 exemplar_storage: bool = False) -> None:
+        if exemplar_storage:
+            extra_flags = ("--enable-feature=exemplar-storage", *extra_flags)
         self.targets = targets
         self.port = free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="prom-"))
@@ -88,6 +94,15 @@ class Prometheus:
         body = json.loads(http_get(f"{self.url}/api/v1/query?{q}"))
         assert body["status"] == "success", body
         return body["data"]["result"]
+
+    def exemplars(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+        """`/api/v1/query_exemplars` of `promql` between Unix times start and end: one
+        {"seriesLabels": {...}, "exemplars": [{"labels", "value", "timestamp"}]} per series
+        (empty unless started with exemplar_storage)."""
+        q = urllib.parse.urlencode({"query": promql, "start": start, "end": end})
+        body = json.loads(http_get(f"{self.url}/api/v1/query_exemplars?{q}"))
+        assert body["status"] == "success", body
+        return body["data"]
 
     def wait_for(self, promql: str, want: Any, key: Any, timeout: float = 30.0) -> Any:
         """Poll `promql` until key(result) == want (spans show up a scrape or two later)."""
