@@ -118,7 +118,7 @@ class Agent:
         # traces on: the probes also read what joins spans (bpf_src/trace_ctx.h), and every
         # span sink gets its spans through the joiner, with W3C ids (pyhttp2probe/traces.py)
         self.trace_context = trace_context
-        self.joiner = (TraceJoiner(on_span=getattr(self.metrics, "observe_exemplar", None))
+        self.joiner = (TraceJoiner(on_span=self.metrics.observe_exemplar)
                        if trace_context else None)
         self._sinks: list[SpanSink | ColumnSink] = [self.metrics, *sinks]
         if spans_out is not None:

@@ -247,9 +247,16 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
 
 
 def _old_json(s: Span) -> str:
-    """JsonLinesSink's text before issue 12 (asdict), the format users parse."""
+    """JsonLinesSink's text before issue 12 (asdict), the format users parse; since issue 13
+    the trace ids follow the attributes when traces are on, and the joiner's inputs
+    (context, client address and port, traceparent) are never written."""
     d = asdict(s)
     d["flags"] = list(s.flags)
+    for key in ("context", "client_address", "client_port", "traceparent"):
+        del d[key]
+    if not s.trace_id:
+        for key in ("trace_id", "span_id", "parent_span_id"):
+            del d[key]
     d["duration_s"] = s.duration_s
     if not s.attributes:
         del d["attributes"]
@@ -264,6 +271,9 @@ def test_json_lines_are_the_same_text_as_before() -> None:
     spans.append(Span("http_server", 1, 2, 3, 4, 5, 200, "s\"v", "GET", "/ü\n", "::1", 80,
                       ("error",), "nämé",
                       attributes={"a": [1, "x"], "network.protocol.version": "2"}))
+    spans.append(Span("grpc_server", 1, 2, 3, 4, 5, 0, "a.B", "C", "/a.B/C", "::1", 80,
+                      trace_id="ab" * 16, span_id="cd" * 8, parent_span_id="ef" * 8,
+                      context=7, client_address="::1", client_port=9, traceparent="00-x"))
     out = io.StringIO()
     JsonLinesSink(out).write(spans)
     assert out.getvalue() == "".join(map(_old_json, spans))
