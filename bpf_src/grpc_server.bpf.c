@@ -64,16 +64,11 @@ struct {
 /* In-flight RPCs: start time by (tgid, transport, stream id). 64k covers 64k concurrent
  * RPCs (grpc-go's default MaxConcurrentStreams is unbounded, but a node rarely holds more);
  * LRU eviction of a never-ended RPC shows up as an unmatched end, never as a wrong span. */
-struct grpc_server_start {
-	__u64 start_ns;
-	char traceparent[TRACEPARENT_LEN]; /* traces on: the request's W3C header, if any */
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct stream_key);
-	__type(value, struct grpc_server_start);
+	__type(value, __u64);
 } grpc_server_inflight SEC(".maps");
 
 /* One record per finished RPC; ~300 B each, 8 MiB holds ~27k: half a second at peak. */
@@ -140,8 +135,9 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
-	struct grpc_server_start start = { .start_ns = bpf_ktime_get_ns() };
+	__u64 now = bpf_ktime_get_ns();
 	struct stream_key key = {};
+	struct tp_val tp = {};
 	__u64 fh, frame, t = GO_ARG1(ctx), arg3 = GO_ARG3(ctx), conn_ctx = 0;
 	__u8 type = 0;
 
@@ -164,9 +160,10 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 		else if (cfg->t_ctx) /* 0: no per-connection context (Python says why) */
 			go_read_u64(t + cfg->t_ctx, &conn_ctx);
 		conn_ctx_note(tgid, conn_ctx, t);
-		read_traceparent(cfg, frame, start.traceparent);
+		read_traceparent(cfg, frame, tp.tp);
+		tp_remember(&key, &tp);
 	}
-	inflight_start(&grpc_server_inflight, &key, &start);
+	inflight_start(&grpc_server_inflight, &key, &now);
 	return 0;
 }
 
@@ -193,7 +190,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, start_ns = 0, node = 0;
 	char tp[TRACEPARENT_LEN] = {};
-	struct grpc_server_start *start;
+	__u64 *start;
 	struct ctx_stream *joined = NULL;
 	struct stream_key key = {};
 	struct grpc_server_event *ev;
@@ -231,9 +228,9 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		}
 		start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
 		if (start) {
-			start_ns = start->start_ns;
+			start_ns = *start;
 			if (cfg->trace) {
-				__builtin_memcpy(tp, start->traceparent, sizeof(tp));
+				tp_take(&key, tp);
 				if (go_chain_u64(s, &cfg->stream_ctx, &addr) == 0)
 					node = request_ctx_of(tgid, addr);
 			}
@@ -375,8 +372,11 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 		/* operateHeaders started it; no writeStatus will end it: drop the start. */
 		struct stream_key key = { .tgid = tgid, .stream_id = ev->stream_id };
 
-		if (go_read_u64(ev->loopy + cfg->loopy_framer, &key.conn) == 0)
+		if (go_read_u64(ev->loopy + cfg->loopy_framer, &key.conn) == 0) {
 			bpf_map_delete_elem(&grpc_server_inflight, &key);
+			if (cfg->trace)
+				bpf_map_delete_elem(&srv_traceparent, &key);
+		}
 	}
 	if (cfg->eas_code.valid) {
 		r = go_chain_u32(eas, &cfg->eas_code, &code);

@@ -67,7 +67,6 @@ struct h2_server_start {
 	__u64 start_ns;
 	__u64 ctx;
 	__u64 rw;      /* the *responseWriter: read by the panic end, which gets no rw */
-	char traceparent[TRACEPARENT_LEN]; /* traces on: the request's W3C header, if any */
 };
 
 struct {
@@ -344,8 +343,11 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		cs.start_ns = st.start_ns;
 		bpf_map_update_elem(&h2_ctx_live, &ck, &cs, BPF_ANY);
 		if (cfg->trace) { /* its parent is the connection's: trace_ctx.h */
+			struct tp_val tp = {};
+
 			conn_ctx_note(tgid, cs.parent, key.conn);
-			read_h2_traceparent(cfg, GO_ARG3(ctx), st.traceparent);
+			read_h2_traceparent(cfg, GO_ARG3(ctx), tp.tp);
+			tp_remember(&key, &tp);
 		}
 	} else {
 		st.ctx = 0;
@@ -450,7 +452,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		return 0;
 	if (cfg->trace) {
 		ev->ctx_node = start.ctx; /* the stream's own context: the request context */
-		__builtin_memcpy(ev->traceparent, start.traceparent, sizeof(ev->traceparent));
+		tp_take(&key, ev->traceparent);
 	}
 	if (go_read_u64(rws + cfg->rws_status, &status))
 		ev->flags |= SPAN_F_BAD_READ;
@@ -498,7 +500,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
 	if (cfg->trace) {
 		ev->ctx_node = start.ctx;
-		__builtin_memcpy(ev->traceparent, start.traceparent, sizeof(ev->traceparent));
+		tp_take(&key, ev->traceparent);
 	}
 	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
 	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&

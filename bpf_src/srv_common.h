@@ -51,6 +51,42 @@ static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_
 	return 0;
 }
 
+/* Incoming W3C traceparents of server requests in flight (traces on), by the request's
+ * in-flight key (struct stream_key, common.h). Kept apart from the in-flight starts so those
+ * stay small on the common path; written only for a request that carried one. LRU: the end
+ * deletes its entry; one a request left behind (never ended) ages out, and a new request
+ * under the same key that carries none deletes it at its start. Each server object has its own. */
+struct tp_val {
+	char tp[TRACEPARENT_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct stream_key);
+	__type(value, struct tp_val);
+} srv_traceparent SEC(".maps");
+
+/* At a server start: remember the request's traceparent (tp[0] == 0: none). */
+static __always_inline void tp_remember(const struct stream_key *key, const struct tp_val *v)
+{
+	if (v->tp[0])
+		bpf_map_update_elem(&srv_traceparent, key, v, BPF_ANY);
+	else
+		bpf_map_delete_elem(&srv_traceparent, key);
+}
+
+/* At a server end: move the request's traceparent, if any, into out. */
+static __always_inline void tp_take(const struct stream_key *key, char *out)
+{
+	struct tp_val *v = bpf_map_lookup_elem(&srv_traceparent, key);
+
+	if (!v)
+		return;
+	__builtin_memcpy(out, v->tp, TRACEPARENT_LEN);
+	bpf_map_delete_elem(&srv_traceparent, key);
+}
+
 /* ---- gRPC served by (*grpc.Server).ServeHTTP: joining its end to its HTTP/2 stream ----
  *
  * ServeHTTP runs grpc inside an HTTP/2 request: http2.bpf.c already has that request's

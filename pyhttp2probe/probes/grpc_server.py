@@ -297,4 +297,4 @@ PATH = ProbePath(
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there
     shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2",
                  "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
-    in_flight_maps=("grpc_server_inflight",))
+    in_flight_maps=("grpc_server_inflight", "srv_traceparent"))

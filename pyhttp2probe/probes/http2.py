@@ -288,4 +288,5 @@ PATH = ProbePath(
              RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key)),
     anchors=ANCHORS,
     shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
-    in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live"))
+    in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
+                    "srv_traceparent"))
