@@ -15,8 +15,10 @@
  * word at +8), like srv_common.h's ServeHTTP join.
  *
  * Cost: nothing unless the process's config says trace (the agent exports traces); then a
- * server start notes its connection (a lookup, an insert once per connection) and each walk
- * reads one word and looks up one key per level, ~0.2 us a level, a few levels in practice.
+ * server start notes its connection (a read and a lookup; an insert once per connection)
+ * and each walk reads one word and looks up one key per level. Measured (BENCHMARKS.md,
+ * bench_traces): +1.6 us on the gRPC client start, whose walk climbs the whole chain of a
+ * call made outside any request, +0.8/+1.3 us on the gRPC server start/end.
  * Include after common.h; the map is one kernel map shared by every object (the grpc_client
  * object owns it, pyhttp2probe/probes).
  */
@@ -32,39 +34,60 @@ struct ctx_key {
 	__u64 ctx;
 };
 
-/* Connection contexts of traced servers. One entry per connection; 16k connections of
- * traced servers per node at once. LRU: a closed connection's entry ages out; a stale one
- * can only make a walk stop at a context of a dead connection's address, which no live
- * request context descends from (the node found would then match no server span). */
+/* Connection contexts of traced servers, each with its own parent pointer. One entry per
+ * connection; 16k connections of traced servers per node at once. Nothing deletes an entry
+ * when its connection closes (that needs no extra probe): it ages out of the LRU. Go may
+ * meanwhile reuse its address for another context, and a walk through that one must not
+ * stop there, so every hit is checked against the parent pointer noted with it (the word
+ * at +8, what a context's parent is): memory reused by another object fails it and the
+ * stale entry is dropped. A new context at the same address with the same parent is a
+ * context of a connection of the same server: a correct stop. */
+struct conn_ctx {
+	__u64 parent;              /* the connection context's own parent (data word) */
+	__u64 conn;                /* the transport (for debugging with bpftool) */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct ctx_key);
-	__type(value, __u64);
+	__type(value, struct conn_ctx);
 } srv_conn_ctx SEC(".maps");
 
-/* Note `conn_ctx` (a data pointer) as a connection context of process `tgid`. */
+/* Note `conn_ctx` (a data pointer) as a connection context of process `tgid`: one lookup
+ * per request, an insert once per connection (or when the address was reused). */
 static __always_inline void conn_ctx_note(__u32 tgid, __u64 conn_ctx, __u64 conn)
 {
 	struct ctx_key k = { .tgid = tgid, .ctx = conn_ctx };
+	struct conn_ctx v = { .conn = conn }, *old;
 
-	if (conn_ctx && !bpf_map_lookup_elem(&srv_conn_ctx, &k))
-		bpf_map_update_elem(&srv_conn_ctx, &k, &conn, BPF_ANY);
+	if (!conn_ctx || go_read_u64(conn_ctx + GO_CTX_PARENT_DATA, &v.parent))
+		return;
+	old = bpf_map_lookup_elem(&srv_conn_ctx, &k);
+	if (!old || old->parent != v.parent)
+		bpf_map_update_elem(&srv_conn_ctx, &k, &v, BPF_ANY);
 }
 
 /* The request context `c` is or descends from: the first context in its chain whose parent
- * is a noted connection context; 0 when there is none within TRACE_CTX_WALK_MAX. */
+ * is a noted connection context (checked, see above); 0 when there is none within
+ * TRACE_CTX_WALK_MAX. */
 static __always_inline __u64 request_ctx_of(__u32 tgid, __u64 c)
 {
 	struct ctx_key k = { .tgid = tgid };
-	__u64 parent;
+	struct conn_ctx *noted;
+	__u64 parent, grand;
 
 	for (int i = 0; i < TRACE_CTX_WALK_MAX; i++) {
 		if (!c || go_read_u64(c + GO_CTX_PARENT_DATA, &parent) || !parent)
 			return 0;
 		k.ctx = parent;
-		if (bpf_map_lookup_elem(&srv_conn_ctx, &k))
-			return c;
+		noted = bpf_map_lookup_elem(&srv_conn_ctx, &k);
+		if (noted) {
+			if (go_read_u64(parent + GO_CTX_PARENT_DATA, &grand) == 0 &&
+			    grand == noted->parent)
+				return c;
+			bpf_map_delete_elem(&srv_conn_ctx, &k); /* its address was reused */
+		}
 		c = parent;
 	}
 	return 0;

@@ -23,13 +23,12 @@ from testkit.workload import read_truth, start_workload
 FRONT = {"nethttp": "net/http", "xnet": "x/net/http2"}  # truth's front -> span.service
 
 
-def _run(requests: int) -> tuple[list[Span], list[dict]]:
-    binary = build(GoBuild(src="h2nest"))
+def _run(binary: Path, args: list[str]) -> tuple[list[Span], list[dict]]:
+    """Every span of one run of `binary` traced with traces on, and its ground truth."""
     with tempfile.TemporaryDirectory() as tmp:
         truth_path = Path(tmp) / "truth.jsonl"
         with Agent(trace_context=True) as agent:
-            with start_workload(binary, ["-requests", str(requests), "-concurrency", "8",
-                                         "-truth", str(truth_path), "-hold"]) as wl:
+            with start_workload(binary, [*args, "-truth", str(truth_path), "-hold"]) as wl:
                 agent.attach(wl.proc.pid)
                 wl.go()
                 wl.wait_done(120)
@@ -43,7 +42,7 @@ def _run(requests: int) -> tuple[list[Span], list[dict]]:
 
 
 def test_calls_of_http2_handlers_are_children_of_their_request_spans() -> None:
-    spans, truth = _run(240)
+    spans, truth = _run(build(GoBuild(src="h2nest")), ["-requests", "240", "-concurrency", "8"])
     by_id = {s.span_id: s for s in spans}
     assert len(by_id) == len(spans) and all(len(s.trace_id) == 32 for s in spans)
     children: dict[str, list[Span]] = collections.defaultdict(list)
@@ -104,21 +103,8 @@ def test_an_incoming_traceparent_is_read_from_header_maps_of_every_size(
     fields, every request that carried a traceparent is that trace's child, the others
     roots."""
     env = (("GOTOOLCHAIN", toolchain),) if toolchain else ()
-    binary = build(GoBuild(src="h2tp", env=env))
-    with tempfile.TemporaryDirectory() as tmp:
-        truth_path = Path(tmp) / "truth.jsonl"
-        with Agent(trace_context=True) as agent:
-            with start_workload(binary, ["-requests", "240", "-truth", str(truth_path),
-                                         "-hold"]) as wl:
-                agent.attach(wl.proc.pid)
-                wl.go()
-                wl.wait_done(120)
-                wl.finish()
-            time.sleep(0.3)
-            agent.drain()
-            agent.close()
-            spans = [s for s in agent.spans(timeout=0.1) if s.kind == "http_server"]
-        truth = read_truth(truth_path)
+    spans, truth = _run(build(GoBuild(src="h2tp", env=env)), ["-requests", "240"])
+    spans = [s for s in spans if s.kind == "http_server"]
     assert len(spans) == len(truth) == 240
     got = collections.Counter((s.trace_id, s.parent_span_id) if s.parent_span_id else None
                               for s in spans)

@@ -14,6 +14,7 @@ from pyhttp2probe.traces import TraceJoiner, parse_traceparent
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CLIENT_ADDR = ("127.0.0.1", 40000)
 SERVER_ADDR = ("127.0.0.1", 50051)
+S = 1_000_000_001  # a second (and a ns) of CLOCK_MONOTONIC
 
 
 class Clock:
@@ -74,13 +75,24 @@ def test_reused_addresses_and_stream_id_do_not_join_calls_apart_in_time() -> Non
     j, out, clock = joiner(conn_wait_s=2.0)
     old = client(10, 20)
     j.write([old])
-    late = server(30, 40)  # same connection key, started after the old call ended
+    late = server(20 + S, 30 + S)  # same connection key, 1 s after the old call ended
     j.write([late])
     assert late not in out.spans
     clock.now += 2.1
     j.tick()
     assert late in out.spans and late.parent_span_id == "" and late.trace_id != old.trace_id
     assert j.timed_out == 1
+
+
+def test_an_abandoned_call_reaching_its_server_late_is_still_its_client_s_child() -> None:
+    j, out, _ = joiner()
+    cli = client(10, 20)  # gave up (deadline) before the server read its headers
+    j.write([cli])
+    j.flush()
+    srv = server(20 + S // 500, 30 + S // 500)  # 2 ms later
+    j.write([srv])
+    assert out.spans == [cli, srv]
+    assert srv.parent_span_id == cli.span_id and srv.trace_id == cli.trace_id
 
 
 def test_a_traceparent_from_an_untraced_remote_client_makes_the_server_span_its_child() -> None:
