@@ -34,16 +34,19 @@ struct ctx_key {
 	__u64 ctx;
 };
 
-/* Connection contexts of traced servers, each with its own parent pointer. One entry per
- * connection; 16k connections of traced servers per node at once. Nothing deletes an entry
- * when its connection closes (that needs no extra probe): it ages out of the LRU. Go may
- * meanwhile reuse its address for another context, and a walk through that one must not
- * stop there, so every hit is checked against the parent pointer noted with it (the word
- * at +8, what a context's parent is): memory reused by another object fails it and the
- * stale entry is dropped. A new context at the same address with the same parent is a
- * context of a connection of the same server: a correct stop. */
+/* Connection contexts of traced servers, each with its parent and grandparent pointers.
+ * One entry per connection; 16k connections of traced servers per node at once. Nothing
+ * deletes an entry when its connection closes (that needs no extra probe): it ages out of
+ * the LRU. Go meanwhile reuses its address, and a walk through the new object must not stop
+ * there, so every hit is checked against the two ancestors noted with it (the words at +8
+ * of the context and of its parent). One is not enough: Go hands freed slots of a size
+ * class out again in order, so a pair of contexts a handler makes one after the other
+ * lands at the addresses of a closed connection's pair (measured under connection churn);
+ * a third, the connection's root (context.Background() for grpc-go), does not follow. A
+ * stale entry that fails the check is dropped. */
 struct conn_ctx {
-	__u64 parent;              /* the connection context's own parent (data word) */
+	__u64 parent;              /* the connection context's parent (data word) */
+	__u64 grand;               /* that one's parent (0: none readable) */
 	__u64 conn;                /* the transport (for debugging with bpftool) */
 };
 
@@ -63,8 +66,10 @@ static __always_inline void conn_ctx_note(__u32 tgid, __u64 conn_ctx, __u64 conn
 
 	if (!conn_ctx || go_read_u64(conn_ctx + GO_CTX_PARENT_DATA, &v.parent))
 		return;
+	if (v.parent)
+		go_read_u64(v.parent + GO_CTX_PARENT_DATA, &v.grand);
 	old = bpf_map_lookup_elem(&srv_conn_ctx, &k);
-	if (!old || old->parent != v.parent)
+	if (!old || old->parent != v.parent || old->grand != v.grand)
 		bpf_map_update_elem(&srv_conn_ctx, &k, &v, BPF_ANY);
 }
 
@@ -75,7 +80,7 @@ static __always_inline __u64 request_ctx_of(__u32 tgid, __u64 c)
 {
 	struct ctx_key k = { .tgid = tgid };
 	struct conn_ctx *noted;
-	__u64 parent, grand;
+	__u64 parent, up1, up2;
 
 	for (int i = 0; i < TRACE_CTX_WALK_MAX; i++) {
 		if (!c || go_read_u64(c + GO_CTX_PARENT_DATA, &parent) || !parent)
@@ -83,9 +88,14 @@ static __always_inline __u64 request_ctx_of(__u32 tgid, __u64 c)
 		k.ctx = parent;
 		noted = bpf_map_lookup_elem(&srv_conn_ctx, &k);
 		if (noted) {
-			if (go_read_u64(parent + GO_CTX_PARENT_DATA, &grand) == 0 &&
-			    grand == noted->parent)
-				return c;
+			up2 = 0;
+			if (go_read_u64(parent + GO_CTX_PARENT_DATA, &up1) == 0 &&
+			    up1 == noted->parent) {
+				if (up1) /* unreadable: 0, as noted then */
+					go_read_u64(up1 + GO_CTX_PARENT_DATA, &up2);
+				if (up2 == noted->grand)
+					return c;
+			}
 			bpf_map_delete_elem(&srv_conn_ctx, &k); /* its address was reused */
 		}
 		c = parent;
