@@ -222,8 +222,8 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
         built: list[int] = []
         real = agent._decoder.decode_batch
 
-        def spy(batch: Any, spans: bool) -> Any:
-            d = real(batch, spans)
+        def spy(batch: Any, spans: bool, **kw: Any) -> Any:
+            d = real(batch, spans, **kw)
             built.append(-1 if d.spans is None else len(d.spans))
             return d
 
