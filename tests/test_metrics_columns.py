@@ -31,7 +31,7 @@ from pyhttp2probe.metrics import RpcMetrics
 from pyhttp2probe.probes import all_paths
 from pyhttp2probe.records import Columns, DecodeContext, group_rows, load_layout
 from pyhttp2probe.sinks import ColumnSink, JsonLinesSink, SpanSink, json_line
-from pyhttp2probe.spans import Span
+from pyhttp2probe.spans import Span, SpanColumns
 from testkit.batches import make_batch
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.workload import read_truth, start_workload
@@ -313,6 +313,22 @@ def test_json_lines_from_columns_equal_json_line_of_spans(seed: int) -> None:
                                        if "unmatched" not in s.flags])
     assert by_columns.getvalue() == by_spans.getvalue()
     assert '"connection":0,' in by_spans.getvalue() and "%" in by_spans.getvalue()
+
+
+def test_json_lines_of_columns_without_rows() -> None:
+    """Spans built one by one (a record type without ids) are their own rows; grouped
+    columns without rows cannot be written."""
+    rng = random.Random(7)
+    recs = [grpc_client(rng, [1]) for _ in range(50)]
+    spans = [s for s in Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT)).decode(
+        make_batch(recs)) if "unmatched" not in s.flags]
+    out = io.StringIO()
+    JsonLinesSink(out).write_columns([SpanColumns.from_spans(spans)])
+    assert out.getvalue() == "".join(map(json_line, spans))
+    (grouped,) = Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT)).decode_batch(
+        make_batch(recs), spans=False).columns
+    with pytest.raises(ValueError, match="rows=True"):
+        JsonLinesSink(io.StringIO()).write_columns([grouped])
 
 
 def test_texts_of_columns_cut_at_their_length() -> None:
