@@ -13,10 +13,11 @@ background thread drains; another keeps house once a second (kernel loss counter
 metrics, exited targets detached, shared links given up when an untraced process runs a
 shared file). close() is idempotent; leaving the with-block detaches everything.
 
-Cost: a ColumnSink (the collector) takes a batch as columns, so Span objects are built only
-when some sink takes spans (JSON lines, spans(), an exporter). The drain lets records gather
-for `batch_ms` after each delivery: a batch's fixed cost (a Python call, numpy set-up) is
-then shared by many records instead of paid per ring-buffer wakeup.
+Cost: a ColumnSink (the collector; JSON lines with traces off) takes a batch as columns, so
+Span objects are built only when some sink takes spans (spans(), an exporter, traces on).
+The drain lets records gather for `batch_ms` after each delivery: a batch's fixed cost (a
+Python call, numpy set-up) is then shared by many records instead of paid per ring-buffer
+wakeup.
 """
 
 from __future__ import annotations
@@ -422,8 +423,15 @@ class Agent:
     # -- draining -------------------------------------------------------------------------
     def _sink_plan(self) -> None:
         """Which sinks take columns (ColumnSink) and whether any takes Span objects; with
-        traces on, the span sinks are the joiner's."""
-        self._routes = [(sink, isinstance(sink, ColumnSink)) for sink in self._sinks]
+        traces on, the span sinks are the joiner's. JSON lines (a sink of both kinds that
+        `wants_rows`) take columns with rows when traces are off, Spans (ids) when on."""
+        def columns(sink: Any) -> bool:
+            either = getattr(sink, "wants_rows", False) and isinstance(sink, SpanSink)
+            return isinstance(sink, ColumnSink) and not (either and self.joiner is not None)
+
+        self._routes = [(sink, columns(sink)) for sink in self._sinks]
+        self._want_rows = any(col and getattr(sink, "wants_rows", False)
+                              for sink, col in self._routes)
         if self.joiner is not None:
             self.joiner.sinks = [sink for sink, col in self._routes if not col]
             self._routes = [r for r in self._routes if r[1]]
@@ -432,7 +440,8 @@ class Agent:
         self._want_spans = not all(col for _, col in self._routes)
 
     def _on_batch(self, batch: Any) -> None:
-        decoded = self._decoder.decode_batch(batch, spans=self._want_spans)
+        decoded = self._decoder.decode_batch(batch, spans=self._want_spans,
+                                             rows=self._want_rows)
         self.events += len(batch)
         self.metrics.add_events(len(batch))
         # An end without a start has no duration: counted (kernel STAT_UNMATCHED_END and

@@ -8,7 +8,9 @@ Per-record numpy access costs ~25 µs a record; columns cost a few µs in all.
 When no sink wants Span objects (decode_batch(spans=False): the Prometheus collector alone)
 a group becomes SpanColumns instead: its rows are grouped by the path's label_key (a
 vectorised hash of the label fields' raw bytes), to_spans runs on one row per group, and
-durations and flags stay numpy columns.
+durations and flags stay numpy columns. With rows=True (JSON lines), the columns also
+carry each row's identity, times and flags (the path's RecordType.ids), enough to write
+every span's line from its group's exemplar.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from libbpf_loader import HeaderLayout
 
 from .probes import ProbePath, RecordType
 from .records import FLAG_PREFIX, Columns, DecodeContext, group_rows
-from .spans import Span, SpanColumns
+from .spans import Span, SpanColumns, SpanRows
 
 
 @dataclass
@@ -68,16 +70,19 @@ class Decoder:
             spans += rt.to_spans(Columns(arr, self.ctx), self.ctx)
         return spans
 
-    def decode_batch(self, batch: Any, spans: bool) -> Decoded:
+    def decode_batch(self, batch: Any, spans: bool, rows: bool = False) -> Decoded:
         """Columns of one batch for aggregating sinks, and Span objects only if `spans`
-        (or for record types without a label_key, which have no other way)."""
+        (or for record types without a label_key, which have no other way). With `rows`,
+        the columns also carry every row's own fields (SpanColumns.rows, for JSON lines);
+        a record type without `ids` then comes as Span objects (SpanColumns.exact)."""
         out = Decoded([] if spans else None, [], 0)
         for rt, arr in self.groups(batch):
             cols = Columns(arr, self.ctx)
-            built = rt.to_spans(cols, self.ctx) if spans or rt.label_key is None else None
+            one_by_one = rt.label_key is None or (rows and rt.ids is None)
+            built = rt.to_spans(cols, self.ctx) if spans or one_by_one else None
             if built is not None and out.spans is not None:
                 out.spans += built
-            if rt.label_key is None:
+            if one_by_one:
                 timed = [s for s in built or () if "unmatched" not in s.flags]
                 out.unmatched += len(built or ()) - len(timed)
                 out.columns.append(SpanColumns.from_spans(timed))
@@ -87,17 +92,24 @@ class Decoder:
             if not matched.all():
                 out.unmatched += int(len(arr) - np.count_nonzero(matched))
                 cols, flags = cols.select(matched), flags[matched]
-            out.columns.append(self._columns(rt, cols, flags))
+            out.columns.append(self._columns(rt, cols, flags, rows))
         return out
 
-    def _columns(self, rt: RecordType, cols: Columns, flags: np.ndarray) -> SpanColumns:
-        """Matched records as SpanColumns: one exemplar span per distinct label key."""
+    def _columns(self, rt: RecordType, cols: Columns, flags: np.ndarray,
+                 rows: bool) -> SpanColumns:
+        """Matched records as SpanColumns: one exemplar span per distinct label key (and,
+        with `rows`, each row's own fields)."""
         assert rt.label_key is not None
         first, group = group_rows(rt.label_key(cols))
         exemplars = rt.to_spans(cols.select(first), self.ctx) if len(first) else []
-        start = cols.arr["start_ns"].astype(np.int64)
-        dur = np.where(start != 0, cols.arr["end_ns"].astype(np.int64) - start, 0)
-        return SpanColumns(exemplars, group, dur, (flags & self._guessed) != 0)
+        start, end = cols.arr["start_ns"], cols.arr["end_ns"]
+        start64 = start.astype(np.int64)
+        dur = np.where(start64 != 0, end.astype(np.int64) - start64, 0)
+        out = SpanColumns(exemplars, group, dur, (flags & self._guessed) != 0)
+        if rows:
+            assert rt.ids is not None
+            out.rows = SpanRows(rt.ids(cols), start, end, flags, self.ctx.flag_names)
+        return out
 
     def groups(self, batch: Any) -> list[tuple[RecordType, np.ndarray]]:
         """The batch's records by type, as structured arrays (types in ascending order;

@@ -4,19 +4,24 @@ sink in turn; an exporter is one more sink and never touches the drain.
 A sink is anything with `write(spans)` and `close()` (the SpanSink protocol), or, for a
 sink that only aggregates, `write_columns(columns)` and `close()` (the ColumnSink protocol:
 the agent then gives it the batch as SpanColumns and builds no Span object for it; the
-Prometheus collector is one). Sinks run on the drain thread: they must be quick and must
-not block (queue and return).
+Prometheus collector is one). A ColumnSink with `wants_rows = True` gets columns that
+carry every row's own fields too (SpanColumns.rows); JSON lines are one, and a SpanSink as
+well: with traces on the agent gives them Span objects instead (the joiner's ids). Sinks
+run on the drain thread: they must be quick and must not block (queue and return).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import queue
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
+
+import numpy as np
 
 from .spans import Span, SpanColumns
 
@@ -63,8 +68,59 @@ def json_line(s: Span) -> str:
                     _STR(s.service_name), s.call, attrs, ids, float.__repr__(s.duration_s))
 
 
+def _group_format(e: Span, path_per_row: bool) -> str:
+    """json_line() of a span like `e` (its group's exemplar), its per-row fields left as
+    placeholders, in this order: connection, stream_id, start_ns, end_ns, full_method
+    (JSON text; only if `path_per_row`), flags (JSON texts, comma-joined), call,
+    duration_s. Trace ids are never there: SpanColumns come with traces off."""
+    def q(text: str) -> str:  # constant text inside a %-format
+        return text.replace("%", "%%")
+
+    attrs = ""
+    if e.attributes:
+        attrs = q(',"attributes":' + json.dumps(e.attributes, separators=(",", ":")))
+    full = "%s" if path_per_row else q(_STR(e.full_method))
+    return (f'{{"kind":{q(_STR(e.kind))},"pid":{e.pid:d},"connection":%d,"stream_id":%d,'
+            f'"start_ns":%d,"end_ns":%d,"status_code":{e.status_code:d},'
+            f'"service":{q(_STR(e.service))},"method":{q(_STR(e.method))},'
+            f'"full_method":{full},"server_address":{q(_STR(e.server_address))},'
+            f'"server_port":{e.server_port:d},"flags":[%s],'
+            f'"service_name":{q(_STR(e.service_name))},"call":%d{attrs},"duration_s":%r}}\n')
+
+
+def column_lines(cols: SpanColumns) -> str:
+    """json_line() of every row of `cols`, in row order, without a Span per row: each
+    group's constant text is rendered once (_group_format), each row adds its numbers
+    (and its HTTP path). Needs cols.rows, or cols.exact (its exemplars are the rows)."""
+    rows = cols.rows
+    if rows is None:
+        if not cols.exact:
+            raise ValueError("SpanColumns without rows: decode with rows=True")
+        return "".join(map(json_line, cols.exemplars))
+    ids = rows.ids
+    path = ids.full_method
+    fmts = np.array([_group_format(e, path is not None) for e in cols.exemplars],
+                    dtype=object)[cols.group]
+    bits, which = np.unique(rows.flags, return_inverse=True)
+    flags = np.array([",".join(map(_STR, rows.flag_names(b))) for b in bits.tolist()],
+                     dtype=object)[which.reshape(-1)]
+    dur = (cols.duration_ns / 1e9).tolist()  # what Span.duration_s computes, row by row
+    per_row = [ids.connection.tolist(), ids.stream_id.tolist(), rows.start_ns.tolist(),
+               rows.end_ns.tolist(), flags.tolist(), ids.call.tolist(), dur]
+    if path is not None:
+        per_row.insert(4, list(map(_STR, path)))
+    return "".join(map(operator.mod, fmts.tolist(), zip(*per_row, strict=True)))
+
+
 class JsonLinesSink:
-    """Write spans as JSON lines; '-' means stdout. close() is idempotent."""
+    """Write spans as JSON lines; '-' means stdout. close() is idempotent.
+
+    Both a SpanSink and a ColumnSink that wants rows (`wants_rows`): with traces off the
+    agent gives it each batch as SpanColumns with rows, and it writes the same lines
+    without a Span object per span; with traces on, Span objects (they carry the ids).
+    """
+
+    wants_rows = True
 
     def __init__(self, target: str | Path | TextIO) -> None:
         self._own = False
@@ -80,7 +136,12 @@ class JsonLinesSink:
         self._closed = False
 
     def write(self, spans: Sequence[Span]) -> None:
-        lines = "".join(map(json_line, spans))
+        self._write("".join(map(json_line, spans)))
+
+    def write_columns(self, columns: Sequence[SpanColumns]) -> None:
+        self._write("".join(column_lines(c) for c in columns if len(c)))
+
+    def _write(self, lines: str) -> None:
         if not lines:
             return
         with self._lock:

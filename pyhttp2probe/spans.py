@@ -10,9 +10,9 @@ and are told apart by `call` (their per-call object's address).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,6 +92,30 @@ class Span:
         return d
 
 
+class SpanIds(NamedTuple):
+    """A record type's per-row span fields that no metric label uses (RecordType.ids):
+    connection, stream_id and call as the Span fields would hold them, and full_method per
+    row where it is not a label (the HTTP path; None: the group's exemplar's)."""
+
+    connection: np.ndarray
+    stream_id: np.ndarray
+    call: np.ndarray
+    full_method: list[str] | None = None
+
+
+@dataclass
+class SpanRows:
+    """SpanColumns' per-row fields beyond durations: with a group's exemplar, each row's
+    whole span (its trace ids aside: the joiner sets those), for sinks that write every
+    span (JSON lines) without a Span object per span."""
+
+    ids: SpanIds
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    flags: np.ndarray  # SPAN_F_* bits per row
+    flag_names: Callable[[int], tuple[str, ...]]  # bits -> Span.flags
+
+
 @dataclass
 class SpanColumns:
     """Finished spans of one batch as columns, for sinks that aggregate (a ColumnSink such
@@ -103,12 +127,18 @@ class SpanColumns:
     and `exemplars[g]` is group g's first span, standing for all of them in those fields
     (its identity, times and flags are its own). Groups are numbered in the order they
     first occur. Unmatched spans (no start) are never in it.
+
+    `rows` (only when a sink asked for them: Decoder.decode_batch(rows=True)) holds the
+    rest of each row's span; `exact` says every row is its own group, its exemplar its
+    whole span (from_spans).
     """
 
     exemplars: list[Span]
     group: np.ndarray  # intp per row: index into exemplars
     duration_ns: np.ndarray  # int64 per row: end_ns - start_ns (0 without a start)
     status_guessed: np.ndarray  # bool per row: flag "status_guessed"
+    rows: SpanRows | None = None
+    exact: bool = False
 
     def __len__(self) -> int:
         return len(self.group)
@@ -119,7 +149,8 @@ class SpanColumns:
         return cls(list(spans), np.arange(len(spans), dtype=np.intp),
                    np.array([s.end_ns - s.start_ns if s.start_ns else 0 for s in spans],
                             dtype=np.int64),
-                   np.array(["status_guessed" in s.flags for s in spans], dtype=bool))
+                   np.array(["status_guessed" in s.flags for s in spans], dtype=bool),
+                   exact=True)
 
 
 @functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span

@@ -9,6 +9,7 @@ whose only sink is the collector, its /metrics counts equal to the workload's tr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -23,13 +24,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from libbpf_loader import Batch
 from pyhttp2probe import Agent
 from pyhttp2probe.decode import Decoder
 from pyhttp2probe.metrics import RpcMetrics
 from pyhttp2probe.probes import all_paths
 from pyhttp2probe.records import Columns, DecodeContext, group_rows, load_layout
-from pyhttp2probe.sinks import ColumnSink, JsonLinesSink, SpanSink
-from pyhttp2probe.spans import Span
+from pyhttp2probe.sinks import ColumnSink, JsonLinesSink, SpanSink, json_line
+from pyhttp2probe.spans import Span, SpanColumns
 from testkit.batches import make_batch
 from testkit.gobuild import GO_ROOT, GoBuild, build
 from testkit.workload import read_truth, start_workload
@@ -222,8 +224,8 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
         built: list[int] = []
         real = agent._decoder.decode_batch
 
-        def spy(batch: Any, spans: bool) -> Any:
-            d = real(batch, spans)
+        def spy(batch: Any, spans: bool, **kw: Any) -> Any:
+            d = real(batch, spans, **kw)
             built.append(-1 if d.spans is None else len(d.spans))
             return d
 
@@ -244,6 +246,16 @@ def test_the_agent_builds_no_span_when_only_the_collector_listens() -> None:
         agent._on_batch(make_batch([grpc_client(rng, [1]) for _ in range(20)]))
         assert built[-1] == 20 and 0 < len(got) <= 20
         assert all("unmatched" not in s.flags for s in got)
+
+
+def test_json_lines_take_columns_with_traces_off_and_spans_through_the_joiner_on() -> None:
+    for traces in (False, True):
+        with Agent(registry=None, keep_spans=False, spans_out=io.StringIO(),
+                   trace_context=traces) as agent:
+            (json_sink,) = [s for s in agent._sinks if isinstance(s, JsonLinesSink)]
+            assert agent._want_rows is not traces and agent._want_spans is traces
+            assert (agent.joiner is not None and json_sink in agent.joiner.sinks) is traces
+            assert ((json_sink, True) in agent._routes) is not traces
 
 
 def _old_json(s: Span) -> str:
@@ -277,6 +289,46 @@ def test_json_lines_are_the_same_text_as_before() -> None:
     out = io.StringIO()
     JsonLinesSink(out).write(spans)
     assert out.getvalue() == "".join(map(_old_json, spans))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_json_lines_from_columns_equal_json_line_of_spans(seed: int) -> None:
+    """The same random records (every path; calls without a connection, unmatched ends,
+    bytes past a text's length, names needing escapes, '%' included) written by
+    JsonLinesSink from SpanColumns with rows and from the Span path: the same text."""
+    rng = random.Random(seed)
+    names = {1: "checkout", 2: 'c%s "ärt" %d', 3: "", 4: "edge\n"}
+    ctx = DecodeContext(LAYOUT, lambda pid: names.get(pid, ""))
+    dec = Decoder(LAYOUT, all_paths(), ctx)
+    by_spans, by_columns = io.StringIO(), io.StringIO()
+    for i in range(8):
+        makers = (grpc_client,) if i == 0 else rng.choice(
+            [MAKERS, (grpc_client,), (http2,), (grpc_server, rejected)])
+        batch = make_batch([rng.choice(makers)(rng, [1, 2, 3, 4])
+                            for _ in range(rng.choice([1, 3, 40, 400]) if i else 200)])
+        d = dec.decode_batch(batch, spans=False, rows=True)
+        assert d.spans is None and all(c.rows is not None for c in d.columns if len(c))
+        JsonLinesSink(by_columns).write_columns(d.columns)
+        JsonLinesSink(by_spans).write([s for s in dec.decode(batch)
+                                       if "unmatched" not in s.flags])
+    assert by_columns.getvalue() == by_spans.getvalue()
+    assert '"connection":0,' in by_spans.getvalue() and "%" in by_spans.getvalue()
+
+
+def test_json_lines_of_columns_without_rows() -> None:
+    """Spans built one by one (a record type without ids) are their own rows; grouped
+    columns without rows cannot be written."""
+    rng = random.Random(7)
+    recs = [grpc_client(rng, [1]) for _ in range(50)]
+    spans = [s for s in Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT)).decode(
+        make_batch(recs)) if "unmatched" not in s.flags]
+    out = io.StringIO()
+    JsonLinesSink(out).write_columns([SpanColumns.from_spans(spans)])
+    assert out.getvalue() == "".join(map(json_line, spans))
+    (grouped,) = Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT)).decode_batch(
+        make_batch(recs), spans=False).columns
+    with pytest.raises(ValueError, match="rows=True"):
+        JsonLinesSink(io.StringIO()).write_columns([grouped])
 
 
 def test_texts_of_columns_cut_at_their_length() -> None:
@@ -332,3 +384,54 @@ def test_span_queue_hands_batches_in_order_and_counts_what_its_bound_drops() -> 
     q.close()
     assert [s.stream_id for s in q.spans()] == [0, 1, 2]
     assert list(q.spans()) == []  # closed: every iterator ends
+
+
+def test_json_lines_from_columns_equal_the_span_path_on_real_records() -> None:
+    """JSON lines with traces off are written from columns (no Span per record): an agent
+    whose span consumer is JSON lines alone traces real gRPC (client failures without a
+    connection, errors, streams, nesting, churn), gRPC served by ServeHTTP and net/http and
+    x/net HTTP/2 (per-request paths); every batch it decoded, decoded again the Span way
+    (Decoder.decode -> json_line of each matched span), is the very text it wrote."""
+    pins = sorted(p.name for p in (GO_ROOT / "grpcmods").iterdir() if (p / "go.sum").exists())
+    grpc = build(GoBuild(src="grpcwork", mod=f"grpcmods/{pins[-1]}"))
+    h2 = build(GoBuild(src="h2work"))
+    loads = [(grpc, ["-servers", "2", "-goroutines", "4", "-rpcs", "40", "-churn", "1",
+                     "-errors", "0.2", "-client-failures", "0.1"]),
+             (grpc, ["-servers", "1", "-goroutines", "4", "-rpcs", "30", "-serve-http"]),
+             (h2, ["-servers", "4", "-goroutines", "3", "-rpcs", "15"])]
+    out = io.StringIO()
+    seen: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        wls = [stack.enter_context(start_workload(b, [*a, "-hold"])) for b, a in loads]
+        agent = stack.enter_context(Agent(registry=None, keep_spans=False, spans_out=out))
+        assert agent._want_rows and not agent._want_spans
+        real = agent._decoder.decode_batch
+
+        def spy(batch: Any, spans: bool, **kw: Any) -> Any:
+            d = real(batch, spans, **kw)
+            assert d.spans is None  # no Span object but the groups' exemplars
+            seen.append(Batch(batch.buffer, memoryview(bytes(batch.offsets)).cast("I"),
+                              memoryview(bytes(batch.sizes)).cast("I"), batch.uniform_size))
+            return d
+
+        agent._decoder.decode_batch = spy  # type: ignore[method-assign]
+        for wl in wls:
+            agent.attach(wl.pid)
+        for wl in wls:
+            wl.go()
+        for wl in wls:
+            wl.wait_done(120)
+        agent.drain()
+        decoder = Decoder(agent.layout, agent.paths, DecodeContext(agent.layout,
+                                                                   agent._service_name))
+        spans = [s for b in seen for s in decoder.decode(b) if "unmatched" not in s.flags]
+        for wl in wls:
+            wl.finish()
+    text = out.getvalue()
+    assert text == "".join(map(json_line, spans))
+    assert len(spans) > 1000 and len(text.splitlines()) == len(spans)
+    kinds = Counter(s.kind for s in spans)
+    assert set(kinds) == {"grpc_client", "grpc_server", "http_client", "http_server"}, kinds
+    assert any(s.kind == "grpc_client" and not s.connection and s.call for s in spans)
+    assert any("via_serve_http" in s.flags for s in spans)
+    assert len({s.full_method for s in spans if s.kind == "http_server"}) > 3

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ..goelf import AttachPlan
     from ..records import Columns, DecodeContext
-    from ..spans import Span
+    from ..spans import Span, SpanIds
 
 
 class PathSkipped(Exception):
@@ -85,12 +85,20 @@ class RecordType:
     comes from (spans.SpanColumns lists them), so to_spans runs on one row per distinct key
     only. Its struct must then have start_ns, end_ns and flags. Without it, every record
     becomes a Span even when only the metrics want it.
+
+    `ids(columns)` (optional, with a label_key) gives the span fields that differ within a
+    label group (spans.SpanIds: connection, stream_id, call, and full_method where it is
+    not a label), so JSON lines are written from an exemplar per group and these columns,
+    without a Span per record; with start_ns, end_ns and flags they must make the same
+    spans as to_spans (tests/test_metrics_columns.py checks the shipped paths). Without it,
+    JSON lines of this type are written from Span objects.
     """
 
     type_const: str
     struct: str
     to_spans: Callable[[Columns, DecodeContext], list[Span]]
     label_key: Callable[[Columns], np.ndarray] | None = None
+    ids: Callable[[Columns], SpanIds] | None = None
 
 
 @dataclass(frozen=True)

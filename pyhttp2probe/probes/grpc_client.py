@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..spans import Span, parse_target, split_method
+import numpy as np
+
+from ..spans import Span, SpanIds, parse_target, split_method
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
 from .planning import (
     ITAB_FUN0_AMD64,
@@ -24,8 +26,6 @@ from .planning import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from libbpf_loader import HeaderLayout
 
     from ..records import Columns, DecodeContext
@@ -197,7 +197,13 @@ def label_key(c: Columns) -> np.ndarray:
                  ("method", "method_len"), ("target", "target_len"))
 
 
+def ids(c: Columns) -> SpanIds:
+    """Per-row fields of to_spans' spans: a call without a connection has no stream id."""
+    conn = c.arr["transport"]
+    return SpanIds(conn, np.where(conn != 0, c.arr["stream_id"], 0), c.arr["cs"])
+
+
 PATH = ProbePath(
     name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key),),
+    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key, ids),),
     anchors=ANCHORS, in_flight_maps=("inflight",))

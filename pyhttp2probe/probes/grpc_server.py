@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..spans import Span, split_hostport, split_method
+import numpy as np
+
+from ..spans import Span, SpanIds, split_hostport, split_method
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
 from .planning import (
     ITAB_FUN0_AMD64,
@@ -31,8 +33,6 @@ from .planning import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from libbpf_loader import HeaderLayout
 
     from ..goelf import AttachPlan
@@ -282,6 +282,11 @@ def label_key(c: Columns) -> np.ndarray:
                  ("host", "host_len"))
 
 
+def ids(c: Columns) -> SpanIds:
+    """Per-row fields of to_spans' spans (a server span has no call)."""
+    return SpanIds(c.arr["transport"], c.arr["stream_id"], np.zeros(len(c), np.uint64))
+
+
 def count_rejected(c: Columns, ctx: DecodeContext) -> list[Span]:
     """RPCs rejected before any handler: no method is known there; counted by code."""
     for code in c["status_code"]:
@@ -291,7 +296,7 @@ def count_rejected(c: Columns, ctx: DecodeContext) -> list[Span]:
 
 PATH = ProbePath(
     name="grpc_server", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_GRPC_SERVER", "grpc_server_event", to_spans, label_key),
+    records=(RecordType("EV_GRPC_SERVER", "grpc_server_event", to_spans, label_key, ids),
              RecordType("EV_GRPC_SERVER_REJECTED", "grpc_server_reject_event", count_rejected)),
     anchors=ANCHORS,
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there

@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..goelf.buildinfo import go_minor
-from ..spans import Span, split_hostport
+from ..spans import Span, SpanIds, split_hostport
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
 from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, set_chain
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from libbpf_loader import HeaderLayout
 
     from ..goelf import AttachPlan
@@ -282,10 +282,16 @@ def label_key(c: Columns) -> np.ndarray:
                  ("host", "host_len"))
 
 
+def ids(c: Columns) -> SpanIds:
+    """Per-row fields of to_spans' spans, the path included (it is not a label)."""
+    return SpanIds(c.arr["conn"], c.arr["stream_id"], np.zeros(len(c), np.uint64),
+                   c.texts("path", "path_len"))
+
+
 PATH = ProbePath(
     name="http2", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans, label_key),
-             RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key)),
+    records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans, label_key, ids),
+             RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key, ids)),
     anchors=ANCHORS,
     shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
