@@ -162,6 +162,7 @@ int grpc_client_end(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
+	struct grpc_client_trace_event *tev;
 	struct grpc_client_event *ev;
 	struct inflight_key key = {};
 	struct inflight_val *v;
@@ -197,15 +198,16 @@ int grpc_client_end(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	ev = reserve_zeroed(&events, sizeof(*ev));
+	ev = reserve_client(cfg, &tev);
 	if (!ev)
 		return 0;
 	ev->tgid = tgid;
 	ev->start_ns = start;
-	ev->ctx_node = node;
 	if (!start)
 		ev->flags |= SPAN_F_UNMATCHED;
 	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	if (tev)
+		trace_end(cfg, tev, node);
 	submit_batched(&events, ev);
 	return 0;
 }
@@ -216,6 +218,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
+	struct grpc_client_trace_event *tev;
 	struct grpc_client_event *ev;
 	struct inflight_key key = {};
 	struct inflight_val *v;
@@ -257,7 +260,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 		stat_inc(STAT_DUP_END);
 		return 0;
 	}
-	ev = reserve_zeroed(&events, sizeof(*ev));
+	ev = reserve_client(cfg, &tev);
 	if (!ev)
 		return 0;
 	/* "max retries exhausted: ...: %w": a *fmt.wrapError around the error shouldRetry was
@@ -272,8 +275,9 @@ int grpc_client_fail(struct pt_regs *ctx)
 	}
 	ev->tgid = tgid;
 	ev->start_ns = start;
-	ev->ctx_node = node;
 	fill_end(cfg, cs, errtab, errdata, ev);
+	if (tev)
+		trace_end(cfg, tev, node);
 	submit_batched(&events, ev);
 	return 0;
 }

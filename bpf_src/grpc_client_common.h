@@ -107,11 +107,6 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 
 	if (ct) {
 		read_peer(cfg, ct, ev);
-		if (cfg->trace && go_chain_addr(ct, &cfg->ct_local_addr, &addr) == 0 &&
-		    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn,
-				     cfg->tcpaddr_ip, cfg->tcpaddr_port, ev->local_ip,
-				     &ev->local_port) < 0)
-			ev->flags |= SPAN_F_BAD_READ;
 	} else if (go_chain_addr(cs, &cfg->cs_target, &addr) == 0 &&
 		   go_read_string(addr, ev->target, sizeof(ev->target), &ev->target_len,
 				  &trunc) == 0) {
@@ -123,6 +118,34 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	return stream;
+}
+
+/* Reserve a record: the plain one, or with traces on the traced one (*tev set, its type
+ * EV_GRPC_CLIENT_TRACED once fill_end has run: see trace_end). */
+static __always_inline struct grpc_client_event *
+reserve_client(const struct grpc_client_config *cfg, struct grpc_client_trace_event **tev)
+{
+	*tev = NULL;
+	if (!cfg->trace)
+		return reserve_zeroed(&events, sizeof(struct grpc_client_event));
+	*tev = reserve_zeroed(&events, sizeof(struct grpc_client_trace_event));
+	return *tev ? &(*tev)->ev : NULL;
+}
+
+/* Traces on: the join fields of a filled record (trace_ctx.h): the call's request context
+ * and the connection's local address. */
+static __always_inline void trace_end(const struct grpc_client_config *cfg,
+				      struct grpc_client_trace_event *tev, __u64 node)
+{
+	__u64 addr;
+
+	tev->ev.type = EV_GRPC_CLIENT_TRACED;
+	tev->ctx_node = node;
+	if (tev->ev.transport &&
+	    go_chain_addr(tev->ev.transport, &cfg->ct_local_addr, &addr) == 0 &&
+	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
+			     cfg->tcpaddr_port, tev->local_ip, &tev->local_port) < 0)
+		tev->ev.flags |= SPAN_F_BAD_READ;
 }
 
 #endif /* PYHTTP2PROBE_GRPC_CLIENT_COMMON_H */

@@ -167,8 +167,7 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 	return 0;
 }
 
-/* The listener's address: the transport's localAddr, when it is TCP; with traces on, the
- * client's (remoteAddr) too, which joins this span to a traced client's (trace_ctx.h). */
+/* The listener's address: the transport's localAddr, when it is TCP. */
 static __always_inline void read_local_addr(const struct grpc_server_config *cfg, __u64 t,
 					    struct grpc_server_event *ev)
 {
@@ -178,10 +177,26 @@ static __always_inline void read_local_addr(const struct grpc_server_config *cfg
 	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
 			     cfg->tcpaddr_port, ev->local_ip, &ev->local_port) < 0)
 		ev->flags |= SPAN_F_BAD_READ;
-	if (cfg->trace && go_chain_addr(t, &cfg->t_remote_addr, &addr) == 0 &&
+}
+
+/* Traces on: the join fields (trace_ctx.h) of a record: the request's context, the client's
+ * address (joins this span to a traced client's), the incoming traceparent of `started`
+ * (the in-flight key; conn 0: none to take). */
+static __always_inline void trace_end(const struct grpc_server_config *cfg, __u64 t,
+				      struct grpc_server_trace_event *tev, __u64 node,
+				      const struct stream_key *started)
+{
+	__u64 addr;
+
+	tev->ev.type = EV_GRPC_SERVER_TRACED;
+	tev->ctx_node = node;
+	if (started->conn)
+		tp_take(started, tev->traceparent);
+	if (!(tev->ev.flags & SPAN_F_VIA_SERVE_HTTP) &&
+	    go_chain_addr(t, &cfg->t_remote_addr, &addr) == 0 &&
 	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
-			     cfg->tcpaddr_port, ev->remote_ip, &ev->remote_port) < 0)
-		ev->flags |= SPAN_F_BAD_READ;
+			     cfg->tcpaddr_port, tev->remote_ip, &tev->remote_port) < 0)
+		tev->ev.flags |= SPAN_F_BAD_READ;
 }
 
 static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
@@ -189,10 +204,10 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, start_ns = 0, node = 0;
-	char tp[TRACEPARENT_LEN] = {};
 	__u64 *start;
 	struct ctx_stream *joined = NULL;
-	struct stream_key key = {};
+	struct stream_key key = {}, started = {};
+	struct grpc_server_trace_event *tev = NULL;
 	struct grpc_server_event *ev;
 	__u32 code = 0;
 	int trunc = 0, r;
@@ -230,7 +245,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		if (start) {
 			start_ns = *start;
 			if (cfg->trace) {
-				tp_take(&key, tp);
+				started = key; /* its traceparent, if any: taken below */
 				if (go_chain_u64(s, &cfg->stream_ctx, &addr) == 0)
 					node = request_ctx_of(tgid, addr);
 			}
@@ -242,7 +257,12 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		}
 		key.conn = t; /* reported: the transport (the framer is its 1:1 in-flight key) */
 	}
-	ev = reserve_zeroed(&events, sizeof(*ev));
+	if (cfg->trace) {
+		tev = reserve_zeroed(&events, sizeof(*tev));
+		ev = tev ? &tev->ev : NULL;
+	} else {
+		ev = reserve_zeroed(&events, sizeof(*ev));
+	}
 	if (!ev)
 		return 0;
 	ev->type = EV_GRPC_SERVER;
@@ -251,8 +271,6 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->start_ns = start_ns;
-	ev->ctx_node = node;
-	__builtin_memcpy(ev->traceparent, tp, sizeof(tp));
 	if (!start_ns) {
 		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
@@ -279,6 +297,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	} else {
 		read_local_addr(cfg, t, ev);
 	}
+	if (tev)
+		trace_end(cfg, t, tev, node, &started);
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	submit_batched(&events, ev);

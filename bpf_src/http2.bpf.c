@@ -385,15 +385,44 @@ static __always_inline int take_start(__u32 tgid, const struct stream_key *key,
 	return 1;
 }
 
-/* A reserved server record for `key`, ending now; an unknown start is flagged unmatched. */
-static __always_inline struct http2_event *server_event(const struct stream_key *key,
-							__u8 flavor, __u64 start_ns)
+/* Reserve a record: the plain one of type `type`, or with traces on the traced one of type
+ * `traced_type` (*tev set: the join fields follow the record, events.h). */
+static __always_inline struct http2_event *reserve_h2(const struct http2_config *cfg,
+						      __u32 type, __u32 traced_type,
+						      struct http2_trace_event **tev)
 {
-	struct http2_event *ev = reserve_zeroed(&events, sizeof(*ev));
+	struct http2_event *ev;
+
+	*tev = NULL;
+	if (cfg->trace) {
+		*tev = reserve_zeroed(&events, sizeof(struct http2_trace_event));
+		ev = *tev ? &(*tev)->ev : NULL;
+		type = traced_type;
+	} else {
+		ev = reserve_zeroed(&events, sizeof(struct http2_event));
+	}
+	if (ev)
+		ev->type = type;
+	return ev;
+}
+
+/* A reserved server record for `key`, ending now; an unknown start is flagged unmatched.
+ * With traces on (*tev set) it carries the request's context and incoming traceparent. */
+static __always_inline struct http2_event *server_event(const struct http2_config *cfg,
+							const struct stream_key *key,
+							__u8 flavor,
+							const struct h2_server_start *start,
+							struct http2_trace_event **tev)
+{
+	struct http2_event *ev = reserve_h2(cfg, EV_HTTP2_SERVER, EV_HTTP2_SERVER_TRACED, tev);
+	__u64 start_ns = start->start_ns;
 
 	if (!ev)
 		return NULL;
-	ev->type = EV_HTTP2_SERVER;
+	if (*tev) {
+		(*tev)->ctx_node = start->ctx; /* the stream's own context: the request context */
+		tp_take(key, (*tev)->traceparent);
+	}
 	ev->tgid = key->tgid;
 	ev->flavor = flavor;
 	ev->conn = key->conn;
@@ -430,6 +459,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
+	struct http2_trace_event *tev;
 
 	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
@@ -447,13 +477,9 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
-	ev = server_event(&key, flavor, start.start_ns);
+	ev = server_event(cfg, &key, flavor, &start, &tev);
 	if (!ev)
 		return 0;
-	if (cfg->trace) {
-		ev->ctx_node = start.ctx; /* the stream's own context: the request context */
-		tp_take(&key, ev->traceparent);
-	}
 	if (go_read_u64(rws + cfg->rws_status, &status))
 		ev->flags |= SPAN_F_BAD_READ;
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
@@ -479,6 +505,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
+	struct http2_trace_event *tev;
 	__u32 rws_sid = 0;
 	__u8 sent = 0;
 
@@ -494,14 +521,10 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
 		return 0;
 	}
-	ev = server_event(&key, flavor, start.start_ns);
+	ev = server_event(cfg, &key, flavor, &start, &tev);
 	if (!ev)
 		return 0;
 	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
-	if (cfg->trace) {
-		ev->ctx_node = start.ctx;
-		tp_take(&key, ev->traceparent);
-	}
 	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
 	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
 	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {
@@ -563,6 +586,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
+	struct http2_trace_event *tev;
 
 	cfg = config_of_flavor(&http2_config, tgid, flavor);
 	if (!cfg)
@@ -581,12 +605,11 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
-	ev = reserve_zeroed(&events, sizeof(*ev));
+	ev = reserve_h2(cfg, EV_HTTP2_CLIENT, EV_HTTP2_CLIENT_TRACED, &tev);
 	if (!ev) {
 		bpf_map_delete_elem(&http2_client_inflight, &key);
 		return 0;
 	}
-	ev->type = EV_HTTP2_CLIENT;
 	ev->tgid = tgid;
 	ev->flavor = flavor;
 	ev->conn = key.conn;
@@ -595,7 +618,8 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	if (st) {
 		end_repeats(ctx, &key);
 		ev->start_ns = st->start_ns;
-		ev->ctx_node = st->ctx_node;
+		if (tev)
+			tev->ctx_node = st->ctx_node;
 		ev->flags |= st->flags;
 		ev->method_len = st->method_len;
 		ev->host_len = st->host_len;

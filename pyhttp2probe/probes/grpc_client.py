@@ -168,25 +168,25 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
 def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     """Client spans; a call that never got a connection reports its dial target as peer."""
     out = []
-    traced = bool(c.arr["ctx_node"].any() or c.arr["local_port"].any())  # traces on
-    nodes = c["ctx_node"] if traced else None
-    lips = c.ips("local_ip") if traced else None
-    lports = c["local_port"] if traced else None
-    for i, (pid, conn, call, start, end, sid, code, flags, ip, port, method, target) in \
-            enumerate(zip(
+    for pid, conn, call, start, end, sid, code, flags, ip, port, method, target in zip(
             c["tgid"], c["transport"], c["cs"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status_code"], c["flags"], c.ips("peer_ip"), c["peer_port"],
-            c.texts("method", "method_len"), c.texts("target", "target_len"), strict=True)):
+            c.texts("method", "method_len"), c.texts("target", "target_len"), strict=True):
         service, meth = split_method(method)
         address, port_ = (ip, port) if conn else parse_target(target)
-        span = Span(
+        out.append(Span(
             "grpc_client", pid, conn, sid if conn else 0, start, end, code, service, meth,
-            method, address, port_, ctx.flag_names(flags), ctx.service_name(pid), call)
-        if traced:
-            span.context = nodes[i]  # type: ignore[index]
-            span.client_address = lips[i]  # type: ignore[index]
-            span.client_port = lports[i]  # type: ignore[index]
-        out.append(span)
+            method, address, port_, ctx.flag_names(flags), ctx.service_name(pid), call))
+    return out
+
+
+def traced_to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
+    """Traces on (struct grpc_client_trace_event): the spans, with what the joiner joins
+    client spans by: the request context of the call, the connection's local address."""
+    out = to_spans(type(c)(c.arr["ev"], c.ctx), ctx)  # the plain record: the same columns
+    for span, node, ip, port in zip(out, c["ctx_node"], c.ips("local_ip"), c["local_port"],
+                                    strict=True):
+        span.context, span.client_address, span.client_port = node, ip, port
     return out
 
 
@@ -205,5 +205,6 @@ def ids(c: Columns) -> SpanIds:
 
 PATH = ProbePath(
     name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
-    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key, ids),),
+    records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key, ids),
+             RecordType("EV_GRPC_CLIENT_TRACED", "grpc_client_trace_event", traced_to_spans)),
     anchors=ANCHORS, in_flight_maps=("inflight",))

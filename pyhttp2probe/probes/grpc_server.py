@@ -254,25 +254,26 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     """Server spans; server_address/port are the local listener's (or, through ServeHTTP,
     the request's Host)."""
     out = []
-    traced = bool(c.arr["ctx_node"].any() or c.arr["remote_port"].any())  # traces on
-    nodes = c["ctx_node"] if traced else None
-    rips = c.ips("remote_ip") if traced else None
-    rports = c["remote_port"] if traced else None
-    tps = c.arr["traceparent"].tolist() if traced else None
-    for i, (pid, conn, start, end, sid, code, flags, ip, port, method, host) in enumerate(zip(
+    for pid, conn, start, end, sid, code, flags, ip, port, method, host in zip(
             c["tgid"], c["transport"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status_code"], c["flags"], c.ips("local_ip"), c["local_port"],
-            c.texts("method", "method_len"), c.texts("host", "host_len"), strict=True)):
+            c.texts("method", "method_len"), c.texts("host", "host_len"), strict=True):
         service, meth = split_method(method)
         address, port_ = (ip, port) if port else split_hostport(host)
-        span = Span("grpc_server", pid, conn, sid, start, end, code, service, meth, method,
-                    address, port_, ctx.flag_names(flags), ctx.service_name(pid))
-        if traced:
-            span.context = nodes[i]  # type: ignore[index]
-            span.client_address = rips[i]  # type: ignore[index]
-            span.client_port = rports[i]  # type: ignore[index]
-            span.traceparent = tps[i].decode("ascii", "replace")  # type: ignore[index]
-        out.append(span)
+        out.append(Span("grpc_server", pid, conn, sid, start, end, code, service, meth, method,
+                        address, port_, ctx.flag_names(flags), ctx.service_name(pid)))
+    return out
+
+
+def traced_to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
+    """Traces on (struct grpc_server_trace_event): the spans, with what the joiner joins
+    server spans by: the request's context, the client's address, the incoming
+    traceparent."""
+    out = to_spans(type(c)(c.arr["ev"], c.ctx), ctx)  # the plain record: the same columns
+    for span, node, ip, port, tp in zip(out, c["ctx_node"], c.ips("remote_ip"),
+                                        c["remote_port"], c["traceparent"], strict=True):
+        span.context, span.client_address, span.client_port = node, ip, port
+        span.traceparent = tp.decode("ascii", "replace")
     return out
 
 
@@ -297,6 +298,7 @@ def count_rejected(c: Columns, ctx: DecodeContext) -> list[Span]:
 PATH = ProbePath(
     name="grpc_server", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
     records=(RecordType("EV_GRPC_SERVER", "grpc_server_event", to_spans, label_key, ids),
+             RecordType("EV_GRPC_SERVER_TRACED", "grpc_server_trace_event", traced_to_spans),
              RecordType("EV_GRPC_SERVER_REJECTED", "grpc_server_reject_event", count_rejected)),
     anchors=ANCHORS,
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there

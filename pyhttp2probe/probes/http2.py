@@ -255,24 +255,27 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     HTTP status, service = the HTTP/2 implementation that carried it ("net/http" or
     "x/net/http2"). server_address/port: the request's host (client: URL host; server:
     :authority, as OpenTelemetry's HTTP server conventions take it)."""
-    client = ctx.constant("EV_HTTP2_CLIENT")
+    client = (ctx.constant("EV_HTTP2_CLIENT"), ctx.constant("EV_HTTP2_CLIENT_TRACED"))
     out = []
-    traced = bool(c.arr["ctx_node"].any())  # traces on
-    tps = c.arr["traceparent"].tolist() if traced else None
-    for i, (typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path,
-            node) in enumerate(zip(
+    for typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path in zip(
             c["type"], c["tgid"], c["conn"], c["start_ns"], c["end_ns"], c["stream_id"],
             c["status"], c["flags"], c["flavor"], c.texts("method", "method_len"),
-            c.texts("host", "host_len"), c.texts("path", "path_len"), c["ctx_node"],
-            strict=True)):
+            c.texts("host", "host_len"), c.texts("path", "path_len"), strict=True):
         address, port = split_hostport(host)
-        kind = "http_client" if typ == client else "http_server"
-        span = Span(kind, pid, conn, sid, start, end, status, FLAVOR_NAMES.get(flavor, ""),
-                    method, path, address, port, ctx.flag_names(flags), ctx.service_name(pid),
-                    attributes={"network.protocol.version": "2"}, context=node)
-        if traced and kind == "http_server":
-            span.traceparent = tps[i].decode("ascii", "replace")  # type: ignore[index]
-        out.append(span)
+        kind = "http_client" if typ in client else "http_server"
+        out.append(Span(kind, pid, conn, sid, start, end, status, FLAVOR_NAMES.get(flavor, ""),
+                        method, path, address, port, ctx.flag_names(flags),
+                        ctx.service_name(pid), attributes={"network.protocol.version": "2"}))
+    return out
+
+
+def traced_to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
+    """Traces on (struct http2_trace_event): the spans, with the request context (server:
+    its own; client: the one it was made under) and a server's incoming traceparent."""
+    out = to_spans(type(c)(c.arr["ev"], c.ctx), ctx)  # the plain record: the same columns
+    for span, node, tp in zip(out, c["ctx_node"], c["traceparent"], strict=True):
+        span.context = node
+        span.traceparent = tp.decode("ascii", "replace")
     return out
 
 
@@ -291,7 +294,9 @@ def ids(c: Columns) -> SpanIds:
 PATH = ProbePath(
     name="http2", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
     records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans, label_key, ids),
-             RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key, ids)),
+             RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key, ids),
+             RecordType("EV_HTTP2_CLIENT_TRACED", "http2_trace_event", traced_to_spans),
+             RecordType("EV_HTTP2_SERVER_TRACED", "http2_trace_event", traced_to_spans)),
     anchors=ANCHORS,
     shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
