@@ -257,7 +257,9 @@ def test_abandoned_calls_reaching_their_server_late_are_joined(tmp_path: Path) -
     assert sum(1 for r in run.client if r["code"]) > 20
     by_id = {s.span_id: s for s in run.spans}
     servers = [s for s in run.spans if s.kind == "grpc_server"]
-    assert len(servers) == len(run.server) > 100
+    # (a call cancelled before its handler ran has a server span, grpc-go's status, and no
+    # server truth line: the spans are at least the lines)
+    assert len(servers) >= len(run.server) > 100
     for s in servers:
         parent = by_id.get(s.parent_span_id)
         assert parent is not None and parent.kind == "grpc_client", s
