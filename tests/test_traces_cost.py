@@ -67,18 +67,19 @@ class Run:
     timed_out: int  # spans the joiner sent on as roots after waiting for a parent
 
 
-def _private(pin: str, tmp: Path) -> Path:
+def _private(pin: str, tmp: Path, ldflags: str = "") -> Path:
     """A copy of the workload binary of our own: the agent shares links among processes of
     one file, so another session running the cached binary meanwhile would add its hits
     (counted as no_config) to our run counts."""
-    out = tmp / f"grpcwork-{pin}"
+    out = tmp / f"grpcwork-{pin}{'-stripped' if ldflags else ''}"
     if not out.exists():
-        shutil.copy2(build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}")), out)
+        shutil.copy2(build(GoBuild(src="grpcwork", mod=f"grpcmods/{pin}", ldflags=ldflags)),
+                     out)
     return out
 
 
-def _run(pin: str, args: list[str], tmp: Path, trace: bool) -> Run:
-    binary = _private(pin, tmp)
+def _run(pin: str, args: list[str], tmp: Path, trace: bool, ldflags: str = "") -> Run:
+    binary = _private(pin, tmp, ldflags)
     ct, st = tmp / f"c-{trace}.jsonl", tmp / f"s-{trace}.jsonl"
     with bpf_stats_enabled(), start_workload(binary, [*args, "-truth", str(ct),
                                                       "-server-truth", str(st), "-hold"]) as wl:
@@ -227,6 +228,14 @@ def test_grpc_140_server_spans_joined_handler_calls_not(tmp_path: Path) -> None:
         _assert_hits(run, fail_probe=False)  # no FAIL probe before grpc-go v1.50
     assert _counts_less_dup(on) == _counts_less_dup(off)
     _assert_joined(on, handler_joined=False)
+
+
+def test_stripped_binaries_are_joined_from_the_offsets_table(tmp_path: Path) -> None:
+    """No DWARF: the trace fields' offsets come from the shipped table (both server context
+    layouts: v1.58's http2Server.ctx, v1.85's operateHeaders argument)."""
+    for pin in ("v1.58.3", NEWEST):
+        run = _run(pin, UNARY, tmp_path, trace=True, ldflags="-s -w")
+        _assert_joined(run, handler_joined=True)
 
 
 def test_handler_calls_joined_under_connection_churn(tmp_path: Path) -> None:
