@@ -146,16 +146,21 @@ static __always_inline int go_read_string(__u64 addr, char *buf, __u32 max, __u1
 static __always_inline int go_read_tcp_addr(__u64 iface, __u32 itab_fun0, __u64 network_fn,
 					    __u32 ip_off, __u32 port_off, __u8 *ip, __u16 *port)
 {
-	__u64 tab, data, fn, slice[2] = {}, p = 0;
+	__u64 tab, data, fn, slice[4] = {}, p = 0;
 	__u32 v4 = 0;
 
 	if (go_read_iface(iface, &tab, &data) || !tab || !data)
 		return 1;
 	if (network_fn && (go_read_u64(tab + itab_fun0, &fn) || fn != network_fn))
 		return 1;
-	if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + ip_off)) ||
-	    go_read_u64(data + port_off, &p))
+	if (port_off == ip_off + 24) { /* TCPAddr{IP, Port, ..}: slice header and port in one read */
+		if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + ip_off)))
+			return -1;
+		p = slice[3];
+	} else if (bpf_probe_read_user(slice, 2 * sizeof(__u64), (const void *)(data + ip_off)) ||
+		   go_read_u64(data + port_off, &p)) {
 		return -1;
+	}
 	*port = (__u16)p;
 	if (slice[1] == 16) {
 		bpf_probe_read_user(ip, 16, (const void *)slice[0]); /* zeroed if it fails */
