@@ -34,7 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 from prometheus_client.samples import Exemplar
 
-from .spans import Span, SpanColumns
+from .spans import Span, SpanColumns, clock_offset_ns
 
 # Loopback gRPC takes tens of µs; peers start at 5 ms and see nothing below.
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -104,7 +104,7 @@ class RpcMetrics:
         self.max_label_sets = max_label_sets
         # Unix epoch ns minus CLOCK_MONOTONIC ns (the spans' clock), measured once, as the
         # OTLP exporter does: exemplar timestamps of one series never go backwards
-        self._epoch_offset_ns = time.time_ns() - time.monotonic_ns()
+        self._epoch_offset_ns = clock_offset_ns()
         self._lock = threading.Lock()
         self._state = _State()
         if registry is not None:

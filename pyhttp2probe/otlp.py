@@ -48,7 +48,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from . import __version__
-from .spans import Span
+from .spans import Span, clock_offset_ns
 
 DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 DEFAULT_QUEUE = 8192  # spans; ~8 k * a few hundred bytes: a few MB at most
@@ -63,11 +63,6 @@ _KIND = {"grpc_client": SpanKind.CLIENT, "http_client": SpanKind.CLIENT,
          "grpc_server": SpanKind.SERVER, "http_server": SpanKind.SERVER}
 _SCOPE = InstrumentationScope("pyhttp2probe", __version__)
 _TIMEOUT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
-
-
-def clock_offset_ns() -> int:
-    """Unix epoch ns minus CLOCK_MONOTONIC ns, now."""
-    return time.time_ns() - time.monotonic_ns()
 
 
 def span_name(s: Span) -> str:

@@ -10,6 +10,7 @@ and are told apart by `call` (their per-call object's address).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -151,6 +152,12 @@ class SpanColumns:
                             dtype=np.int64),
                    np.array(["status_guessed" in s.flags for s in spans], dtype=bool),
                    exact=True)
+
+
+def clock_offset_ns() -> int:
+    """Unix epoch ns minus CLOCK_MONOTONIC ns, now: what turns a span's kernel times
+    (bpf_ktime_get_ns) into wall-clock times for exporters."""
+    return time.time_ns() - time.monotonic_ns()
 
 
 @functools.lru_cache(maxsize=4096)  # few distinct values; spans call it per span

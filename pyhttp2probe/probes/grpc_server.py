@@ -214,12 +214,20 @@ def _trace_context(cfg: Any, f: PlanFields, notes: list[str],
     elif cfg.frame_arg == 2:
         cfg.t_ctx = f[f"{TRANSPORT}.http2Server.ctx"] + 8  # the iface's data word
     cfg.frame_fields = f[f"{XNET_H2}.MetaHeadersFrame.Fields"]
-    if all(f.has(f"{HPACK}.HeaderField.{n}") for n in ("Name", "Value", "Sensitive")):
-        cfg.hf_name = f[f"{HPACK}.HeaderField.Name"]
-        cfg.hf_value = f[f"{HPACK}.HeaderField.Value"]
-        cfg.hf_stride = (f[f"{HPACK}.HeaderField.Sensitive"] + 1 + 7) & ~7
-    else:
+    if not _header_field_layout(cfg, f):
         notes.append("hpack.HeaderField layout absent: an incoming traceparent is not read")
+
+
+def _header_field_layout(cfg: Any, f: PlanFields) -> bool:
+    """hpack.HeaderField's Name, Value and slice stride into the config (read by the early
+    abort's grpc-status and by the traceparent search); False when the plan lacks them."""
+    if not all(f.has(f"{HPACK}.HeaderField.{n}") for n in ("Name", "Value", "Sensitive")):
+        return False
+    cfg.hf_name = f[f"{HPACK}.HeaderField.Name"]
+    cfg.hf_value = f[f"{HPACK}.HeaderField.Value"]
+    # Sensitive (bool) is the struct's last field; Go pads it to the 8-byte alignment
+    cfg.hf_stride = (f[f"{HPACK}.HeaderField.Sensitive"] + 1 + 7) & ~7
+    return True
 
 
 def _early_abort(cfg: object, f: PlanFields, plan: AttachPlan,
@@ -236,13 +244,8 @@ def _early_abort(cfg: object, f: PlanFields, plan: AttachPlan,
     if f.has(f"{eas}.status"):  # < v1.79: *status.Status
         set_chain(cfg, "eas_code", [f[f"{eas}.status"], f[f"{STATUS}.Status.s"]],
                   f[f"{SPB}.Status.Code"])
-    elif f.has(f"{eas}.hf") and all(f.has(f"{HPACK}.HeaderField.{n}")
-                                     for n in ("Name", "Value", "Sensitive")):
+    elif f.has(f"{eas}.hf") and _header_field_layout(cfg, f):
         cfg.eas_hf = f[f"{eas}.hf"]
-        cfg.hf_name = f[f"{HPACK}.HeaderField.Name"]
-        cfg.hf_value = f[f"{HPACK}.HeaderField.Value"]
-        # Sensitive (bool) is the struct's last field; Go pads it to the 8-byte alignment
-        cfg.hf_stride = (f[f"{HPACK}.HeaderField.Sensitive"] + 1 + 7) & ~7
     else:
         notes.append("earlyAbortStream has neither status nor hf (with hpack.HeaderField): "
                      "RPCs rejected before a handler are not counted")
