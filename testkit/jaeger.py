@@ -31,6 +31,21 @@ class Jaeger:
     """`with Jaeger(otlp_port) as j: j.spans("my-service")`."""
 
     def __init__(self, otlp_port: int | None = None) -> None:
+        # A port free_port() found can be taken before Jaeger binds it (it then exits at
+        # once): start again on fresh ports, a few times, before giving up.
+        for attempt in range(3):
+            self._start(otlp_port)
+            try:
+                self._wait_up(timeout=60)
+                return
+            except BaseException:
+                exited = self.proc.poll() is not None  # by itself: not stopped by us
+                self.close()
+                if attempt == 2 or not exited:
+                    raise
+                print(f"jaeger exited at start ({self.proc.returncode}): again on new ports")
+
+    def _start(self, otlp_port: int | None) -> None:
         self.otlp_port = otlp_port or free_port()
         self.query_port = free_port()
         lo = "127.0.0.1"
@@ -51,11 +66,18 @@ class Jaeger:
         self.proc = subprocess.Popen([str(jaeger_binary()), *flags], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
-        try:
-            wait_http(f"{self.url}/api/services", timeout=60)
-        except BaseException:
-            self.close()
-            raise
+
+    def _wait_up(self, timeout: float) -> None:
+        """Until its query API answers; raises at once when it exited."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            try:
+                wait_http(f"{self.url}/api/services", timeout=1)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        raise RuntimeError(f"jaeger exited with {self.proc.returncode}")
 
     @property
     def url(self) -> str:
