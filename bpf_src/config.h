@@ -47,6 +47,18 @@ struct grpc_client_config {
 	__u32 trace;                    /* 1: read the trace context below; 0: none of it */
 	__u32 cs_ctx;                   /* clientStream.ctx (context.Context iface) */
 	struct go_chain ct_local_addr;  /* http2Client -> localAddr (net.Addr iface) */
+	/* Learned by the probes, 0 from Python: itabs are never freed, so an itab seen once
+	 * with the right fun[0] needs no second read of it (go_helpers.h). */
+	__u64 tcpaddr_itab;             /* the (net.Addr, *net.TCPAddr) itab */
+	__u64 status_error_itab;        /* the (error, *status.Error) itab */
+	/* cs_finished and cs_attempt in one read of 64 bytes at cs + cs_window (8-aligned),
+	 * when Python found both inside it (1) or not (0: two reads) */
+	__u32 cs_window;
+	__u32 cs_window_on;
+	/* the connection cache (conn_cache.h): on when its constructor probe is attached */
+	__u32 conn_cache;
+	__u32 conn_ret_reg;             /* the constructor's result: 1 RAX (*http2Client), 2 RBX
+					 * (the data word of a ClientTransport, >= v1.69) */
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */
@@ -82,6 +94,11 @@ struct grpc_server_config {
 	__u32 _pad2;
 	struct go_chain stream_ctx;     /* *ServerStream (or *Stream) -> ctx data word */
 	struct go_chain t_remote_addr;  /* *http2Server -> remoteAddr (net.Addr iface) */
+	__u64 tcpaddr_itab;             /* learned: as in grpc_client_config */
+	/* the connection cache (conn_cache.h): on when its constructor probe is attached at
+	 * NewServerTransport's RETs (the *http2Server: the ServerTransport's data word, RBX) */
+	__u32 conn_cache;
+	__u32 _pad3;
 };
 
 /* http2.bpf.c, per (process, flavor): keyed by tgid << 8 | flavor (H2_FLAVOR_* of

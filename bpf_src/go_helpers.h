@@ -139,20 +139,26 @@ static __always_inline int go_read_string(__u64 addr, char *buf, __u32 max, __u1
  * IPv6 or IPv4-mapped IPv6) and port. net.Addr's methods are Network, String, so the
  * itab's fun[0] (at itab_fun0) tells a *net.TCPAddr apart when network_fn, the runtime
  * address of net.(*TCPAddr).Network, is known (0: unchecked); that works for stripped
- * binaries too. ip_off/port_off: net.TCPAddr.IP (slice) and .Port (int).
+ * binaries too. *known_tab is an itab found to be that one before (0: none yet): itabs
+ * are never freed, so a match spares the fun[0] read, and a new one found right is kept.
+ * ip_off/port_off: net.TCPAddr.IP (slice) and .Port (int).
  * Returns 0 when read (ip stays zero if its bytes were unreadable), 1 when there is no
  * TCP address (a nil or unreadable interface, a unix socket), -1 when the TCPAddr's
  * fields could not be read. */
 static __always_inline int go_read_tcp_addr(__u64 iface, __u32 itab_fun0, __u64 network_fn,
-					    __u32 ip_off, __u32 port_off, __u8 *ip, __u16 *port)
+					    __u64 *known_tab, __u32 ip_off, __u32 port_off,
+					    __u8 *ip, __u16 *port)
 {
 	__u64 tab, data, fn, slice[4] = {}, p = 0;
 	__u32 v4 = 0;
 
 	if (go_read_iface(iface, &tab, &data) || !tab || !data)
 		return 1;
-	if (network_fn && (go_read_u64(tab + itab_fun0, &fn) || fn != network_fn))
-		return 1;
+	if (network_fn && tab != *known_tab) {
+		if (go_read_u64(tab + itab_fun0, &fn) || fn != network_fn)
+			return 1;
+		*known_tab = tab;
+	}
 	if (port_off == ip_off + 24) { /* TCPAddr{IP, Port, ..}: slice header and port in one read */
 		if (bpf_probe_read_user(slice, sizeof(slice), (const void *)(data + ip_off)))
 			return -1;

@@ -3,7 +3,8 @@
  *
  * START: entry of (*clientStream).newAttemptLocked (RAX = cs). It runs once per attempt;
  *   only when cs.attempt is still nil is this the call's first attempt, so retries never
- *   restart the clock. inflight[(tgid, cs)] = now, overwritten unconditionally.
+ *   restart the clock. inflight[(tgid, cs)] = now, overwritten unconditionally (a slot
+ *   of inflight_slots, or the LRU map when that slot is held: start_slots.h).
  * END: entry of (*clientStream).finish(err) (RAX = cs, err = RBX itab + RCX data). A call
  *   whose cs.finished is already set is a later duplicate (the ctx watcher of streaming
  *   calls) and is ignored. Identity, method, peer and status are read HERE, where final:
@@ -35,11 +36,15 @@
  *   ("max retries exhausted: ... %w", a *fmt.wrapError) is unwrapped here, by its itab's
  *   fun[0] == fmt.(*wrapError).Error, to the status it wraps.
  *
+ * CONN (once per connection): the RETs of the transport's constructor note the server's
+ *   address of the new connection (conn_cache.h), so an end does not read it again.
+ *
  * All offsets come from the per-process config (Python, from the attach plan).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "grpc_client_common.h"
+#include "start_slots.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -63,6 +68,10 @@ struct {
 	__type(key, struct inflight_key);
 	__type(value, struct inflight_val);
 } inflight SEC(".maps");
+
+/* Their first tier (start_slots.h): the LRU above takes a call only when its slot is held. */
+START_SLOTS(inflight_slots);
+START_SLOTS_SWEEPER(grpc_client_sweep, inflight_slots);
 
 /* goroutine -> the clientStream it last started: read only by the FAIL probe, which runs
  * on the starting goroutine. Sized like inflight; stale entries are harmless (checked). */
@@ -121,6 +130,29 @@ static __always_inline void recent_forget(const struct inflight_key *k)
 		slot->cs = 0;
 }
 
+/* The start of call `key`: in its slot, else (unless the call just ended: DUP_END) in the
+ * LRU tier, else NULL (start_slots.h says why in that order). */
+#define DUP_END ((struct inflight_val *)1)
+
+static __always_inline struct inflight_val *find_start(const struct inflight_key *key,
+							struct start_slot **slot)
+{
+	*slot = slot_get(&inflight_slots, key);
+	if (*slot)
+		return (struct inflight_val *)(*slot)->val;
+	if (recent_has(key))
+		return DUP_END;
+	return bpf_map_lookup_elem(&inflight, key);
+}
+
+/* Take what find_start found: 0, or -1 when a racing end of the call took it first. */
+static __always_inline int take_start(const struct inflight_key *key, struct start_slot *slot)
+{
+	if (slot)
+		return slot_release(slot, key);
+	return bpf_map_delete_elem(&inflight, key) ? -1 : 0;
+}
+
 SEC("uprobe")
 int grpc_client_start(struct pt_regs *ctx)
 {
@@ -149,7 +181,7 @@ int grpc_client_start(struct pt_regs *ctx)
 		go_read_u64(cs + cfg->cs_ctx + 8, &c); /* the iface's data word */
 		val.ctx_node = request_ctx_of(tgid, c);
 	}
-	inflight_start(&inflight, &key, &val);
+	slot_start(&inflight_slots, &inflight, &grpc_client_config, &key, &val);
 	recent_forget(&key);
 	gk.tgid = tgid;
 	gk.g = GO_GOROUTINE(ctx);
@@ -165,14 +197,15 @@ int grpc_client_end(struct pt_regs *ctx)
 	struct grpc_client_trace_event *tev;
 	struct grpc_client_event *ev;
 	struct inflight_key key = {};
+	struct start_slot *slot;
 	struct inflight_val *v;
-	__u64 cs = GO_ARG1(ctx), start = 0, node = 0;
-	__u8 finished = 0;
+	__u64 cs = GO_ARG1(ctx), start = 0, node = 0, attempt;
+	__u8 finished;
 
 	cfg = config_of_tgid(&grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
-	if (go_read_u8(cs + cfg->cs_finished, &finished)) {
+	if (read_cs_state(cfg, cs, &finished, &attempt)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
@@ -180,21 +213,22 @@ int grpc_client_end(struct pt_regs *ctx)
 		return 0;
 	key.tgid = tgid;
 	key.cs = cs;
-	v = bpf_map_lookup_elem(&inflight, &key);
+	v = find_start(&key, &slot);
+	if (v == DUP_END) {
+		stat_inc(STAT_DUP_END); /* the race below, one step later: already emitted */
+		return 0;
+	}
 	if (v) {
 		start = v->start_ns;
 		node = v->ctx_node;
-		/* Two finish calls racing past the unlocked `finished` read: one delete wins.
+		/* Two finish calls racing past the unlocked `finished` read: one take wins.
 		 * Mark the call ended first, so a racer that misses the in-flight entry
 		 * already finds it here. */
 		recent_mark(&key);
-		if (bpf_map_delete_elem(&inflight, &key)) {
+		if (take_start(&key, slot)) {
 			stat_inc(STAT_DUP_END);
 			return 0;
 		}
-	} else if (recent_has(&key)) {
-		stat_inc(STAT_DUP_END); /* the same race, one step later: already emitted */
-		return 0;
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
@@ -205,7 +239,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	ev->start_ns = start;
 	if (!start)
 		ev->flags |= SPAN_F_UNMATCHED;
-	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	fill_end(cfg, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), ev);
 	if (tev)
 		trace_end(cfg, tev, node);
 	submit_batched(&events, ev);
@@ -221,6 +255,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	struct grpc_client_trace_event *tev;
 	struct grpc_client_event *ev;
 	struct inflight_key key = {};
+	struct start_slot *slot;
 	struct inflight_val *v;
 	struct g_key gk = {};
 	__u64 *csp, cs, attempt = 0, stream = 0, start, node, fn = 0, wrapped[2];
@@ -243,20 +278,18 @@ int grpc_client_fail(struct pt_regs *ctx)
 	cs = *csp;
 	key.tgid = tgid;
 	key.cs = cs;
-	v = bpf_map_lookup_elem(&inflight, &key);
-	if (!v)
+	v = find_start(&key, &slot);
+	if (!v || v == DUP_END)
 		return 0; /* that call already finished: this is an error of a later stream op */
-	if (go_read_u8(cs + cfg->cs_finished, &finished) || finished)
-		return 0;
-	if (go_read_u64(cs + cfg->cs_attempt, &attempt) ||
+	if (read_cs_state(cfg, cs, &finished, &attempt) || finished ||
 	    (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream)))
 		return 0;
 	if (stream)
 		return 0; /* has a stream: finish() will end it */
 	start = v->start_ns;
 	node = v->ctx_node;
-	recent_mark(&key); /* before the delete: see the end */
-	if (bpf_map_delete_elem(&inflight, &key)) {
+	recent_mark(&key); /* before the take: see the end */
+	if (take_start(&key, slot)) {
 		stat_inc(STAT_DUP_END);
 		return 0;
 	}
@@ -275,9 +308,31 @@ int grpc_client_fail(struct pt_regs *ctx)
 	}
 	ev->tgid = tgid;
 	ev->start_ns = start;
-	fill_end(cfg, cs, errtab, errdata, ev);
+	fill_end(cfg, cs, attempt, errtab, errdata, ev);
 	if (tev)
 		trace_end(cfg, tev, node);
 	submit_batched(&events, ev);
+	return 0;
+}
+
+/* At each RET of the transport's constructor (newHTTP2Client, or NewHTTP2Client from
+ * v1.69): the new connection's server address goes into the cache (conn_cache.h) before
+ * any call can run on it. Once per connection; a failed construction returns nil. */
+SEC("uprobe")
+int grpc_client_conn(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	__u64 rax = GO_ARG1(ctx), rbx = GO_ARG2(ctx), ct;
+	struct conn_addr_src src;
+
+	if (!cfg)
+		return 0;
+	barrier_var(rbx); /* both loads first: see grpc_server.bpf.c frame_arg */
+	ct = cfg->conn_ret_reg == 2 ? rbx : rax;
+	if (!ct)
+		return 0;
+	peer_src(cfg, &src);
+	conn_addr_note(&conn_peer, tgid, ct, &src);
 	return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "trace_ctx.h"
+#include "conn_cache.h"
 
 /* Per-process offsets, keyed by tgid: one loaded object serves many processes. 1024 traced
  * processes per agent is far beyond a node's Go gRPC programs; a lookup costs ~50 ns next
@@ -27,15 +28,29 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
+/* The server's address of each connection (conn_cache.h). */
+CONN_CACHE(conn_peer);
+
 /* The server's address: the transport's remoteAddr, when it is TCP. */
+static __always_inline void peer_src(const struct grpc_client_config *cfg,
+				     struct conn_addr_src *src)
+{
+	src->field = &cfg->ct_remote_addr;
+	src->network_fn = cfg->tcpaddr_network_fn;
+	src->known_tab = (__u64 *)&cfg->tcpaddr_itab;
+	src->itab_fun0 = cfg->itab_fun0;
+	src->ip_off = cfg->tcpaddr_ip;
+	src->port_off = cfg->tcpaddr_port;
+}
+
 static __always_inline void read_peer(const struct grpc_client_config *cfg, __u64 ct,
 				      struct grpc_client_event *ev)
 {
-	__u64 addr;
+	struct conn_addr_src src;
 
-	if (go_chain_addr(ct, &cfg->ct_remote_addr, &addr) == 0 &&
-	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
-			     cfg->tcpaddr_port, ev->peer_ip, &ev->peer_port) < 0)
+	peer_src(cfg, &src);
+	if (conn_addr_of(&conn_peer, cfg->conn_cache, ev->tgid, ct, &src, ev->peer_ip,
+			 &ev->peer_port) == -1)
 		ev->flags |= SPAN_F_BAD_READ;
 }
 
@@ -51,8 +66,10 @@ static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u
 
 	if (!errtab)
 		return 0;
-	if (go_read_u64(errtab + cfg->itab_fun0, &fn) == 0 && fn == cfg->status_error_fn &&
-	    fn != 0) {
+	if (errtab != cfg->status_error_itab && /* learned: config.h */
+	    go_read_u64(errtab + cfg->itab_fun0, &fn) == 0 && fn == cfg->status_error_fn && fn)
+		((struct grpc_client_config *)cfg)->status_error_itab = errtab;
+	if (errtab == cfg->status_error_itab) {
 		r = go_chain_u32(errdata, &cfg->err_code, &code);
 		if (r < 0)
 			ev->flags |= SPAN_F_BAD_READ;
@@ -70,12 +87,36 @@ static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u
 	return 2; /* codes.Unknown */
 }
 
+/* cs.finished and cs.attempt: one read of the 64-byte window holding both when the layout
+ * allows (each read is ~0.1 us here: the largest cost of an end), else two.
+ * Returns -1 when unreadable. */
+static __always_inline int read_cs_state(const struct grpc_client_config *cfg, __u64 cs,
+					 __u8 *finished, __u64 *attempt)
+{
+	__u64 win[8] = {};
+	__u32 at = cfg->cs_attempt - cfg->cs_window, fin = cfg->cs_finished - cfg->cs_window;
+
+	*finished = 0;
+	*attempt = 0;
+	if (cfg->cs_window_on &&
+	    bpf_probe_read_user(win, sizeof(win), (const void *)(cs + cfg->cs_window)) == 0) {
+		*attempt = win[(at >> 3) & 7];
+		*finished = (__u8)(win[(fin >> 3) & 7] >> ((fin & 7) * 8));
+		return 0;
+	}
+	if (go_read_u8(cs + cfg->cs_finished, finished) ||
+	    go_read_u64(cs + cfg->cs_attempt, attempt))
+		return -1;
+	return 0;
+}
+
 /* Fill everything but start_ns/flags-from-pairing from the finish(err) entry registers.
  * Returns the stream pointer (0 when the call never got one). */
 static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u64 cs,
-				      __u64 errtab, __u64 errdata, struct grpc_client_event *ev)
+				      __u64 attempt, __u64 errtab, __u64 errdata,
+				      struct grpc_client_event *ev)
 {
-	__u64 attempt = 0, stream = 0, ct = 0, addr;
+	__u64 stream = 0, ct = 0, addr;
 	__u32 sid = 0;
 	int trunc = 0;
 
@@ -83,8 +124,6 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	ev->cs = cs;
 	ev->end_ns = bpf_ktime_get_ns();
 
-	if (go_read_u64(cs + cfg->cs_attempt, &attempt))
-		ev->flags |= SPAN_F_BAD_READ;
 	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream))
 		ev->flags |= SPAN_F_BAD_READ;
 	if (stream) {
@@ -143,7 +182,8 @@ static __always_inline void trace_end(const struct grpc_client_config *cfg,
 	tev->ctx_node = node;
 	if (tev->ev.transport &&
 	    go_chain_addr(tev->ev.transport, &cfg->ct_local_addr, &addr) == 0 &&
-	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
+	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn,
+			     (__u64 *)&cfg->tcpaddr_itab, cfg->tcpaddr_ip,
 			     cfg->tcpaddr_port, tev->local_ip, &tev->local_port) < 0)
 		tev->ev.flags |= SPAN_F_BAD_READ;
 }

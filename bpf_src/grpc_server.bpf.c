@@ -25,7 +25,8 @@
  * Identity: (tgid, transport pointer, stream id). In flight, grpc's transport is keyed by
  * its framer, a pointer it shares 1:1 with its loopy writer, so an early abort (below,
  * which knows only the loopy writer) can drop the start that no writeStatus will end.
- * State: one LRU entry per in-flight RPC, deleted by its end. A connection's close needs no
+ * State: one entry per in-flight RPC (a slot, or the LRU map when that slot is held:
+ * start_slots.h), taken by its end. A connection's close needs no
  * sweep: a start overwrites a stale entry left by a stream that never ended
  * (STAT_START_REUSED), so a new connection at a reused address never inherits an old start.
  * Probes sit past the stack-growth check (Python places them), so each fires once per
@@ -43,6 +44,8 @@
  *          Streams refused with a bare RST_STREAM (over MaxConcurrentStreams, oversized
  *          headers, a draining server) leave their start behind: no span, and the entry
  *          waits for LRU eviction or a reused key (rare: peers respect those limits).
+ * CONN     each RET of transport.NewServerTransport (once per connection): the listener's
+ *          address of the new connection goes into the cache (conn_cache.h) the end reads.
  * Not the start: handleStream (ServeHTTP runs it too: 4 hits there) and the handle closure
  * (inlined/varies by version). Not the end: closeStream/deleteStream (no status there).
  */
@@ -50,6 +53,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "srv_common.h"
+#include "start_slots.h"
+#include "conn_cache.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -70,6 +75,10 @@ struct {
 	__type(key, struct stream_key);
 	__type(value, __u64);
 } grpc_server_inflight SEC(".maps");
+
+/* Their first tier (start_slots.h): the LRU above takes an RPC only when its slot is held. */
+START_SLOTS(grpc_server_slots);
+START_SLOTS_SWEEPER(grpc_server_sweep, grpc_server_slots);
 
 /* One record per finished RPC; ~300 B each, 8 MiB holds ~27k: half a second at peak. */
 struct {
@@ -163,19 +172,38 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 		read_traceparent(cfg, frame, tp.tp);
 		tp_remember(&key, &tp);
 	}
-	inflight_start(&grpc_server_inflight, &key, &now);
+	{
+		__u64 val[2] = { now, 0 };
+
+		slot_start(&grpc_server_slots, &grpc_server_inflight, &grpc_server_config, &key,
+			   val);
+	}
 	return 0;
 }
 
+/* The listener's address of each connection (conn_cache.h). */
+CONN_CACHE(conn_local);
+
 /* The listener's address: the transport's localAddr, when it is TCP. */
+static __always_inline void local_src(const struct grpc_server_config *cfg,
+				      struct conn_addr_src *src)
+{
+	src->field = &cfg->t_local_addr;
+	src->network_fn = cfg->tcpaddr_network_fn;
+	src->known_tab = (__u64 *)&cfg->tcpaddr_itab;
+	src->itab_fun0 = cfg->itab_fun0;
+	src->ip_off = cfg->tcpaddr_ip;
+	src->port_off = cfg->tcpaddr_port;
+}
+
 static __always_inline void read_local_addr(const struct grpc_server_config *cfg, __u64 t,
 					    struct grpc_server_event *ev)
 {
-	__u64 addr;
+	struct conn_addr_src src;
 
-	if (go_chain_addr(t, &cfg->t_local_addr, &addr) == 0 &&
-	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
-			     cfg->tcpaddr_port, ev->local_ip, &ev->local_port) < 0)
+	local_src(cfg, &src);
+	if (conn_addr_of(&conn_local, cfg->conn_cache, ev->tgid, t, &src, ev->local_ip,
+			 &ev->local_port) == -1)
 		ev->flags |= SPAN_F_BAD_READ;
 }
 
@@ -194,7 +222,8 @@ static __always_inline void trace_end(const struct grpc_server_config *cfg, __u6
 		tp_take(started, tev->traceparent);
 	if (!(tev->ev.flags & SPAN_F_VIA_SERVE_HTTP) &&
 	    go_chain_addr(t, &cfg->t_remote_addr, &addr) == 0 &&
-	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn, cfg->tcpaddr_ip,
+	    go_read_tcp_addr(addr, cfg->itab_fun0, cfg->tcpaddr_network_fn,
+			     (__u64 *)&cfg->tcpaddr_itab, cfg->tcpaddr_ip,
 			     cfg->tcpaddr_port, tev->remote_ip, &tev->remote_port) < 0)
 		tev->ev.flags |= SPAN_F_BAD_READ;
 }
@@ -205,6 +234,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, start_ns = 0, node = 0;
 	__u64 *start;
+	struct start_slot *slot;
 	struct ctx_stream *joined = NULL;
 	struct stream_key key = {}, started = {};
 	struct grpc_server_trace_event *tev = NULL;
@@ -241,7 +271,16 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 			stat_inc(STAT_BAD_READ);
 			return 0;
 		}
-		start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
+		/* Its slot, else the repeat filter, else the LRU tier (start_slots.h). */
+		slot = slot_get(&grpc_server_slots, &key);
+		if (slot) {
+			start = slot->val;
+		} else if (end_repeats(ctx, &key)) {
+			stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
+			return 0;
+		} else {
+			start = bpf_map_lookup_elem(&grpc_server_inflight, &key);
+		}
 		if (start) {
 			start_ns = *start;
 			if (cfg->trace) {
@@ -249,11 +288,12 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 				if (go_chain_u64(s, &cfg->stream_ctx, &addr) == 0)
 					node = request_ctx_of(tgid, addr);
 			}
-			bpf_map_delete_elem(&grpc_server_inflight, &key);
-			end_repeats(ctx, &key);
-		} else if (end_repeats(ctx, &key)) {
-			stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
-			return 0;
+			if (slot) {
+				slot_release(slot, &key);
+				end_repeats(ctx, &key);
+			} else {
+				bpf_map_delete_elem(&grpc_server_inflight, &key);
+			}
 		}
 		key.conn = t; /* reported: the transport (the framer is its 1:1 in-flight key) */
 	}
@@ -302,6 +342,25 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	submit_batched(&events, ev);
+	return 0;
+}
+
+/* At each RET of transport.NewServerTransport (conn net.Conn, ...) (ServerTransport, error):
+ * the new connection's listener address goes into the cache (conn_cache.h) before any RPC
+ * can run on it; the *http2Server is the interface's data word (RBX). Once per connection;
+ * a failed construction returns nil. */
+SEC("uprobe")
+int grpc_server_conn(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	struct conn_addr_src src;
+	__u64 t = GO_ARG2(ctx);
+
+	if (!cfg || !t)
+		return 0;
+	local_src(cfg, &src);
+	conn_addr_note(&conn_local, tgid, t, &src);
 	return 0;
 }
 
@@ -393,7 +452,7 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 		struct stream_key key = { .tgid = tgid, .stream_id = ev->stream_id };
 
 		if (go_read_u64(ev->loopy + cfg->loopy_framer, &key.conn) == 0) {
-			bpf_map_delete_elem(&grpc_server_inflight, &key);
+			slot_drop(&grpc_server_slots, &grpc_server_inflight, &key);
 			if (cfg->trace)
 				bpf_map_delete_elem(&srv_traceparent, &key);
 		}

@@ -81,6 +81,8 @@ class Program:
         self._ptr = ptr
         self._obj = obj
         self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
+        # ELF section, e.g. "uprobe" or "syscall" (a program run by run_syscall)
+        self.section = ffi.string(lib.bpf_program__section_name(ptr)).decode()
 
     def _live(self) -> Any:
         self._obj._check_open()
@@ -216,6 +218,15 @@ class Program:
         if ret < 0:
             raise error_from_errno(BpfError, ret, f"test run of program {self.name!r}")
         return retval[0], duration[0]
+
+    def run_syscall(self, ctx: bytes) -> int:
+        """Run a SEC("syscall") program once with `ctx` as its context; returns its
+        return value."""
+        retval = ffi.new("uint32_t *")
+        ret = lib.lbl_prog_run_syscall(self.fd, ctx, len(ctx), retval)
+        if ret < 0:
+            raise error_from_errno(BpfError, ret, f"run of syscall program {self.name!r}")
+        return retval[0]
 
     def __repr__(self) -> str:
         return f"<Program {self.name!r}>"

@@ -188,7 +188,8 @@ class Agent:
                 obj.map(path.ring_map).resize(ring_bytes)
             if self.link_style == "uprobe_multi":
                 for name in obj.program_names():
-                    obj.program(name).prepare_uprobe_multi()
+                    if obj.program(name).section == "uprobe":  # not the slot sweepers
+                        obj.program(name).prepare_uprobe_multi()
             obj.load()
 
     def _start_thread(self, target: Any, name: str) -> None:
@@ -365,13 +366,21 @@ class Agent:
         """Delete the in-flight entries of processes no longer traced (every in-flight key
         starts with the u32 tgid). A process killed mid-call never runs the ends that would
         delete them, and an LRU map keeps them until evicted, taking room from live calls;
-        the process's config is gone already, so its probes add no more."""
+        the process's config is gone already, so its probes add no more. Slot tables are
+        freed by their object's sweeper (bpf_src/start_slots.h), by compare-and-swap, since
+        live processes claim slots meanwhile."""
         if not pids:
             return
         for path in self.paths:
             obj = self._objects.get(path.name)
             if obj is None or obj.closed:
                 continue
+            if path.in_flight_slots and path.slot_sweeper:
+                for pid in pids:
+                    try:
+                        obj.program(path.slot_sweeper).run_syscall(pid.to_bytes(4, "little"))
+                    except BpfError as exc:
+                        self.log.warning("slot sweep failed", path=path.name, error=str(exc))
             for name in path.in_flight_maps:
                 m = obj.map(name)
                 try:  # collect first: deleting while walking would restart the walk
@@ -591,9 +600,13 @@ class Agent:
         only requests still open should be there (a walk: tests, debugging)."""
         out = {}
         for p in self.paths:
+            obj = self._objects[p.name]
             for name in p.in_flight_maps:
-                keys = self._objects[p.name].map(name).keys()
+                keys = obj.map(name).keys()
                 out[f"{p.name}.{name}"] = sum(1 for _ in keys)
+            for name in p.in_flight_slots:  # taken slots: a tag word that is not 0
+                out[f"{p.name}.{name}"] = sum(
+                    1 for _, v in obj.map(name).items() if v[:8] != bytes(8))
         return out
 
     def links(self) -> int:

@@ -124,6 +124,7 @@ def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: 
     assert ends == n + run.stats["grpc_server.dup_end"]
     assert (starts + ends) / n <= 2.05
     assert run.extra["in_flight"]["grpc_server.grpc_server_inflight"] == 0
+    assert run.extra["in_flight"]["grpc_server.grpc_server_slots"] == 0
 
 
 def _check_servehttp(run: TracedRun, spans: list[Span]) -> None:

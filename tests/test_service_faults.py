@@ -115,11 +115,20 @@ def _in_flight_of(agent: AgentProcess, pid: int) -> dict[str, int]:
     from pyhttp2probe.probes import all_paths
 
     names = {m[:15] for p in all_paths() for m in p.in_flight_maps}  # BPF_OBJ_NAME_LEN
+    # slot tables (bpf_src/start_slots.h): a taken slot's tag (8 bytes) is not 0 and its
+    # key, after the tag, starts with the tgid
+    slots = {m[:15] for p in all_paths() for m in p.in_flight_slots}
     ids = agent.bpf_ids()["map"]
     out = {}
     for m in _bpftool("map", "show"):
-        if m["id"] in ids and m.get("name") in names:
-            rows = _bpftool("map", "dump", "id", str(m["id"]))
+        if m["id"] not in ids or m.get("name") not in names | slots:
+            continue
+        rows = _bpftool("map", "dump", "id", str(m["id"]))
+        if m["name"] in slots:
+            values = [bytes(int(b, 16) for b in r["value"]) for r in rows if "value" in r]
+            out[m["name"]] = sum(1 for v in values if v[:8] != bytes(8)
+                                 and int.from_bytes(v[8:12], "little") == pid)
+        else:
             keys = [bytes(int(b, 16) for b in r["key"]) for r in rows if "key" in r]
             out[m["name"]] = sum(1 for k in keys if int.from_bytes(k[:4], "little") == pid)
     return out

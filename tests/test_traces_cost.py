@@ -110,8 +110,10 @@ def _assert_hits(run: Run, fail_probe: bool) -> None:
     assert rc["grpc_server_write_status"] == n_s + run.stats["grpc_server.dup_end"], rc
     others = {k: v for k, v in rc.items() if v and not k.startswith(
         ("grpc_client_start", "grpc_client_end", "grpc_client_fail", "grpc_server_operate_",
-         "grpc_server_write_status"))}
+         "grpc_server_write_status", "grpc_client_conn", "grpc_server_conn"))}
     assert not others, others
+    # the connection cache's constructor probes: once per connection, not per call
+    assert 0 < rc["grpc_client_conn"] + rc["grpc_server_conn"] <= 0.05 * n_c, rc
     assert run.stats["grpc_client.no_config"] == run.stats["grpc_server.no_config"] == 0
 
 

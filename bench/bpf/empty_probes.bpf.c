@@ -45,10 +45,12 @@ struct {
 EMPTY(grpc_client_start)
 EMPTY(grpc_client_end)
 EMPTY(grpc_client_fail)
+EMPTY(grpc_client_conn)
 EMPTY(grpc_server_operate_headers)
 EMPTY(grpc_server_write_status)
 EMPTY(grpc_server_write_status_ht)
 EMPTY(grpc_server_early_abort)
+EMPTY(grpc_server_conn)
 
 #define H2_EMPTY(SUFFIX)                   \
 	EMPTY(http2_server_start_##SUFFIX)     \

@@ -48,19 +48,19 @@ int oldkey_end(struct pt_regs *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
 	struct grpc_client_event *ev;
-	__u64 cs = GO_ARG1(ctx), *start;
-	__u8 finished = 0;
+	__u64 cs = GO_ARG1(ctx), *start, attempt;
+	__u8 finished;
 
 	cfg = config_of_tgid(&grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
-	if (go_read_u8(cs + cfg->cs_finished, &finished) || finished)
+	if (read_cs_state(cfg, cs, &finished, &attempt) || finished)
 		return 0;
 	ev = reserve_zeroed(&events, sizeof(*ev));
 	if (!ev)
 		return 0;
 	ev->tgid = tgid;
-	fill_end(cfg, cs, GO_ARG2(ctx), GO_ARG3(ctx), ev);
+	fill_end(cfg, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), ev);
 	start = ev->stream_id ? bpf_map_lookup_elem(&oldkey_inflight, &ev->stream_id) : NULL;
 	if (start) {
 		ev->start_ns = *start;

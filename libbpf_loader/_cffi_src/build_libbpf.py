@@ -43,6 +43,7 @@ struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct 
 
 int bpf_program__fd(const struct bpf_program *prog);
 const char *bpf_program__name(const struct bpf_program *prog);
+const char *bpf_program__section_name(const struct bpf_program *prog);
 struct bpf_link *bpf_program__attach(const struct bpf_program *prog);
 int bpf_link__destroy(struct bpf_link *link);
 

@@ -123,6 +123,19 @@ int lbl_prog_test_run(int prog_fd, int repeat, const void *data, uint32_t size,
 	return 0;
 }
 
+/* Run a SEC("syscall") program once with `ctx` as its context (BPF_PROG_TEST_RUN: such
+ * programs take ctx_in only, no data, no repeat). */
+int lbl_prog_run_syscall(int prog_fd, const void *ctx, uint32_t size, uint32_t *retval)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = ctx, .ctx_size_in = size);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+
+	if (err)
+		return -errno;
+	*retval = opts.retval;
+	return 0;
+}
+
 struct lbl_batch *lbl_batch_new(size_t limit)
 {
 	struct lbl_batch *b = calloc(1, sizeof(*b));

@@ -30,6 +30,7 @@ int lbl_prog_stats(int prog_fd, uint64_t *run_cnt, uint64_t *run_time_ns);
 int lbl_enable_stats(void);
 int lbl_prog_test_run(int prog_fd, int repeat, const void *data, uint32_t size,
 		      uint32_t *retval, uint32_t *duration);
+int lbl_prog_run_syscall(int prog_fd, const void *ctx, uint32_t size, uint32_t *retval);
 struct lbl_batch *lbl_batch_new(size_t limit);
 void lbl_batch_reset(struct lbl_batch *batch);
 void lbl_batch_free(struct lbl_batch *batch);

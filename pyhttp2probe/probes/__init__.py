@@ -117,6 +117,10 @@ class ProbePath:
     shared_maps: Mapping[str, str] = field(default_factory=dict)
     # maps holding one entry per open request: empty once traffic stops
     in_flight_maps: tuple[str, ...] = ()
+    # slot tables of in-flight starts (bpf_src/start_slots.h): a slot is taken while its
+    # first word (the tag) is not 0; the BPF side gives back the slots of processes gone
+    in_flight_slots: tuple[str, ...] = ()
+    slot_sweeper: str = ""  # its SEC("syscall") program freeing a detached tgid's slots
     ring_map: str = "events"
     stats_map: str = "stats"
 

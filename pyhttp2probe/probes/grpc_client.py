@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..spans import Span, SpanIds, parse_target, split_method
-from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
+from . import ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
 from .planning import (
     ITAB_FUN0_AMD64,
     PlanFields,
     entry_point,
+    return_points,
     set_chain,
     tcpaddr_network_fn,
 )
@@ -47,8 +48,13 @@ FN_WRAP_ERROR = "fmt.(*wrapError).Error"
 # fmt.wrapError{msg string; err error} since Go 1.13: err after the string header.
 WRAP_ERROR_ERR = 16
 
+# The transport's constructor: its RETs fill the connection cache (bpf_src/conn_cache.h).
+# newHTTP2Client returns the *http2Client (RAX); v1.69 renamed it NewHTTP2Client, which
+# returns a ClientTransport (the pointer is the interface's data word, RBX).
+FN_NEW_TRANSPORT = ((TRANSPORT + ".newHTTP2Client", 1), (TRANSPORT + ".NewHTTP2Client", 2))
+
 FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_SHOULD_RETRY,
-             FN_WRAP_ERROR)
+             FN_WRAP_ERROR, *(fn for fn, _ in FN_NEW_TRANSPORT))
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
@@ -98,6 +104,10 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     cfg.itab_fun0 = ITAB_FUN0_AMD64
     cfg.cs_finished = f[f"{GRPC}.clientStream.finished"]
     cfg.cs_attempt = f[f"{GRPC}.clientStream.attempt"]
+    # Both in one 64-byte read when they fit (bpf_src/grpc_client_common.h read_cs_state).
+    window = min(cfg.cs_finished, cfg.cs_attempt) & ~7
+    if cfg.cs_attempt % 8 == 0 and max(cfg.cs_finished + 1, cfg.cs_attempt + 8) - window <= 64:
+        cfg.cs_window, cfg.cs_window_on = window, 1
     set_chain(cfg, "cs_method", [f[f"{GRPC}.clientStream.callHdr"]],
               f[f"{TRANSPORT}.CallHdr.Method"])
     set_chain(cfg, "cs_target", [f[f"{GRPC}.clientStream.cc"]], f[f"{GRPC}.ClientConn.target"])
@@ -155,11 +165,20 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                          "are not joined to traces")
     points = [entry_point(plan, "grpc_client_start", FN_START),
               entry_point(plan, "grpc_client_end", FN_END)]
-    retry = plan.functions.get(FN_SHOULD_RETRY)
-    if retry is not None:
-        if not retry.returns:
+    if FN_SHOULD_RETRY in plan.functions:
+        fail = return_points(plan, "grpc_client_fail", FN_SHOULD_RETRY)
+        if not fail:
             raise PathSkipped(f"{plan.path}: no RET found in {FN_SHOULD_RETRY}")
-        points += [AttachPoint("grpc_client_fail", FN_SHOULD_RETRY, int(r)) for r in retry.returns]
+        points += fail
+    for fn, reg in FN_NEW_TRANSPORT:
+        conn = return_points(plan, "grpc_client_conn", fn)
+        if conn:
+            cfg.conn_cache, cfg.conn_ret_reg = 1, reg
+            points += conn
+            break
+    else:
+        notes.append("no RET of the transport's constructor found: every call reads its "
+                     "server address (no connection cache)")
     key = proc.pid.to_bytes(4, "little")
     return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,
                      variant)
@@ -207,4 +226,5 @@ PATH = ProbePath(
     name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
     records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key, ids),
              RecordType("EV_GRPC_CLIENT_TRACED", "grpc_client_trace_event", traced_to_spans)),
-    anchors=ANCHORS, in_flight_maps=("inflight",))
+    anchors=ANCHORS, in_flight_maps=("inflight",), in_flight_slots=("inflight_slots",),
+    slot_sweeper="grpc_client_sweep")

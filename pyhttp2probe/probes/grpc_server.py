@@ -28,6 +28,7 @@ from .planning import (
     first_present,
     module_version,
     probe_offset,
+    return_points,
     set_chain,
     tcpaddr_network_fn,
 )
@@ -60,8 +61,11 @@ FN_WRITE_STATUS_HT = SERVE_HTTP_ENDS
 # RPCs rejected before any handler (InTapHandle, content-type, headers): error path only.
 FN_EARLY_ABORT = TRANSPORT + ".(*loopyWriter).earlyAbortStreamHandler"
 
+# The transport's constructor: its RETs fill the connection cache (bpf_src/conn_cache.h).
+FN_NEW_TRANSPORT = TRANSPORT + ".NewServerTransport"
+
 FUNCTIONS = (FN_HANDLE_STREAM, FN_OPERATE_HEADERS, *FN_WRITE_STATUS, *FN_WRITE_STATUS_HT,
-             "net.(*TCPAddr).Network", FN_EARLY_ABORT)
+             "net.(*TCPAddr).Network", FN_EARLY_ABORT, FN_NEW_TRANSPORT)
 FIELDS = (
     f"{TRANSPORT}.ServerStream.Stream", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.method",
     f"{STATUS}.Status.s", f"{SPB}.Status.Code",
@@ -102,6 +106,7 @@ PROG_START = "grpc_server_operate_headers"
 PROG_END = "grpc_server_write_status"
 PROG_END_HT = "grpc_server_write_status_ht"
 PROG_REJECTED = "grpc_server_early_abort"
+PROG_CONN = "grpc_server_conn"
 
 
 def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
@@ -160,6 +165,13 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     rejected = _early_abort(cfg, f, plan, notes)
     if rejected is not None:
         points.append(rejected)
+    conn = return_points(plan, PROG_CONN, FN_NEW_TRANSPORT)
+    if conn:
+        cfg.conn_cache = 1
+        points += conn
+    else:
+        notes.append(f"no RET of {FN_NEW_TRANSPORT} found: every RPC reads its listener's "
+                     "address (no connection cache)")
     key = proc.pid.to_bytes(4, "little")
     return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,
                      variant)
@@ -307,4 +319,5 @@ PATH = ProbePath(
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there
     shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2",
                  "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
-    in_flight_maps=("grpc_server_inflight", "srv_traceparent"))
+    in_flight_maps=("grpc_server_inflight", "srv_traceparent"),
+    in_flight_slots=("grpc_server_slots",), slot_sweeper="grpc_server_sweep")

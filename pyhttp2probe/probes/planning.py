@@ -70,6 +70,12 @@ def entry_point(plan: AttachPlan, program: str, symbol: str) -> AttachPoint:
     return AttachPoint(program, symbol, off)
 
 
+def return_points(plan: AttachPlan, program: str, symbol: str) -> list[AttachPoint]:
+    """Probes at every RET of `symbol`: [] when it is not linked or has no RET found."""
+    fo = plan.functions.get(symbol)
+    return [] if fo is None else [AttachPoint(program, symbol, int(r)) for r in fo.returns]
+
+
 def first_present(plan: AttachPlan, program: str,
                   symbols: tuple[str, ...]) -> AttachPoint | None:
     """An entry probe at the first of `symbols` the binary has (renames across versions)."""

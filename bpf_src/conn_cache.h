@@ -1,0 +1,158 @@
+/* A connection's TCP address, read once per connection instead of once per request.
+ *
+ * Why: the peer (client) or listener (server) address of a request is its connection's,
+ * and reading it from Go memory takes four dependent reads (the transport's net.Addr
+ * interface, the itab, the TCPAddr, the IP bytes): ~0.4 us of every end here. The cache
+ * keeps it by (tgid, transport pointer).
+ *
+ * Why an entry is never stale: a transport's address is fixed for its life, and a transport
+ * pointer can only name a new transport after the old one was freed. Every transport made
+ * after the attach passes the probe at its constructor's RETs (conn_addr_note), which
+ * writes its entry before the constructor returns it, so before any request can run on it:
+ * an entry left by a freed transport at the same address is overwritten first. A transport
+ * made before the attach gets its entry at its first end, read from the live object (an
+ * end holds the transport it reads). So an entry always describes the live transport under
+ * its key (and a probe holds its transport alive while it reads or writes). The constructor
+ * probe runs once per connection, never per request; without it (Python found no
+ * constructor RET) the cache is off and every end reads the address.
+ */
+#ifndef PYHTTP2PROBE_CONN_CACHE_H
+#define PYHTTP2PROBE_CONN_CACHE_H
+
+#include "common.h"
+
+/* One connection's address in a slot (by hash of tgid and transport pointer). A slot is
+ * written with plain stores by whichever probe fills it, so two writers can interleave: the
+ * tag binds the key to the contents (key ^ a hash of ip, port, none), and a reader takes
+ * only a slot whose tag matches what it copied out, so a torn or foreign slot is a miss
+ * (then read from Go memory and written again), never a wrong address. */
+struct conn_addr {
+	__u64 tag;
+	__u8 ip[16];
+	__u16 port;
+	__u16 none;  /* 1: the connection has no TCP address (a unix socket, a custom net.Conn) */
+	__u32 _pad;
+};
+
+/* 4096 slots (128 KiB) per object: the connections a node's traced processes hold at once
+ * are far fewer, and a slot two connections share costs only re-reads. An ARRAY, not a
+ * hash: a lookup is a few instructions here, where a hash lookup costs ~0.2 us per end. */
+#define CONN_CACHE_BITS 12
+#define CONN_CACHE(name)                                   \
+	struct {                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY);          \
+		__uint(max_entries, 1 << CONN_CACHE_BITS); \
+		__type(key, __u32);                        \
+		__type(value, struct conn_addr);           \
+	} name SEC(".maps")
+
+static __always_inline __u64 conn_key_of(__u32 tgid, __u64 conn)
+{
+	return (conn * 0x9E3779B97F4A7C15ULL) ^ tgid;
+}
+
+/* The tag of a slot holding `a` for key `key` (a's tag word not included). */
+static __always_inline __u64 conn_tag(__u64 key, const struct conn_addr *a)
+{
+	const __u64 *w = (const __u64 *)a->ip;
+	__u64 h = w[0] * 0xC2B2AE3D27D4EB4FULL;
+
+	h ^= (w[1] ^ ((__u64)a->port << 16 | a->none)) * 0x165667B19E3779F9ULL;
+	h ^= h >> 29;
+	return key ^ (h * 0x9E3779B97F4A7C15ULL) ^ 1; /* ^1: an all-zero slot never matches */
+}
+
+static __always_inline struct conn_addr *conn_slot(void *cache, __u64 key)
+{
+	__u32 idx = slot_of(key, CONN_CACHE_BITS);
+
+	return bpf_map_lookup_elem(cache, &idx);
+}
+
+/* Write `a` (its tag set here) into its slot. */
+static __always_inline void conn_slot_put(void *cache, __u64 key, struct conn_addr *a)
+{
+	struct conn_addr *s = conn_slot(cache, key);
+
+	a->tag = conn_tag(key, a);
+	if (s)
+		*s = *a;
+}
+
+/* Where a connection's address is: the net.Addr field `field` of the transport, and how
+ * to read a *net.TCPAddr (go_read_tcp_addr's arguments, from the process's config). */
+struct conn_addr_src {
+	const struct go_chain *field;
+	__u64 network_fn;
+	__u64 *known_tab;
+	__u32 itab_fun0;
+	__u32 ip_off;
+	__u32 port_off;
+};
+
+/* Read it from Go memory: go_read_tcp_addr's result (0 read, 1 no TCP address, -1 the
+ * TCPAddr unreadable), or -2 when the transport's field was unreadable (not flagged). */
+static __always_inline int conn_addr_read(const struct conn_addr_src *src, __u64 conn,
+					  __u8 *ip, __u16 *port)
+{
+	__u64 addr;
+	int r = go_chain_addr(conn, src->field, &addr);
+
+	if (r)
+		return r < 0 ? -2 : 1;
+	return go_read_tcp_addr(addr, src->itab_fun0, src->network_fn, src->known_tab,
+				src->ip_off, src->port_off, ip, port);
+}
+
+/* At a transport's construction: (re)write its slot; an unreadable one is left unwritten
+ * (and a slot still holding this key is spoiled, so the next end reads it). */
+static __always_inline void conn_addr_note(void *cache, __u32 tgid, __u64 conn,
+					   const struct conn_addr_src *src)
+{
+	__u64 key = conn_key_of(tgid, conn);
+	struct conn_addr a = {};
+	struct conn_addr *s;
+	int r = conn_addr_read(src, conn, a.ip, &a.port);
+
+	if (r < 0) {
+		s = conn_slot(cache, key);
+		if (s)
+			s->tag = 0;
+		return;
+	}
+	a.none = r;
+	conn_slot_put(cache, key, &a);
+}
+
+/* At an end: the address of transport `conn`, from the cache when `use` (the constructor
+ * probe is attached), else read (and kept, when readable). Returns as conn_addr_read. */
+static __always_inline int conn_addr_of(void *cache, int use, __u32 tgid, __u64 conn,
+					const struct conn_addr_src *src, __u8 *ip, __u16 *port)
+{
+	__u64 key = conn_key_of(tgid, conn);
+	struct conn_addr a = {}, *s;
+	int r;
+
+	if (!use)
+		return conn_addr_read(src, conn, ip, port);
+	s = conn_slot(cache, key);
+	if (s) {
+		a = *s; /* a copy: the tag is checked against what was copied */
+		if (a.tag == conn_tag(key, &a)) {
+			__builtin_memcpy(ip, a.ip, sizeof(a.ip));
+			*port = a.port;
+			return a.none;
+		}
+		__builtin_memset(&a, 0, sizeof(a));
+	}
+	r = conn_addr_read(src, conn, a.ip, &a.port);
+	if (r < 0)
+		return r;
+	a.none = r;
+	__builtin_memcpy(ip, a.ip, sizeof(a.ip));
+	*port = a.port;
+	conn_slot_put(cache, key, &a);
+	return r;
+}
+
+#endif /* PYHTTP2PROBE_CONN_CACHE_H */
