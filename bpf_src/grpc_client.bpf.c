@@ -57,6 +57,7 @@ struct inflight_key {
 struct inflight_val {
 	__u64 start_ns;
 	__u64 ctx_node;  /* traces on: the server request context of the call (trace_ctx.h) */
+	__u64 g;         /* the goroutine that started it: its end frees that one's g_slots slot */
 };
 
 /* Calls between start and finish. 65,536 is far more than the concurrently open calls of
@@ -73,14 +74,119 @@ struct {
 START_SLOTS(inflight_slots);
 START_SLOTS_SWEEPER(grpc_client_sweep, inflight_slots);
 
-/* goroutine -> the clientStream it last started: read only by the FAIL probe, which runs
- * on the starting goroutine. Sized like inflight; stale entries are harmless (checked). */
+/* goroutine -> the clientStream it last started, second tier (g_slots below): read only by
+ * the FAIL probe. Sized like inflight; stale entries are harmless (checked). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct g_key);
 	__type(value, __u64);
 } g_cs SEC(".maps");
+
+/* goroutine -> the clientStream it last started: read only by the FAIL probe, which runs on
+ * the starting goroutine (R14 pairs one synchronous call path: DESIGN.md rule 1). Written
+ * on every start, so its first tier is an ARRAY of slots (an LRU update costs ~0.2 us of a
+ * ~0.8 us start here); the LRU map g_cs takes a goroutine whose slot another holds.
+ * Every write of a slot claims it by compare-and-swap (tag -> SLOT_BUSY), writes, then
+ * publishes a tag whose low 16 bits count the slot's writes: a reader or a releaser that
+ * saw one tag never mistakes a rewrite for what it saw (no ABA). A call's end frees its
+ * starter's slot if that still names this call (the slot then serves the next goroutine);
+ * a slot whose owner is no longer traced is free to take. */
+struct g_slot {
+	__u64 tag;  /* 0 free, SLOT_BUSY being written, else (key hash, high 48) | seq (16) */
+	__u64 g;
+	__u64 cs;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+#define G_SLOT_BITS 14  /* 16k goroutines starting calls at once; more take the LRU map */
+#define G_SEQ_MASK 0xffffULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << G_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct g_slot);
+} g_slots SEC(".maps");
+
+static __always_inline __u64 g_hash(const struct g_key *gk)
+{
+	__u64 h = ((gk->g * 0x9E3779B97F4A7C15ULL) ^ gk->tgid) & ~G_SEQ_MASK;
+
+	return h ? h : G_SEQ_MASK + 1;
+}
+
+static __always_inline struct g_slot *g_slot_of(__u64 h)
+{
+	__u32 idx = slot_of(h, G_SLOT_BITS);
+
+	return bpf_map_lookup_elem(&g_slots, &idx);
+}
+
+static __always_inline int g_slot_is(const struct g_slot *s, __u64 tag, __u64 h,
+				     const struct g_key *gk)
+{
+	return tag > SLOT_BUSY && (tag & ~G_SEQ_MASK) == h && s->g == gk->g &&
+	       s->tgid == gk->tgid;
+}
+
+/* At a start: goroutine gk started call cs. */
+static __always_inline void g_note(const struct g_key *gk, __u64 cs)
+{
+	__u64 h = g_hash(gk), cur;
+	struct g_slot *s = g_slot_of(h);
+	__u32 owner;
+
+	if (!s)
+		goto lru;
+	cur = s->tag;
+	if (cur == SLOT_BUSY)
+		goto lru;
+	if (cur && !g_slot_is(s, cur, h, gk)) {
+		owner = s->tgid;
+		if (bpf_map_lookup_elem(&grpc_client_config, &owner))
+			goto lru; /* another live goroutine's */
+	}
+	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
+		goto lru;
+	s->g = gk->g;
+	s->tgid = gk->tgid;
+	s->cs = cs;
+	__sync_lock_test_and_set(&s->tag, h | ((cur + 1) & G_SEQ_MASK));
+	return;
+lru:
+	bpf_map_update_elem(&g_cs, gk, &cs, BPF_ANY);
+}
+
+/* At a FAIL: the call goroutine gk started last, or 0. */
+static __always_inline __u64 g_call(const struct g_key *gk)
+{
+	__u64 h = g_hash(gk), tag, cs, *csp;
+	struct g_slot *s = g_slot_of(h);
+
+	if (s) {
+		tag = s->tag;
+		cs = s->cs;
+		if (g_slot_is(s, tag, h, gk) && s->tag == tag)
+			return cs;
+	}
+	csp = bpf_map_lookup_elem(&g_cs, gk);
+	return csp ? *csp : 0;
+}
+
+/* At an end: free the slot of the goroutine that started call cs, if it still names it. */
+static __always_inline void g_done(const struct g_key *gk, __u64 cs)
+{
+	__u64 h = g_hash(gk), tag;
+	struct g_slot *s = g_slot_of(h);
+
+	if (!s)
+		return;
+	tag = s->tag;
+	if (g_slot_is(s, tag, h, gk) && s->cs == cs)
+		__sync_val_compare_and_swap(&s->tag, tag, 0);
+}
 
 /* Calls whose end was just emitted. A second finish() can enter after the first one's
  * probe deleted the in-flight entry but before Go sets cs.finished under cs.mu; finding
@@ -181,11 +287,12 @@ int grpc_client_start(struct pt_regs *ctx)
 		go_read_u64(cs + cfg->cs_ctx + 8, &c); /* the iface's data word */
 		val.ctx_node = request_ctx_of(tgid, c);
 	}
+	val.g = GO_GOROUTINE(ctx);
 	slot_start(&inflight_slots, &inflight, &grpc_client_config, &key, &val);
 	recent_forget(&key);
 	gk.tgid = tgid;
-	gk.g = GO_GOROUTINE(ctx);
-	bpf_map_update_elem(&g_cs, &gk, &cs, BPF_ANY);
+	gk.g = val.g;
+	g_note(&gk, cs);
 	return 0;
 }
 
@@ -198,6 +305,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	struct grpc_client_event *ev;
 	struct inflight_key key = {};
 	struct start_slot *slot;
+	struct g_key starter = {};
 	struct inflight_val *v;
 	__u64 cs = GO_ARG1(ctx), start = 0, node = 0, attempt;
 	__u8 finished;
@@ -221,6 +329,8 @@ int grpc_client_end(struct pt_regs *ctx)
 	if (v) {
 		start = v->start_ns;
 		node = v->ctx_node;
+		starter.tgid = tgid;
+		starter.g = v->g;
 		/* Two finish calls racing past the unlocked `finished` read: one take wins.
 		 * Mark the call ended first, so a racer that misses the in-flight entry
 		 * already finds it here. */
@@ -229,6 +339,7 @@ int grpc_client_end(struct pt_regs *ctx)
 			stat_inc(STAT_DUP_END);
 			return 0;
 		}
+		g_done(&starter, cs);
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
@@ -258,7 +369,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 	struct start_slot *slot;
 	struct inflight_val *v;
 	struct g_key gk = {};
-	__u64 *csp, cs, attempt = 0, stream = 0, start, node, fn = 0, wrapped[2];
+	__u64 cs, attempt = 0, stream = 0, start, node, fn = 0, wrapped[2];
 	__u64 errtab = GO_ARG2(ctx), errdata = GO_ARG3(ctx);
 	__u8 finished = 1;
 
@@ -272,10 +383,9 @@ int grpc_client_fail(struct pt_regs *ctx)
 	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
 	if (!cfg)
 		return 0;
-	csp = bpf_map_lookup_elem(&g_cs, &gk);
-	if (!csp)
+	cs = g_call(&gk);
+	if (!cs)
 		return 0;
-	cs = *csp;
 	key.tgid = tgid;
 	key.cs = cs;
 	v = find_start(&key, &slot);
@@ -293,6 +403,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 		stat_inc(STAT_DUP_END);
 		return 0;
 	}
+	g_done(&gk, cs);
 	ev = reserve_client(cfg, &tev);
 	if (!ev)
 		return 0;

@@ -173,7 +173,7 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 		tp_remember(&key, &tp);
 	}
 	{
-		__u64 val[2] = { now, 0 };
+		__u64 val[3] = { now, 0, 0 };
 
 		slot_start(&grpc_server_slots, &grpc_server_inflight, &grpc_server_config, &key,
 			   val);

@@ -36,10 +36,10 @@
 struct start_slot {
 	__u64 tag;
 	__u64 key[2];   /* the request's key: word 0 starts with its tgid */
-	__u64 val[2];   /* what its start noted (start_ns first) */
+	__u64 val[3];   /* what its start noted (start_ns first) */
 };
 
-/* A slot table: 16k slots (640 KiB) keep collisions with the requests in flight on a
+/* A slot table: 16k slots (768 KiB) keep collisions with the requests in flight on a
  * node (hundreds to a few thousand) at a few percent; those take the LRU tier. */
 #define START_SLOT_BITS 14
 #define START_SLOTS(name)                                   \
@@ -69,7 +69,7 @@ static __always_inline int slot_holds(const struct start_slot *s, __u64 tag, con
 	return s->tag == tag && s->key[0] == key[0] && s->key[1] == key[1];
 }
 
-/* Note a start: `key` (16 bytes) -> `val` (16 bytes). `cfg_map` is the object's config map
+/* Note a start: `key` (16 bytes) -> `val` (24 bytes). `cfg_map` is the object's config map
  * keyed by tgid: a slot whose owner has no config left is free to take. */
 static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, const void *key,
 				       const void *val)
@@ -85,6 +85,7 @@ static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, co
 	if (cur == tag && s->key[0] == k[0] && s->key[1] == k[1]) {
 		s->val[0] = v[0]; /* a stale start of this very key: the new one replaces it */
 		s->val[1] = v[1];
+		s->val[2] = v[2];
 		stat_inc(STAT_START_REUSED);
 		return;
 	}
@@ -99,6 +100,7 @@ static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, co
 	s->key[1] = k[1];
 	s->val[0] = v[0];
 	s->val[1] = v[1];
+	s->val[2] = v[2];
 	__sync_lock_test_and_set(&s->tag, tag); /* publish: after the key and value */
 	return;
 lru:
