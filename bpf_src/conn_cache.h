@@ -1,11 +1,12 @@
-/* A connection's TCP address, read once per connection instead of once per request.
+/* What a request reads of its connection (its TCP address, and one more word the path
+ * names: the server's framer), read once per connection instead of once per request.
  *
  * Why: the peer (client) or listener (server) address of a request is its connection's,
  * and reading it from Go memory takes four dependent reads (the transport's net.Addr
- * interface, the itab, the TCPAddr, the IP bytes): ~0.4 us of every end here. The cache
+ * interface, the itab, the TCPAddr, the IP bytes): ~0.3 us of every end here. The cache
  * keeps it by (tgid, transport pointer).
  *
- * Why an entry is never stale: a transport's address is fixed for its life, and a transport
+ * Why an entry is never stale: a transport's address (and framer) is fixed for its life, and a transport
  * pointer can only name a new transport after the old one was freed. Every transport made
  * after the attach passes the probe at its constructor's RETs (conn_addr_note), which
  * writes its entry before the constructor returns it, so before any request can run on it:
@@ -21,20 +22,21 @@
 
 #include "common.h"
 
-/* One connection's address in a slot (by hash of tgid and transport pointer). A slot is
+/* One connection's facts in a slot (by hash of tgid and transport pointer). A slot is
  * written with plain stores by whichever probe fills it, so two writers can interleave: the
- * tag binds the key to the contents (key ^ a hash of ip, port, none), and a reader takes
- * only a slot whose tag matches what it copied out, so a torn or foreign slot is a miss
- * (then read from Go memory and written again), never a wrong address. */
-struct conn_addr {
+ * tag binds the key to the contents (key ^ a hash of them), and a reader takes only a slot
+ * whose tag matches what it copied out, so a torn or foreign slot is a miss (then read from
+ * Go memory and written again), never a wrong fact. */
+struct conn_facts {
 	__u64 tag;
 	__u8 ip[16];
 	__u16 port;
 	__u16 none;  /* 1: the connection has no TCP address (a unix socket, a custom net.Conn) */
 	__u32 _pad;
+	__u64 aux;   /* the word at conn + aux_off (conn_src), 0 when the path names none */
 };
 
-/* 4096 slots (128 KiB) per object: the connections a node's traced processes hold at once
+/* 4096 slots (160 KiB) per object: the connections a node's traced processes hold at once
  * are far fewer, and a slot two connections share costs only re-reads. An ARRAY, not a
  * hash: a lookup is a few instructions here, where a hash lookup costs ~0.2 us per end. */
 #define CONN_CACHE_BITS 12
@@ -43,7 +45,7 @@ struct conn_addr {
 		__uint(type, BPF_MAP_TYPE_ARRAY);          \
 		__uint(max_entries, 1 << CONN_CACHE_BITS); \
 		__type(key, __u32);                        \
-		__type(value, struct conn_addr);           \
+		__type(value, struct conn_facts);          \
 	} name SEC(".maps")
 
 static __always_inline __u64 conn_key_of(__u32 tgid, __u64 conn)
@@ -51,68 +53,75 @@ static __always_inline __u64 conn_key_of(__u32 tgid, __u64 conn)
 	return (conn * 0x9E3779B97F4A7C15ULL) ^ tgid;
 }
 
-/* The tag of a slot holding `a` for key `key` (a's tag word not included). */
-static __always_inline __u64 conn_tag(__u64 key, const struct conn_addr *a)
+/* The tag of a slot holding `f` for key `key` (f's tag word not included). */
+static __always_inline __u64 conn_tag(__u64 key, const struct conn_facts *f)
 {
-	const __u64 *w = (const __u64 *)a->ip;
+	const __u64 *w = (const __u64 *)f->ip;
 	__u64 h = w[0] * 0xC2B2AE3D27D4EB4FULL;
 
-	h ^= (w[1] ^ ((__u64)a->port << 16 | a->none)) * 0x165667B19E3779F9ULL;
+	h ^= (w[1] ^ ((__u64)f->port << 16 | f->none)) * 0x165667B19E3779F9ULL;
+	h ^= f->aux * 0x27D4EB2F165667C5ULL;
 	h ^= h >> 29;
 	return key ^ (h * 0x9E3779B97F4A7C15ULL) ^ 1; /* ^1: an all-zero slot never matches */
 }
 
-static __always_inline struct conn_addr *conn_slot(void *cache, __u64 key)
+static __always_inline struct conn_facts *conn_slot(void *cache, __u64 key)
 {
 	__u32 idx = slot_of(key, CONN_CACHE_BITS);
 
 	return bpf_map_lookup_elem(cache, &idx);
 }
 
-/* Write `a` (its tag set here) into its slot. */
-static __always_inline void conn_slot_put(void *cache, __u64 key, struct conn_addr *a)
+/* Write `f` (its tag set here) into its slot. */
+static __always_inline void conn_slot_put(void *cache, __u64 key, struct conn_facts *f)
 {
-	struct conn_addr *s = conn_slot(cache, key);
+	struct conn_facts *s = conn_slot(cache, key);
 
-	a->tag = conn_tag(key, a);
+	f->tag = conn_tag(key, f);
 	if (s)
-		*s = *a;
+		*s = *f;
 }
 
-/* Where a connection's address is: the net.Addr field `field` of the transport, and how
- * to read a *net.TCPAddr (go_read_tcp_addr's arguments, from the process's config). */
-struct conn_addr_src {
+/* Where a connection's facts are: the net.Addr field `field` of the transport and how to
+ * read a *net.TCPAddr (go_read_tcp_addr's arguments, from the process's config), and the
+ * word at aux_off when has_aux. */
+struct conn_src {
 	const struct go_chain *field;
 	__u64 network_fn;
 	__u64 *known_tab;
 	__u32 itab_fun0;
 	__u32 ip_off;
 	__u32 port_off;
+	__u32 aux_off;
+	__u32 has_aux;
 };
 
-/* Read it from Go memory: go_read_tcp_addr's result (0 read, 1 no TCP address, -1 the
- * TCPAddr unreadable), or -2 when the transport's field was unreadable (not flagged). */
-static __always_inline int conn_addr_read(const struct conn_addr_src *src, __u64 conn,
-					  __u8 *ip, __u16 *port)
+/* Read them from Go memory into *f: go_read_tcp_addr's result (0 read, 1 no TCP address,
+ * -1 the TCPAddr unreadable), or -2 when a transport field was unreadable (not flagged). */
+static __always_inline int conn_facts_read(const struct conn_src *src, __u64 conn,
+					   struct conn_facts *f)
 {
 	__u64 addr;
-	int r = go_chain_addr(conn, src->field, &addr);
+	int r;
 
+	if (src->has_aux && go_read_u64(conn + src->aux_off, &f->aux))
+		return -2;
+	r = go_chain_addr(conn, src->field, &addr);
 	if (r)
 		return r < 0 ? -2 : 1;
 	return go_read_tcp_addr(addr, src->itab_fun0, src->network_fn, src->known_tab,
-				src->ip_off, src->port_off, ip, port);
+				src->ip_off, src->port_off, f->ip, &f->port);
 }
 
 /* At a transport's construction: (re)write its slot; an unreadable one is left unwritten
- * (and a slot still holding this key is spoiled, so the next end reads it). */
-static __always_inline void conn_addr_note(void *cache, __u32 tgid, __u64 conn,
-					   const struct conn_addr_src *src)
+ * (and a slot still holding this key is spoiled, so the next request reads it). */
+static __always_inline void conn_facts_note(void *cache, __u32 tgid, __u64 conn,
+					    const struct conn_src *src)
 {
 	__u64 key = conn_key_of(tgid, conn);
-	struct conn_addr a = {};
-	struct conn_addr *s;
-	int r = conn_addr_read(src, conn, a.ip, &a.port);
+	struct conn_facts f = {};
+	struct conn_facts *s;
+	int r = conn_facts_read(src, conn, &f);
 
 	if (r < 0) {
 		s = conn_slot(cache, key);
@@ -120,38 +129,35 @@ static __always_inline void conn_addr_note(void *cache, __u32 tgid, __u64 conn,
 			s->tag = 0;
 		return;
 	}
-	a.none = r;
-	conn_slot_put(cache, key, &a);
+	f.none = r;
+	conn_slot_put(cache, key, &f);
 }
 
-/* At an end: the address of transport `conn`, from the cache when `use` (the constructor
- * probe is attached), else read (and kept, when readable). Returns as conn_addr_read. */
-static __always_inline int conn_addr_of(void *cache, int use, __u32 tgid, __u64 conn,
-					const struct conn_addr_src *src, __u8 *ip, __u16 *port)
+/* At a request: the facts of transport `conn` into *f, from the cache when `use` (the
+ * constructor probe is attached), else read (and kept, when readable). Returns as
+ * conn_facts_read (*f is whole only when >= 0). */
+static __always_inline int conn_facts_of(void *cache, int use, __u32 tgid, __u64 conn,
+					 const struct conn_src *src, struct conn_facts *f)
 {
 	__u64 key = conn_key_of(tgid, conn);
-	struct conn_addr a = {}, *s;
+	struct conn_facts *s;
 	int r;
 
+	__builtin_memset(f, 0, sizeof(*f));
 	if (!use)
-		return conn_addr_read(src, conn, ip, port);
+		return conn_facts_read(src, conn, f);
 	s = conn_slot(cache, key);
 	if (s) {
-		a = *s; /* a copy: the tag is checked against what was copied */
-		if (a.tag == conn_tag(key, &a)) {
-			__builtin_memcpy(ip, a.ip, sizeof(a.ip));
-			*port = a.port;
-			return a.none;
-		}
-		__builtin_memset(&a, 0, sizeof(a));
+		*f = *s; /* a copy: the tag is checked against what was copied */
+		if (f->tag == conn_tag(key, f))
+			return f->none;
+		__builtin_memset(f, 0, sizeof(*f));
 	}
-	r = conn_addr_read(src, conn, a.ip, &a.port);
+	r = conn_facts_read(src, conn, f);
 	if (r < 0)
 		return r;
-	a.none = r;
-	__builtin_memcpy(ip, a.ip, sizeof(a.ip));
-	*port = a.port;
-	conn_slot_put(cache, key, &a);
+	f->none = r;
+	conn_slot_put(cache, key, f);
 	return r;
 }
 

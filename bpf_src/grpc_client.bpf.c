@@ -435,7 +435,7 @@ int grpc_client_conn(struct pt_regs *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
 	__u64 rax = GO_ARG1(ctx), rbx = GO_ARG2(ctx), ct;
-	struct conn_addr_src src;
+	struct conn_src src;
 
 	if (!cfg)
 		return 0;
@@ -444,6 +444,6 @@ int grpc_client_conn(struct pt_regs *ctx)
 	if (!ct)
 		return 0;
 	peer_src(cfg, &src);
-	conn_addr_note(&conn_peer, tgid, ct, &src);
+	conn_facts_note(&conn_peer, tgid, ct, &src);
 	return 0;
 }

@@ -32,8 +32,7 @@ struct {
 CONN_CACHE(conn_peer);
 
 /* The server's address: the transport's remoteAddr, when it is TCP. */
-static __always_inline void peer_src(const struct grpc_client_config *cfg,
-				     struct conn_addr_src *src)
+static __always_inline void peer_src(const struct grpc_client_config *cfg, struct conn_src *src)
 {
 	src->field = &cfg->ct_remote_addr;
 	src->network_fn = cfg->tcpaddr_network_fn;
@@ -41,17 +40,25 @@ static __always_inline void peer_src(const struct grpc_client_config *cfg,
 	src->itab_fun0 = cfg->itab_fun0;
 	src->ip_off = cfg->tcpaddr_ip;
 	src->port_off = cfg->tcpaddr_port;
+	src->aux_off = 0;
+	src->has_aux = 0;
 }
 
 static __always_inline void read_peer(const struct grpc_client_config *cfg, __u64 ct,
 				      struct grpc_client_event *ev)
 {
-	struct conn_addr_src src;
+	struct conn_src src;
+	struct conn_facts f;
+	int r;
 
 	peer_src(cfg, &src);
-	if (conn_addr_of(&conn_peer, cfg->conn_cache, ev->tgid, ct, &src, ev->peer_ip,
-			 &ev->peer_port) == -1)
+	r = conn_facts_of(&conn_peer, cfg->conn_cache, ev->tgid, ct, &src, &f);
+	if (r == -1)
 		ev->flags |= SPAN_F_BAD_READ;
+	if (r < 0)
+		return;
+	__builtin_memcpy(ev->peer_ip, f.ip, sizeof(f.ip));
+	ev->peer_port = f.port;
 }
 
 /* The status code of the error handed to finish(err): nil -> OK; *status.Error (told

@@ -45,7 +45,8 @@
  *          headers, a draining server) leave their start behind: no span, and the entry
  *          waits for LRU eviction or a reused key (rare: peers respect those limits).
  * CONN     each RET of transport.NewServerTransport (once per connection): the listener's
- *          address of the new connection goes into the cache (conn_cache.h) the end reads.
+ *          address and the framer of the new connection go into the cache (conn_cache.h)
+ *          the start and the end read.
  * Not the start: handleStream (ServeHTTP runs it too: 4 hits there) and the handle closure
  * (inlined/varies by version). Not the end: closeStream/deleteStream (no status there).
  */
@@ -139,6 +140,60 @@ static __always_inline void read_traceparent(const struct grpc_server_config *cf
 	}
 }
 
+/* What grpc_server reads of a connection (conn_cache.h): the listener's address (the
+ * transport's localAddr, when it is TCP) and the framer (the in-flight key). */
+CONN_CACHE(conn_local);
+
+static __always_inline void conn_src_of(const struct grpc_server_config *cfg,
+					struct conn_src *src)
+{
+	src->field = &cfg->t_local_addr;
+	src->network_fn = cfg->tcpaddr_network_fn;
+	src->known_tab = (__u64 *)&cfg->tcpaddr_itab;
+	src->itab_fun0 = cfg->itab_fun0;
+	src->ip_off = cfg->tcpaddr_ip;
+	src->port_off = cfg->tcpaddr_port;
+	src->aux_off = cfg->t_framer;
+	src->has_aux = 1;
+}
+
+static __always_inline int conn_of(const struct grpc_server_config *cfg, __u32 tgid, __u64 t,
+				   struct conn_facts *f)
+{
+	struct conn_src src;
+
+	conn_src_of(cfg, &src);
+	return conn_facts_of(&conn_local, cfg->conn_cache, tgid, t, &src, f);
+}
+
+/* The framer of transport t: from its facts when conn_of got them (r >= 0), else read. */
+static __always_inline int framer_of(const struct grpc_server_config *cfg, __u64 t,
+				     const struct conn_facts *f, int r, __u64 *framer)
+{
+	if (r >= 0) {
+		*framer = f->aux;
+		return 0;
+	}
+	return go_read_u64(t + cfg->t_framer, framer);
+}
+
+/* FrameHeader's Type and StreamID: one read of its first 16 bytes, where both have always
+ * been (x/net's FrameHeader{valid, Type, Flags, Length, StreamID}), else one read each. */
+static __always_inline int read_frame_header(const struct grpc_server_config *cfg, __u64 fh,
+					     __u8 *type, __u32 *sid)
+{
+	__u32 w[4] = {};
+
+	if (cfg->fh_type < 16 && cfg->fh_stream_id <= 12 && !(cfg->fh_stream_id & 3)) {
+		if (bpf_probe_read_user(w, sizeof(w), (const void *)fh))
+			return -1;
+		*type = (__u8)(w[(cfg->fh_type >> 2) & 3] >> ((cfg->fh_type & 3) * 8));
+		*sid = w[(cfg->fh_stream_id >> 2) & 3];
+		return 0;
+	}
+	return go_read_u8(fh + cfg->fh_type, type) || go_read_u32(fh + cfg->fh_stream_id, sid);
+}
+
 SEC("uprobe")
 int grpc_server_operate_headers(struct pt_regs *ctx)
 {
@@ -148,16 +203,19 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 	struct stream_key key = {};
 	struct tp_val tp = {};
 	__u64 fh, frame, t = GO_ARG1(ctx), arg3 = GO_ARG3(ctx), conn_ctx = 0;
+	struct conn_facts f;
 	__u8 type = 0;
+	int r = -3;
 
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
 	frame = frame_arg(ctx, cfg);
-	if (go_read_u64(t + cfg->t_framer, &key.conn) ||
+	if (cfg->conn_cache) /* without the cache, a start reads just the framer */
+		r = conn_of(cfg, tgid, t, &f);
+	if (framer_of(cfg, t, &f, r, &key.conn) ||
 	    go_chain_addr(frame, &cfg->frame_header, &fh) ||
-	    go_read_u8(fh + cfg->fh_type, &type) || type != 0x1 /* HEADERS */ ||
-	    go_read_u32(fh + cfg->fh_stream_id, &key.stream_id)) {
+	    read_frame_header(cfg, fh, &type, &key.stream_id) || type != 0x1 /* HEADERS */) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
@@ -179,32 +237,6 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 			   val);
 	}
 	return 0;
-}
-
-/* The listener's address of each connection (conn_cache.h). */
-CONN_CACHE(conn_local);
-
-/* The listener's address: the transport's localAddr, when it is TCP. */
-static __always_inline void local_src(const struct grpc_server_config *cfg,
-				      struct conn_addr_src *src)
-{
-	src->field = &cfg->t_local_addr;
-	src->network_fn = cfg->tcpaddr_network_fn;
-	src->known_tab = (__u64 *)&cfg->tcpaddr_itab;
-	src->itab_fun0 = cfg->itab_fun0;
-	src->ip_off = cfg->tcpaddr_ip;
-	src->port_off = cfg->tcpaddr_port;
-}
-
-static __always_inline void read_local_addr(const struct grpc_server_config *cfg, __u64 t,
-					    struct grpc_server_event *ev)
-{
-	struct conn_addr_src src;
-
-	local_src(cfg, &src);
-	if (conn_addr_of(&conn_local, cfg->conn_cache, ev->tgid, t, &src, ev->local_ip,
-			 &ev->local_port) == -1)
-		ev->flags |= SPAN_F_BAD_READ;
 }
 
 /* Traces on: the join fields (trace_ctx.h) of a record: the request's context, the client's
@@ -239,8 +271,9 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	struct stream_key key = {}, started = {};
 	struct grpc_server_trace_event *tev = NULL;
 	struct grpc_server_event *ev;
+	struct conn_facts f;
 	__u32 code = 0;
-	int trunc = 0, r;
+	int trunc = 0, r, conn_r = -3;
 
 	if (!cfg)
 		return 0;
@@ -266,7 +299,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 			key.conn = t; /* not joined: (ht, 0), unmatched; a repeat is a 2nd one */
 		}
 	} else {
-		if (go_read_u64(t + cfg->t_framer, &key.conn) ||
+		conn_r = conn_of(cfg, tgid, t, &f);
+		if (framer_of(cfg, t, &f, conn_r, &key.conn) ||
 		    go_chain_u32(s, &cfg->stream_id, &key.stream_id)) {
 			stat_inc(STAT_BAD_READ);
 			return 0;
@@ -335,7 +369,12 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 				ev->flags |= SPAN_F_HOST_TRUNCATED;
 		}
 	} else {
-		read_local_addr(cfg, t, ev);
+		if (conn_r == -1)
+			ev->flags |= SPAN_F_BAD_READ; /* the TCPAddr unreadable */
+		if (conn_r >= 0) {
+			__builtin_memcpy(ev->local_ip, f.ip, sizeof(f.ip));
+			ev->local_port = f.port;
+		}
 	}
 	if (tev)
 		trace_end(cfg, t, tev, node, &started);
@@ -354,13 +393,13 @@ int grpc_server_conn(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
-	struct conn_addr_src src;
+	struct conn_src src;
 	__u64 t = GO_ARG2(ctx);
 
 	if (!cfg || !t)
 		return 0;
-	local_src(cfg, &src);
-	conn_addr_note(&conn_local, tgid, t, &src);
+	conn_src_of(cfg, &src);
+	conn_facts_note(&conn_local, tgid, t, &src);
 	return 0;
 }
 
