@@ -55,6 +55,14 @@ struct grpc_client_config {
 	 * when Python found both inside it (1) or not (0: two reads) */
 	__u32 cs_window;
 	__u32 cs_window_on;
+	/* the stream's id, method (the call's, a string header) and, when sw_ct_on, ct in one
+	 * window of GO_WINDOW bytes at stream + sw_lo (offsets from sw_lo); sw_on 0: chains */
+	__u32 sw_on;
+	__u32 sw_lo;
+	__u32 sw_id;
+	__u32 sw_method;
+	__u32 sw_ct;
+	__u32 sw_ct_on;
 	/* the connection cache (conn_cache.h): on when its constructor probe is attached */
 	__u32 conn_cache;
 	__u32 conn_ret_reg;             /* the constructor's result: 1 RAX (*http2Client), 2 RBX
@@ -95,6 +103,12 @@ struct grpc_server_config {
 	struct go_chain stream_ctx;     /* *ServerStream (or *Stream) -> ctx data word */
 	struct go_chain t_remote_addr;  /* *http2Server -> remoteAddr (net.Addr iface) */
 	__u64 tcpaddr_itab;             /* learned: as in grpc_client_config */
+	/* the stream's id and method (a string header) in one window of GO_WINDOW bytes at
+	 * s + sw_lo (offsets from sw_lo); sw_on 0: the chains above */
+	__u32 sw_on;
+	__u32 sw_lo;
+	__u32 sw_id;
+	__u32 sw_method;
 	/* the connection cache (conn_cache.h): on when its constructor probe is attached at
 	 * NewServerTransport's RETs (the *http2Server: the ServerTransport's data word, RBX) */
 	__u32 conn_cache;

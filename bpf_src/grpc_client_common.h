@@ -123,9 +123,10 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 				      __u64 attempt, __u64 errtab, __u64 errdata,
 				      struct grpc_client_event *ev)
 {
-	__u64 stream = 0, ct = 0, addr;
+	__u64 stream = 0, ct = 0, addr, method[2] = {};
+	struct go_window win;
 	__u32 sid = 0;
-	int trunc = 0;
+	int trunc = 0, in_window = 0, r;
 
 	ev->type = EV_GRPC_CLIENT;
 	ev->cs = cs;
@@ -133,7 +134,16 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 
 	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream))
 		ev->flags |= SPAN_F_BAD_READ;
-	if (stream) {
+	if (stream && cfg->sw_on && go_window_read(stream + cfg->sw_lo, &win) == 0) {
+		in_window = 1; /* the stream's method is the call's (newStream copies callHdr's) */
+		sid = go_window_u32(&win, cfg->sw_id);
+		method[0] = go_window_u64(&win, cfg->sw_method);
+		method[1] = go_window_u64(&win, cfg->sw_method + 8);
+		if (cfg->sw_ct_on)
+			ct = go_window_u64(&win, cfg->sw_ct);
+		else if (go_chain_u64(stream, &cfg->stream_ct, &ct) < 0)
+			ev->flags |= SPAN_F_BAD_READ;
+	} else if (stream) {
 		if (go_chain_u32(stream, &cfg->stream_id, &sid) < 0 ||
 		    go_chain_u64(stream, &cfg->stream_ct, &ct) < 0)
 			ev->flags |= SPAN_F_BAD_READ;
@@ -143,8 +153,14 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	if (!stream || !ct)
 		ev->flags |= SPAN_F_NO_STREAM;
 
-	if (go_chain_addr(cs, &cfg->cs_method, &addr) == 0 &&
-	    go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc) == 0) {
+	if (in_window)
+		r = go_copy_string(method[0], method[1], ev->method, sizeof(ev->method),
+				   &ev->method_len, &trunc);
+	else if (go_chain_addr(cs, &cfg->cs_method, &addr) == 0)
+		r = go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc);
+	else
+		r = -1;
+	if (r == 0) {
 		if (trunc)
 			ev->flags |= SPAN_F_METHOD_TRUNCATED;
 	} else {

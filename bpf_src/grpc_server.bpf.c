@@ -272,8 +272,10 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	struct grpc_server_trace_event *tev = NULL;
 	struct grpc_server_event *ev;
 	struct conn_facts f;
+	struct go_window win;
+	__u64 method[2] = {};
 	__u32 code = 0;
-	int trunc = 0, r, conn_r = -3;
+	int trunc = 0, r, conn_r = -3, in_window = 0;
 
 	if (!cfg)
 		return 0;
@@ -300,8 +302,16 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		}
 	} else {
 		conn_r = conn_of(cfg, tgid, t, &f);
-		if (framer_of(cfg, t, &f, conn_r, &key.conn) ||
-		    go_chain_u32(s, &cfg->stream_id, &key.stream_id)) {
+		if (cfg->sw_on && go_window_read(s + cfg->sw_lo, &win) == 0) {
+			in_window = 1;
+			key.stream_id = go_window_u32(&win, cfg->sw_id);
+			method[0] = go_window_u64(&win, cfg->sw_method);
+			method[1] = go_window_u64(&win, cfg->sw_method + 8);
+		} else if (go_chain_u32(s, &cfg->stream_id, &key.stream_id)) {
+			stat_inc(STAT_BAD_READ);
+			return 0;
+		}
+		if (framer_of(cfg, t, &f, conn_r, &key.conn)) {
 			stat_inc(STAT_BAD_READ);
 			return 0;
 		}
@@ -354,8 +364,14 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	if (r < 0)
 		ev->flags |= SPAN_F_BAD_READ;
 	ev->status_code = r ? 0 : code;
-	if (go_chain_addr(s, &cfg->stream_method, &addr) == 0 &&
-	    go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc) == 0) {
+	if (in_window)
+		r = go_copy_string(method[0], method[1], ev->method, sizeof(ev->method),
+				   &ev->method_len, &trunc);
+	else if (go_chain_addr(s, &cfg->stream_method, &addr) == 0)
+		r = go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc);
+	else
+		r = -1;
+	if (r == 0) {
 		if (trunc)
 			ev->flags |= SPAN_F_METHOD_TRUNCATED;
 	} else {

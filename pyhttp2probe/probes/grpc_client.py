@@ -11,7 +11,7 @@ plan has and whether an embedded field is a pointer or a value:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,6 +60,7 @@ FIELDS = (
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
     f"{GRPC}.csAttempt.s", f"{GRPC}.csAttempt.transportStream",
     f"{TRANSPORT}.CallHdr.Method", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.ct",
+    f"{TRANSPORT}.Stream.method",
     f"{TRANSPORT}.Stream.status", f"{TRANSPORT}.ClientStream.Stream",
     f"{TRANSPORT}.ClientStream.ct", f"{TRANSPORT}.ClientStream.status",
     f"{TRANSPORT}.http2Client.remoteAddr",
@@ -90,6 +91,24 @@ def _pointer_word(f: PlanFields, key: str) -> int:
         return 8
     raise PathSkipped(f"{f.plan.path}: {key} has type {gotype}, neither a pointer nor "
                       "ClientTransport")
+
+
+GO_WINDOW = 128  # bytes of one object read at once (bpf_src/go_helpers.h)
+
+
+def _stream_window(cfg: Any, f: PlanFields, base: int, ct: int) -> None:
+    """The end's one read of the stream (grpc_client_common.h fill_end): its id and method,
+    at `base` + their Stream offsets, and ct when it fits too; left off (sw_on 0: a read per
+    field) when they do not fit in GO_WINDOW bytes."""
+    if not f.has(f"{TRANSPORT}.Stream.method"):
+        return
+    sid, method = base + f[f"{TRANSPORT}.Stream.id"], base + f[f"{TRANSPORT}.Stream.method"]
+    lo = min(sid, method) & ~7
+    if sid % 4 or method % 8 or max(sid + 4, method + 16) - lo > GO_WINDOW:
+        return
+    cfg.sw_on, cfg.sw_lo, cfg.sw_id, cfg.sw_method = 1, lo, sid - lo, method - lo
+    if ct % 8 == 0 and lo <= ct and ct + 8 - lo <= GO_WINDOW:
+        cfg.sw_ct_on, cfg.sw_ct = 1, ct - lo
 
 
 def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
@@ -131,6 +150,8 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
             set_chain(cfg, "stream_id", [], f[embed] + sid)
         ct = f"{TRANSPORT}.ClientStream.ct"
         set_chain(cfg, "stream_ct", [], f[ct] + _pointer_word(f, ct))
+        if not f.is_pointer(embed):
+            _stream_window(cfg, f, f[embed], f[ct] + _pointer_word(f, ct))
         set_chain(cfg, "stream_code", [f[f"{TRANSPORT}.ClientStream.status"], status_s], code)
     else:
         variant = "Stream"
@@ -141,6 +162,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
             variant = "Stream{ct ClientTransport}"
         set_chain(cfg, "stream_ct", [], f[ct] + word)
         set_chain(cfg, "stream_code", [f[f"{TRANSPORT}.Stream.status"], status_s], code)
+        _stream_window(cfg, f, 0, f[ct] + word)
 
     set_chain(cfg, "ct_remote_addr", [], f[f"{TRANSPORT}.http2Client.remoteAddr"])
     cfg.tcpaddr_ip = f["net.TCPAddr.IP"]

@@ -128,10 +128,12 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         variant = "ServerStream{Stream}"
         set_chain(cfg, "stream_id", [], f[embed] + sid)
         set_chain(cfg, "stream_method", [], f[embed] + method)
+        _stream_window(cfg, f[embed] + sid, f[embed] + method)
     else:
         variant = "Stream"
         set_chain(cfg, "stream_id", [], sid)
         set_chain(cfg, "stream_method", [], method)
+        _stream_window(cfg, sid, method)
     set_chain(cfg, "status_code", [f[f"{STATUS}.Status.s"]], f[f"{SPB}.Status.Code"])
 
     if f.has(f"{TRANSPORT}.http2Server.localAddr"):
@@ -175,6 +177,17 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     key = proc.pid.to_bytes(4, "little")
     return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,
                      variant)
+
+
+GO_WINDOW = 128  # bytes of one object read at once (bpf_src/go_helpers.h)
+
+
+def _stream_window(cfg: Any, sid: int, method: int) -> None:
+    """The end's one read of the stream's id and method (bpf_src/grpc_server.bpf.c
+    finish), when both fit in GO_WINDOW bytes; else a read each (sw_on 0)."""
+    lo = min(sid, method) & ~7
+    if sid % 4 == 0 and method % 8 == 0 and max(sid + 4, method + 16) - lo <= GO_WINDOW:
+        cfg.sw_on, cfg.sw_lo, cfg.sw_id, cfg.sw_method = 1, lo, sid - lo, method - lo
 
 
 def _operate_headers(cfg: object, f: PlanFields, plan: AttachPlan,
