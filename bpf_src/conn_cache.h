@@ -39,7 +39,9 @@ struct conn_facts {
 /* 4096 slots (160 KiB) per object: the connections a node's traced processes hold at once
  * are far fewer, and a slot two connections share costs only re-reads. An ARRAY, not a
  * hash: a lookup is a few instructions here, where a hash lookup costs ~0.2 us per end. */
+#ifndef CONN_CACHE_BITS /* tests/test_slot_tables.py builds with tiny tables */
 #define CONN_CACHE_BITS 12
+#endif
 #define CONN_CACHE(name)                                   \
 	struct {                                           \
 		__uint(type, BPF_MAP_TYPE_ARRAY);          \

@@ -100,7 +100,9 @@ struct g_slot {
 	__u32 _pad;
 };
 
-#define G_SLOT_BITS 14  /* 16k goroutines starting calls at once; more take the LRU map */
+#ifndef G_SLOT_BITS /* 16k goroutines starting calls at once; more take the LRU map */
+#define G_SLOT_BITS 14
+#endif
 #define G_SEQ_MASK 0xffffULL
 
 struct {

@@ -41,7 +41,9 @@ struct start_slot {
 
 /* A slot table: 16k slots (768 KiB) keep collisions with the requests in flight on a
  * node (hundreds to a few thousand) at a few percent; those take the LRU tier. */
+#ifndef START_SLOT_BITS /* tests/test_slot_tables.py builds with tiny tables */
 #define START_SLOT_BITS 14
+#endif
 #define START_SLOTS(name)                                   \
 	struct {                                            \
 		__uint(type, BPF_MAP_TYPE_ARRAY);           \
@@ -138,42 +140,43 @@ static __always_inline void slot_drop(void *slots, void *lru, const void *key)
 }
 
 /* ---- Giving back the slots of a process no longer traced ----
- * The agent runs the object's sweeper (a SEC("syscall") program, by BPF_PROG_TEST_RUN) with
+ * The agent runs the object's sweeper (a SEC("syscall") program, by BPF_PROG_TEST_RUN) for
  * the tgid once the process is detached: a process killed mid-request never runs the ends
  * that would free its slots. It frees each slot that process holds by compare-and-swap, so
- * it can never free a slot a live process took meanwhile. Returns the slots freed. */
+ * it never frees a slot a live process took meanwhile. One run sweeps SLOT_SWEEP_CHUNK
+ * slots from `first` (a plain bounded loop, not bpf_loop, which needs kernel 5.17); the
+ * agent runs it once per chunk. Returns the slots it freed. */
+#define SLOT_SWEEP_CHUNK 1024
+
 struct slot_sweep {
 	__u32 tgid;
-	__u32 freed;
+	__u32 first;  /* a multiple of SLOT_SWEEP_CHUNK */
 };
 
-static __always_inline void slot_sweep_one(struct start_slot *s, struct slot_sweep *sw)
+static __always_inline int slot_free_if_of(struct start_slot *s, __u32 tgid)
 {
 	__u64 cur;
 
 	if (!s)
-		return;
+		return 0;
 	cur = s->tag;
-	if (cur > SLOT_BUSY && (__u32)s->key[0] == sw->tgid &&
-	    __sync_val_compare_and_swap(&s->tag, cur, 0) == cur)
-		sw->freed++;
+	return cur > SLOT_BUSY && (__u32)s->key[0] == tgid &&
+	       __sync_val_compare_and_swap(&s->tag, cur, 0) == cur;
 }
 
-#define START_SLOTS_SWEEPER(prog, slots_map)                                 \
-	static long prog##_one(__u64 i, struct slot_sweep *sw)               \
-	{                                                                    \
-		__u32 idx = i;                                               \
-									     \
-		slot_sweep_one(bpf_map_lookup_elem(&slots_map, &idx), sw);   \
-		return 0;                                                    \
-	}                                                                    \
-	SEC("syscall")                                                       \
-	int prog(__u32 *tgid)                                                \
-	{                                                                    \
-		struct slot_sweep sw = { .tgid = *tgid };                    \
-									     \
-		bpf_loop(1 << START_SLOT_BITS, prog##_one, &sw, 0);          \
-		return sw.freed;                                             \
+#define START_SLOTS_SWEEPER(prog, slots_map)                                  \
+	SEC("syscall")                                                        \
+	int prog(struct slot_sweep *sw)                                       \
+	{                                                                     \
+		__u32 tgid = sw->tgid, first = sw->first, idx;                \
+		int freed = 0;                                                \
+									      \
+		for (__u32 i = 0; i < SLOT_SWEEP_CHUNK; i++) {                \
+			idx = first + i;                                      \
+			freed += slot_free_if_of(bpf_map_lookup_elem(&slots_map, &idx), \
+						 tgid);                       \
+		}                                                             \
+		return freed;                                                 \
 	}
 
 #endif /* PYHTTP2PROBE_START_SLOTS_H */

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 import time
 from collections import Counter
@@ -42,7 +43,15 @@ from .decode import Decoder, count_labels
 from .goelf import AttachPlan, GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
 from .memory import trimmer
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
-from .probes import ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, all_paths
+from .probes import (
+    SLOT_SWEEP_CHUNK,
+    ConfigEntry,
+    PathSetup,
+    PathSkipped,
+    ProbePath,
+    ProcessImage,
+    all_paths,
+)
 from .probes import catalogue as make_catalogue
 from .records import DecodeContext, load_layout
 from .sinks import ColumnSink, JsonLinesSink, SpanQueue, SpanSink
@@ -376,11 +385,7 @@ class Agent:
             if obj is None or obj.closed:
                 continue
             if path.in_flight_slots and path.slot_sweeper:
-                for pid in pids:
-                    try:
-                        obj.program(path.slot_sweeper).run_syscall(pid.to_bytes(4, "little"))
-                    except BpfError as exc:
-                        self.log.warning("slot sweep failed", path=path.name, error=str(exc))
+                self._sweep_slots(obj, path, pids)
             for name in path.in_flight_maps:
                 m = obj.map(name)
                 try:  # collect first: deleting while walking would restart the walk
@@ -392,6 +397,18 @@ class Agent:
                 for k in doomed:
                     with contextlib.suppress(BpfError, OSError):  # ended meanwhile
                         m.delete(k)
+
+    def _sweep_slots(self, obj: BpfObject, path: ProbePath, pids: set[int]) -> None:
+        """Free the slots `pids` hold in `path`'s slot tables: its sweeper program, one run
+        per SLOT_SWEEP_CHUNK slots (bpf_src/start_slots.h)."""
+        prog = obj.program(path.slot_sweeper)
+        slots = obj.map(path.in_flight_slots[0]).max_entries
+        try:
+            for pid in pids:
+                for first in range(0, slots, SLOT_SWEEP_CHUNK):
+                    prog.run_syscall(struct.pack("<II", pid, first))
+        except BpfError as exc:
+            self.log.warning("slot sweep failed", path=path.name, error=str(exc))
 
     def _unshare(self, fl: FileLinks) -> list[Any]:
         """Give a file per-process links (for its traced processes still running it);

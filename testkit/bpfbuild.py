@@ -23,26 +23,29 @@ CLANG_FLAGS = ["-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall", "-
 CACHE = Path.home() / ".cache" / "pyhttp2probe" / "bpfobj"
 
 
-def _key(src: Path) -> str:
+def _key(src: Path, defines: tuple[str, ...] = ()) -> str:
     """Hash of everything the object depends on: flags, source, every header it may include."""
-    h = hashlib.sha256(repr(CLANG_FLAGS).encode())
+    h = hashlib.sha256(repr((CLANG_FLAGS, defines)).encode())
     headers = sorted({*src.parent.glob("*.h"), *BPF_SRC.glob("*.h"), VMLINUX / "vmlinux.h"})
     for path in [src, *headers]:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:24]
 
 
-def build_object(src: Path) -> Path:
-    """Compile `src` (a .bpf.c) once per content; returns the cached .bpf.o."""
+def build_object(src: Path, defines: tuple[str, ...] = ()) -> Path:
+    """Compile `src` (a .bpf.c) once per content; returns the cached .bpf.o. `defines`
+    ("NAME=VALUE") override a header's #ifndef defaults (a product object built with tiny
+    tables, say)."""
     src = Path(src).resolve()
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = CACHE / f"{_key(src)}.bpf.o"
+    out = CACHE / f"{_key(src, defines)}.bpf.o"
     if out.exists():
         return out
     fd, tmp = tempfile.mkstemp(dir=CACHE, suffix=".tmp")
     os.close(fd)
     try:
-        proc = subprocess.run(["clang", *CLANG_FLAGS, "-c", str(src), "-o", tmp],
+        proc = subprocess.run(["clang", *CLANG_FLAGS, *(f"-D{d}" for d in defines), "-c",
+                               str(src), "-o", tmp],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"clang failed on {src}:\n{proc.stderr}")

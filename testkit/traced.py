@@ -59,15 +59,16 @@ class TracedRun:
 
 
 def traced(wl: Workload, during: Callable[[], Any] | None = None,
-           settle_s: float = 0.3) -> TracedRun:
+           settle_s: float = 0.3, **agent_kw: Any) -> TracedRun:
     """Attach to a started workload (-wait-start -hold), run it, collect every span.
 
     `during` runs instead of the workload's own go/DONE when the load comes from outside
-    (h2load, ghz); its return value lands in TracedRun.extra["during"].
+    (h2load, ghz); its return value lands in TracedRun.extra["during"]. `agent_kw` go to
+    the Agent (paths=..., say).
     """
     assert wl.pid is not None
     extra: dict[str, Any] = {}
-    with Agent() as agent, bpf_stats_enabled():
+    with Agent(**agent_kw) as agent, bpf_stats_enabled():
         agent.attach(wl.pid)
         if during is None:
             wl.go()

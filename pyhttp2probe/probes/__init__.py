@@ -101,6 +101,10 @@ class RecordType:
     ids: Callable[[Columns], SpanIds] | None = None
 
 
+# Slots one run of a path's slot sweeper frees (SLOT_SWEEP_CHUNK, bpf_src/start_slots.h)
+SLOT_SWEEP_CHUNK = 1024
+
+
 @dataclass(frozen=True)
 class ProbePath:
     """The declaration of one probe path (see the module docstring)."""

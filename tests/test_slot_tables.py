@@ -1,0 +1,79 @@
+"""The gRPC paths' array tables stay exact when they are far too small.
+
+In-flight starts (bpf_src/start_slots.h), goroutine notes (grpc_client.bpf.c g_slots) and
+the connection cache (conn_cache.h) are ARRAY slot tables sized for a node; a slot another
+request holds sends a request to the LRU tier, and a slot another connection took is a
+miss read again. Built here with 4 slots each, against a workload that keeps hundreds of
+calls in flight on many connections, nearly every request takes those other ways: every
+client and server span must still match its ground truth one to one, with nothing
+unmatched, duplicated or left in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tempfile
+from pathlib import Path
+
+from pyhttp2probe.probes import ProbePath, all_paths
+from testkit.bpfbuild import BPF_SRC, build_object
+from testkit.client_match import match
+from testkit.gobuild import GoBuild, build
+from testkit.traced import match_one_to_one, span_wraps_handler, traced
+from testkit.workload import read_truth, start_workload
+
+TINY = ("START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2")
+# no handler ran for these server spans: the client gave up first (the accuracy test's set)
+NO_HANDLER_CODES = {1, 4}
+
+
+def _tiny_paths() -> tuple[ProbePath, ...]:
+    out = []
+    for p in all_paths():
+        if p.name in ("grpc_client", "grpc_server"):
+            src = BPF_SRC / p.object.removesuffix(".o").replace(".bpf", ".bpf.c")
+            p = dataclasses.replace(p, object=str(build_object(src, TINY)))
+        out.append(p)
+    return tuple(out)
+
+
+def test_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
+    binary = build(GoBuild(src="grpcwork", mod="grpcmods/v1.85.0"))
+    ct, st = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
+    args = ["-servers", "3", "-conns-per-server", "2", "-goroutines", "16", "-rpcs", "25",
+            "-churn", "4", "-errors", "0.2", "-client-failures", "0.05", "-nested", "0.1",
+            "-truth", str(ct), "-server-truth", str(st), "-hold"]
+    with tempfile.TemporaryDirectory(), start_workload(binary, args) as wl:
+        run = traced(wl, paths=_tiny_paths())
+    client, server = read_truth(ct), read_truth(st)
+    assert len(client) > 1000 and {r["failure"] for r in client} >= {"unavailable"}
+
+    res = match(run.of_kind("grpc_client", include_unmatched=True), client)
+    assert res.exact, res.summary()
+
+    spans = run.of_kind("grpc_server")
+    assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans), run.stats
+    by_key: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+    for s in spans:
+        by_key.setdefault((s.pid, s.connection, s.stream_id), []).append((s.start_ns, s.end_ns))
+    for ivs in by_key.values():
+        ivs.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(ivs))
+    pairs, lost, extra = match_one_to_one(
+        server, spans,
+        truth_key=lambda t: (t["method"], t["code"], t["server_port"]),
+        span_key=lambda s: (s.full_method, s.status_code, s.server_port),
+        compatible=span_wraps_handler)
+    assert not lost, [server[i] for i in lost[:5]]
+    assert all(spans[j].status_code in NO_HANDLER_CODES for j in extra)
+    assert len(extra) <= sum(1 for c in client if c["failure"] in ("cancel", "deadline"))
+    assert len(pairs) == len(server)
+
+    for side in ("grpc_client", "grpc_server"):
+        assert run.stats[f"{side}.unmatched_end"] == 0, run.stats
+        assert run.stats[f"{side}.bad_read"] == 0, run.stats
+    left = run.extra["in_flight"]
+    assert not [k for k in ("grpc_client.inflight", "grpc_client.inflight_slots",
+                            "grpc_server.grpc_server_inflight", "grpc_server.grpc_server_slots")
+                if left[k]], left
