@@ -3,7 +3,7 @@
 Run by file path with PYTHONPATH naming the pyhttp2probe tree under test (this tree, or the
 code before issue 12), so only the public Agent API is used here:
 
-    python3 bench/agent_child.py --mode metrics|json|iter [--json-out FILE] PID...
+    python3 bench/agent_child.py --mode metrics|json|iter [--json-out FILE] [--prog-stats] PID...
 
 It attaches every PID, prints ``READY``, then answers each stdin line ``mark`` with
 ``MARK {json}``: records decoded so far, the process's CPU seconds (all threads: drain,
@@ -40,6 +40,9 @@ def main() -> int:
     parser.add_argument("--mode", choices=("metrics", "json", "iter"), default="metrics")
     parser.add_argument("--json-out", default="/dev/null")
     parser.add_argument("--batch-ms", type=int, default=None, help="Agent(batch_ms=...)")
+    parser.add_argument("--prog-stats", action="store_true",
+                        help="MARK also carries each program's kernel (run_cnt, run_time_ns); "
+                             "the caller holds BPF_ENABLE_STATS on")
     parser.add_argument("pids", nargs="+", type=int)
     args = parser.parse_args()
 
@@ -100,6 +103,9 @@ def main() -> int:
                "drain_cpu_s": _thread_cpu(drain), "callback_cpu_s": cb_cpu[0],
                "consumed": consumed[0],
                "batches": len(sizes), "records_in_batches": sum(sizes)}
+        if args.prog_stats:  # a look inside: the code before issue 12 has no public call
+            out["progs"] = {name: list(obj.program(name).run_count())
+                            for obj in agent._objects.values() for name in obj.program_names()}
         print("MARK " + json.dumps(out), flush=True)
     agent.close()
     return 0

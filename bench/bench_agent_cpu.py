@@ -64,9 +64,10 @@ class Child:
     """bench/agent_child.py running the code of `tree`."""
 
     def __init__(self, tree: Path, mode: str, pids: list[int], json_out: Path,
-                 batch_ms: int | None = None) -> None:
+                 batch_ms: int | None = None, prog_stats: bool = False) -> None:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         opts = [] if batch_ms is None else ["--batch-ms", str(batch_ms)]
+        opts += ["--prog-stats"] if prog_stats else []
         self.proc = subprocess.Popen(
             [sys.executable, str(CHILD), "--mode", mode, "--json-out", str(json_out), *opts,
              *map(str, pids)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -14,11 +14,13 @@ All figures come from one invocation, side by side, on one CPU-bound unary workl
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.bench_agent_cpu import BEFORE_REF, Child, _before_tree
 from libbpf_loader import BpfObject, bpf_stats_enabled
 from pyhttp2probe import Agent
 from pyhttp2probe.probes import ProbePath, all_paths
@@ -186,6 +188,86 @@ def _load() -> str:
                       for x in [float(x)])
 
 
+BA_ROUNDS = 5  # alternating before/after throughput rounds
+
+
+def _child_run(tree: Path, binary: Path, stats: bool,
+               args: Sequence[str] = tuple(CPU_ARGS)) -> dict[str, Any]:
+    """A workload (the CPU one unless `args`) traced by an agent of `tree` in its own
+    process (metrics only)."""
+    with tempfile.TemporaryDirectory() as tmp, \
+            start_workload(binary, [*args, "-hold"]) as wl:
+        assert wl.pid is not None
+        child = Child(tree, "metrics", [wl.pid], Path(tmp) / "spans.jsonl", prog_stats=stats)
+        try:
+            child.mark()
+            wl.go()
+            wl.wait_done(600)
+            m = child.mark()
+        finally:
+            child.close()
+        summary = wl.finish() or {}
+    progs = {k: (int(v[0]), int(v[1])) for k, v in m.get("progs", {}).items() if v[0]}
+    return {"rps": float(summary.get("rps", 0)), "progs": progs,
+            "total": int(summary.get("total", 0))}
+
+
+# Shapes whose client hits issue 12 names (failed calls: 4; streaming: 3), before and after.
+BA_SHAPES = ("unary OK", "unary, server error", "server_stream")
+
+
+def _before_after(binary: Path) -> dict[str, Any]:
+    """Throughput and BPF time per hit with the code before issue 12 (BEFORE_REF, as in
+    bench_agent_cpu) and with this tree, each agent in a process of its own, alternating."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"before": _before_tree(Path(tmp)), "after": ROOT}
+        rps: dict[str, list[float]] = {k: [] for k in trees}
+        for _ in range(BA_ROUNDS):
+            for k, tree in trees.items():
+                rps[k].append(_child_run(tree, binary, False)["rps"])
+        with bpf_stats_enabled():
+            progs = {k: _median_progs([_child_run(tree, binary, True)["progs"]
+                                       for _ in range(STAT_RUNS)])
+                     for k, tree in trees.items()}
+            hits = {(shape, k): _child_run(tree, binary, True, [*_SHAPE, *SHAPES[shape]])
+                    for shape in BA_SHAPES for k, tree in trees.items()}
+    return {"rps": rps, "progs": progs, "hits": hits}
+
+
+def _before_after_lines(ba: dict[str, Any], none_rps: float) -> list[str]:
+    rps = {k: statistics.median(v) for k, v in ba["rps"].items()}
+    lines = [
+        "",
+        f"Before and after issue 12 (the code of `{BEFORE_REF[:10]}`, bench_agent_cpu's "
+        f"BEFORE_REF, built beside this tree): the same workload, each agent in a process of "
+        f"its own (bench/agent_child.py, metrics only), {BA_ROUNDS} alternating rounds for "
+        f"RPC/s and {STAT_RUNS} runs each for BPF time per hit (median); the ratio is to the "
+        f"no-agent median above.",
+        "",
+        "| figure | before | after |",
+        "|---|---:|---:|",
+        f"| RPC/s (median; runs before: {', '.join(f'{x:,.0f}' for x in ba['rps']['before'])};"
+        f" after: {', '.join(f'{x:,.0f}' for x in ba['rps']['after'])}) | "
+        f"{rps['before']:,.0f} | {rps['after']:,.0f} |",
+        f"| ratio to no agent | {rps['before'] / none_rps:.3f} | "
+        f"{rps['after'] / none_rps:.3f} |",
+    ]
+    before, after = ba["progs"]["before"], ba["progs"]["after"]
+    for name in sorted(set(before) | set(after)):
+        cells = []
+        for progs in (before, after):
+            cnt, ns = progs.get(name, (0, 0))
+            cells.append(f"{ns / cnt:,.0f} ({cnt:,} runs)" if cnt else "—")
+        lines.append(f"| `{name}` ns per run | {cells[0]} | {cells[1]} |")
+    for shape in BA_SHAPES:
+        cells = []
+        for k in ("before", "after"):
+            r = ba["hits"][(shape, k)]
+            cells.append(f"{_side_hits(r['progs'], CLIENT_PREFIX) / max(1, r['total']):.2f}")
+        lines.append(f"| client hits per RPC, {shape} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def run() -> str:
     _check_twins()
     binary = _binary()
@@ -196,6 +278,7 @@ def run() -> str:
     shapes = {name: _traced_run(binary, [*_SHAPE, *args], "ours", stats=True)
               for name, args in SHAPES.items()}
     delivery = _delivery(binary)
+    ba = _before_after(binary)
     load_after = _load()
 
     med = {k: statistics.median(v) for k, v in tput.items()}
@@ -236,6 +319,7 @@ def run() -> str:
         ec, et = empty_p.get(name, (0, 0))
         lines.append(f"| `{name}` | {oc:,} | {ot / oc if oc else 0:,.0f} | "
                      f"{et / ec if ec else 0:,.0f} |")
+    lines += _before_after_lines(ba, med["none"])
     lines += [
         "",
         "Hits per RPC (kernel run_cnt of each side's programs / RPCs), by kind and status; "
