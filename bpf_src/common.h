@@ -93,6 +93,25 @@ static __always_inline void inflight_start(void *map, const void *key, const voi
 	}
 }
 
+/* A record's method (char[GO_STR_MAX]): from its Go string header when one was read
+ * already (hdr: ptr, len; a window read), else through `chain` from `base`. A truncation
+ * or a failed read goes into *flags. */
+static __always_inline void read_method(__u64 base, const struct go_chain *chain,
+					const __u64 *hdr, char *buf, __u16 *len, __u32 *flags)
+{
+	__u64 addr;
+	int trunc = 0, r = -1;
+
+	if (hdr)
+		r = go_copy_string(hdr[0], hdr[1], buf, GO_STR_MAX, len, &trunc);
+	else if (go_chain_addr(base, chain, &addr) == 0)
+		r = go_read_string(addr, buf, GO_STR_MAX, len, &trunc);
+	if (r)
+		*flags |= SPAN_F_BAD_READ;
+	else if (trunc)
+		*flags |= SPAN_F_METHOD_TRUNCATED;
+}
+
 /* Reserve a zeroed record of `size` bytes (a sizeof, known at compile time) in ring
  * buffer `rb`; counts STAT_RINGBUF_FULL and returns NULL when it is full. Records are
  * 8-byte aligned: saying so lets clang zero them with 8-byte stores. */

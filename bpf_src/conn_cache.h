@@ -98,6 +98,21 @@ struct conn_src {
 	__u32 has_aux;
 };
 
+/* A conn_src for the net.Addr field `addr_field` of a config that has the usual TCPAddr
+ * fields (itab_fun0, tcpaddr_network_fn, tcpaddr_itab, tcpaddr_ip, tcpaddr_port); `aux` is
+ * the offset of the word kept beside the address, or -1 for none. */
+#define CONN_SRC_OF(src, cfg, addr_field, aux)                                \
+	do {                                                                  \
+		(src)->field = &(cfg)->addr_field;                            \
+		(src)->network_fn = (cfg)->tcpaddr_network_fn;                \
+		(src)->known_tab = (__u64 *)&(cfg)->tcpaddr_itab;             \
+		(src)->itab_fun0 = (cfg)->itab_fun0;                          \
+		(src)->ip_off = (cfg)->tcpaddr_ip;                            \
+		(src)->port_off = (cfg)->tcpaddr_port;                        \
+		(src)->has_aux = (aux) >= 0;                                  \
+		(src)->aux_off = (aux) >= 0 ? (__u32)(aux) : 0;               \
+	} while (0)
+
 /* Read them from Go memory into *f: go_read_tcp_addr's result (0 read, 1 no TCP address,
  * -1 the TCPAddr unreadable), or -2 when a transport field was unreadable (not flagged). */
 static __always_inline int conn_facts_read(const struct conn_src *src, __u64 conn,

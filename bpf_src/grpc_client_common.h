@@ -34,14 +34,7 @@ CONN_CACHE(conn_peer);
 /* The server's address: the transport's remoteAddr, when it is TCP. */
 static __always_inline void peer_src(const struct grpc_client_config *cfg, struct conn_src *src)
 {
-	src->field = &cfg->ct_remote_addr;
-	src->network_fn = cfg->tcpaddr_network_fn;
-	src->known_tab = (__u64 *)&cfg->tcpaddr_itab;
-	src->itab_fun0 = cfg->itab_fun0;
-	src->ip_off = cfg->tcpaddr_ip;
-	src->port_off = cfg->tcpaddr_port;
-	src->aux_off = 0;
-	src->has_aux = 0;
+	CONN_SRC_OF(src, cfg, ct_remote_addr, -1);
 }
 
 static __always_inline void read_peer(const struct grpc_client_config *cfg, __u64 ct,
@@ -126,7 +119,7 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	__u64 stream = 0, ct = 0, addr, method[2] = {};
 	struct go_window win;
 	__u32 sid = 0;
-	int trunc = 0, in_window = 0, r;
+	int trunc = 0, in_window = 0;
 
 	ev->type = EV_GRPC_CLIENT;
 	ev->cs = cs;
@@ -153,19 +146,8 @@ static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u6
 	if (!stream || !ct)
 		ev->flags |= SPAN_F_NO_STREAM;
 
-	if (in_window)
-		r = go_copy_string(method[0], method[1], ev->method, sizeof(ev->method),
-				   &ev->method_len, &trunc);
-	else if (go_chain_addr(cs, &cfg->cs_method, &addr) == 0)
-		r = go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc);
-	else
-		r = -1;
-	if (r == 0) {
-		if (trunc)
-			ev->flags |= SPAN_F_METHOD_TRUNCATED;
-	} else {
-		ev->flags |= SPAN_F_BAD_READ;
-	}
+	read_method(cs, &cfg->cs_method, in_window ? method : NULL, ev->method, &ev->method_len,
+		    &ev->flags);
 
 	if (ct) {
 		read_peer(cfg, ct, ev);

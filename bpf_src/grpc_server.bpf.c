@@ -147,14 +147,7 @@ CONN_CACHE(conn_local);
 static __always_inline void conn_src_of(const struct grpc_server_config *cfg,
 					struct conn_src *src)
 {
-	src->field = &cfg->t_local_addr;
-	src->network_fn = cfg->tcpaddr_network_fn;
-	src->known_tab = (__u64 *)&cfg->tcpaddr_itab;
-	src->itab_fun0 = cfg->itab_fun0;
-	src->ip_off = cfg->tcpaddr_ip;
-	src->port_off = cfg->tcpaddr_port;
-	src->aux_off = cfg->t_framer;
-	src->has_aux = 1;
+	CONN_SRC_OF(src, cfg, t_local_addr, (int)cfg->t_framer);
 }
 
 static __always_inline int conn_of(const struct grpc_server_config *cfg, __u32 tgid, __u64 t,
@@ -364,19 +357,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	if (r < 0)
 		ev->flags |= SPAN_F_BAD_READ;
 	ev->status_code = r ? 0 : code;
-	if (in_window)
-		r = go_copy_string(method[0], method[1], ev->method, sizeof(ev->method),
-				   &ev->method_len, &trunc);
-	else if (go_chain_addr(s, &cfg->stream_method, &addr) == 0)
-		r = go_read_string(addr, ev->method, sizeof(ev->method), &ev->method_len, &trunc);
-	else
-		r = -1;
-	if (r == 0) {
-		if (trunc)
-			ev->flags |= SPAN_F_METHOD_TRUNCATED;
-	} else {
-		ev->flags |= SPAN_F_BAD_READ;
-	}
+	read_method(s, &cfg->stream_method, in_window ? method : NULL, ev->method, &ev->method_len,
+		    &ev->flags);
 	if (via_serve_http) {
 		ev->flags |= SPAN_F_VIA_SERVE_HTTP;
 		if (go_chain_addr(t, &cfg->ht_host, &addr) == 0 &&

@@ -8,6 +8,7 @@ most: lost, duplicated or misattributed spans all show up as unmatched on one si
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -106,6 +107,42 @@ def span_wraps_handler(t: dict[str, Any], s: Span) -> bool:
     if t.get("op_failed"):
         return t["server_start_ns"] <= s.end_ns <= t["server_end_ns"] + CLOCK_SLACK_NS
     return t["server_end_ns"] <= s.end_ns + CLOCK_SLACK_NS
+
+
+# Calls the client abandons (cancel, deadline) can end on the server before any handler
+# ran: real server RPCs without a server truth line, and only with these codes.
+NO_HANDLER_CODES = {1, 4}
+
+
+def assert_grpc_server_exact(run: TracedRun, server: Sequence[dict[str, Any]],
+                             client: Sequence[dict[str, Any]]) -> list[Span]:
+    """The run's gRPC server spans against the workload's server truth (and, for calls the
+    client abandoned, its client truth): one to one, identities never overlapping, nothing
+    unmatched or unreadable. Returns the spans."""
+    spans = run.of_kind("grpc_server")
+    assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans), run.stats
+    assert run.stats["grpc_server.unmatched_end"] == 0
+    assert run.stats["grpc_server.ringbuf_full"] == 0
+    assert run.stats["grpc_server.bad_read"] == 0
+    # identity: no two spans share (pid, transport, stream id) at overlapping times
+    by_key: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+    for s in spans:
+        by_key.setdefault((s.pid, s.connection, s.stream_id), []).append((s.start_ns, s.end_ns))
+    for ivs in by_key.values():
+        ivs.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(ivs))
+    pairs, lost, extra = match_one_to_one(
+        server, spans,
+        truth_key=lambda t: (t["method"], t["code"], t["server_port"]),
+        span_key=lambda s: (s.full_method, s.status_code, s.server_port),
+        compatible=span_wraps_handler)
+    assert not lost, [server[i] for i in lost[:5]]
+    extras = [spans[j] for j in extra]
+    assert all(s.status_code in NO_HANDLER_CODES for s in extras), extras[:5]
+    abandoned = sum(1 for c in client if c["failure"] in ("cancel", "deadline"))
+    assert len(extras) <= abandoned
+    assert len(pairs) == len(server)
+    return spans
 
 
 def match_one_to_one(truth: Sequence[dict[str, Any]], spans: Sequence[Span],

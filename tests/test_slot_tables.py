@@ -12,7 +12,6 @@ unmatched, duplicated or left in flight.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import tempfile
 from pathlib import Path
 
@@ -20,12 +19,10 @@ from pyhttp2probe.probes import ProbePath, all_paths
 from testkit.bpfbuild import BPF_SRC, build_object
 from testkit.client_match import match
 from testkit.gobuild import GoBuild, build
-from testkit.traced import match_one_to_one, span_wraps_handler, traced
+from testkit.traced import assert_grpc_server_exact, traced
 from testkit.workload import read_truth, start_workload
 
 TINY = ("START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2")
-# no handler ran for these server spans: the client gave up first (the accuracy test's set)
-NO_HANDLER_CODES = {1, 4}
 
 
 def _tiny_paths() -> tuple[ProbePath, ...]:
@@ -52,23 +49,7 @@ def test_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
     res = match(run.of_kind("grpc_client", include_unmatched=True), client)
     assert res.exact, res.summary()
 
-    spans = run.of_kind("grpc_server")
-    assert len(run.of_kind("grpc_server", include_unmatched=True)) == len(spans), run.stats
-    by_key: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
-    for s in spans:
-        by_key.setdefault((s.pid, s.connection, s.stream_id), []).append((s.start_ns, s.end_ns))
-    for ivs in by_key.values():
-        ivs.sort()
-        assert all(a[1] <= b[0] for a, b in itertools.pairwise(ivs))
-    pairs, lost, extra = match_one_to_one(
-        server, spans,
-        truth_key=lambda t: (t["method"], t["code"], t["server_port"]),
-        span_key=lambda s: (s.full_method, s.status_code, s.server_port),
-        compatible=span_wraps_handler)
-    assert not lost, [server[i] for i in lost[:5]]
-    assert all(spans[j].status_code in NO_HANDLER_CODES for j in extra)
-    assert len(extra) <= sum(1 for c in client if c["failure"] in ("cancel", "deadline"))
-    assert len(pairs) == len(server)
+    assert_grpc_server_exact(run, server, client)
 
     for side in ("grpc_client", "grpc_server"):
         assert run.stats[f"{side}.unmatched_end"] == 0, run.stats
