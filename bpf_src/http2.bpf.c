@@ -49,6 +49,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "srv_common.h"
+#include "start_slots.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -75,6 +76,12 @@ struct {
 	__type(key, struct stream_key);
 	__type(value, struct h2_server_start);
 } http2_server_inflight SEC(".maps");
+
+/* Their first tier (start_slots.h): the LRU above takes a request only when its slot is held.
+ * The config is keyed by tgid and flavor, so a detached process's slots are freed by the
+ * sweeper alone. */
+START_SLOTS(http2_server_slots);
+START_SLOTS_SWEEPER(http2_sweep, http2_server_slots);
 
 /* Client in-flight: start time and the request fields copied at start (~230 B each). */
 struct h2_client_start {
@@ -352,7 +359,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	} else {
 		st.ctx = 0;
 	}
-	inflight_start(&http2_server_inflight, &key, &st);
+	slot_start(&http2_server_slots, &http2_server_inflight, NULL, &key, &st);
 	return 0;
 }
 
@@ -371,12 +378,26 @@ static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_
 	bpf_map_delete_elem(&h2_ctx_live, &ck);
 }
 
-/* Take a request's start out of flight (its context entry retired): 1 and *out, or 0. */
-static __always_inline int take_start(__u32 tgid, const struct stream_key *key,
-				      struct h2_server_start *out)
+/* Take a request's start out of flight (its context entry retired): 1 and *out; 0 when
+ * there is none; -1 for a repeat of the end just reported (the goroutine's repeat filter,
+ * asked before the LRU tier: start_slots.h), or a racing end of the same request. */
+static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid,
+				      const struct stream_key *key, struct h2_server_start *out)
 {
-	struct h2_server_start *start = bpf_map_lookup_elem(&http2_server_inflight, key);
+	struct start_slot *slot = slot_get(&http2_server_slots, key);
+	struct h2_server_start *start;
 
+	if (slot) {
+		__builtin_memcpy(out, slot->val, sizeof(*out));
+		if (slot_release(slot, key))
+			return -1;
+		end_repeats(ctx, key);
+		ctx_retire(tgid, out->ctx, key);
+		return 1;
+	}
+	if (end_repeats(ctx, key))
+		return -1;
+	start = bpf_map_lookup_elem(&http2_server_inflight, key);
 	if (!start)
 		return 0;
 	*out = *start;
@@ -471,9 +492,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (take_start(tgid, &key, &start)) {
-		end_repeats(ctx, &key);
-	} else if (end_repeats(ctx, &key)) {
+	if (take_start(ctx, tgid, &key, &start) < 0) {
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
@@ -515,9 +534,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	key.tgid = tgid;
 	key.conn = GO_ARG3(ctx); /* writeContext's data word: the *serverConn */
 	key.stream_id = sid;
-	if (take_start(tgid, &key, &start)) {
-		end_repeats(ctx, &key);
-	} else if (end_repeats(ctx, &key)) {
+	if (take_start(ctx, tgid, &key, &start) < 0) {
 		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
 		return 0;
 	}

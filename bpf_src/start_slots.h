@@ -72,7 +72,8 @@ static __always_inline int slot_holds(const struct start_slot *s, __u64 tag, con
 }
 
 /* Note a start: `key` (16 bytes) -> `val` (24 bytes). `cfg_map` is the object's config map
- * keyed by tgid: a slot whose owner has no config left is free to take. */
+ * keyed by tgid: a slot whose owner has no config left is free to take (NULL, for an object
+ * whose config has another key: only the sweeper frees such slots). */
 static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, const void *key,
 				       const void *val)
 {
@@ -93,8 +94,8 @@ static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, co
 	}
 	if (cur != 0) {
 		owner = (__u32)s->key[0];
-		if (cur == SLOT_BUSY || bpf_map_lookup_elem(cfg_map, &owner))
-			goto lru; /* held by a live process's request */
+		if (cur == SLOT_BUSY || !cfg_map || bpf_map_lookup_elem(cfg_map, &owner))
+			goto lru; /* held by a live process's request (or no tgid-keyed config) */
 	}
 	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
 		goto lru;

@@ -121,3 +121,4 @@ def _check_servehttp(run: TracedRun, spans: list[Span]) -> None:
     assert rc["grpc_server_write_status"] == 0
     left = run.extra["in_flight"]
     assert left["http2.http2_server_inflight"] == left["http2.h2_ctx_live"] == 0, left
+    assert left["http2.http2_server_slots"] == 0, left

@@ -300,4 +300,5 @@ PATH = ProbePath(
     anchors=ANCHORS,
     shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
-                    "srv_traceparent"))
+                    "srv_traceparent"),
+    in_flight_slots=("http2_server_slots",), slot_sweeper="http2_sweep")
