@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -111,6 +112,23 @@ def _overlapping_share(spans: list[Any]) -> float:
     return hit / max(len(spans), 1)
 
 
+ROUNDS = 3  # alternating rounds without and with the agent per path; req/s is their median
+
+
+def _rounds(once: Callable[[bool], tuple[dict[str, Any], Any]],
+            rps: Callable[[dict[str, Any]], float] = lambda d: float(d["rps"]),
+            ) -> tuple[float, float, dict[str, Any], Any]:
+    """(median req/s without, median req/s with, the last traced result and run)."""
+    base: list[float] = []
+    got: list[float] = []
+    last: tuple[dict[str, Any], Any] = ({}, None)
+    for _ in range(ROUNDS):
+        base.append(rps(once(False)[0]))
+        last = once(True)
+        got.append(rps(last[0]))
+    return statistics.median(base), statistics.median(got), last[0], last[1]
+
+
 def run() -> str:
     binary = build(GoBuild(src="grpcservehttp", mod=SERVEHTTP_MOD))
     rows: list[Row] = []
@@ -122,18 +140,17 @@ def run() -> str:
         def ghz_load(ports: tuple[int, int, int]) -> dict[str, Any]:
             return _ghz(ghz, proto, ports[0])
 
-        base, _ = _servehttp_path(binary, ghz_load, False)
-        got, r = _servehttp_path(binary, ghz_load, True)
+        base, with_, got, r = _rounds(lambda t: _servehttp_path(binary, ghz_load, t))
         spans = r.of_kind("grpc_server")
-        hits = sum(v for k, v in r.run_counts.items() if k.startswith("grpc_server"))
+        hits = sum(v for k, v in r.run_counts.items()  # per RPC: not the per-connection probe
+                   if k.startswith("grpc_server") and k != "grpc_server_conn")
         rows.append(Row("gRPC server (grpc transport)", f"ghz -n {GHZ_N} -c {GHZ_C}",
-                        int(got["count"]), len(spans), hits, base["rps"], got["rps"]))
+                        int(got["count"]), len(spans), hits, base, with_))
 
         def ghz_servehttp(ports: tuple[int, int, int]) -> dict[str, Any]:
             return _ghz(ghz, proto, ports[1])  # the h2c listener: net/http -> ServeHTTP
 
-        base, _ = _servehttp_path(binary, ghz_servehttp, False)
-        got, r = _servehttp_path(binary, ghz_servehttp, True)
+        base, with_, got, r = _rounds(lambda t: _servehttp_path(binary, ghz_servehttp, t))
         spans = r.of_kind("grpc_server")
         joined = sum(1 for s in spans if "via_serve_http" in s.flags)
         assert joined == len(spans) == len(r.of_kind("http_server")), (joined, len(spans))
@@ -141,7 +158,7 @@ def run() -> str:
                    if k.startswith(("grpc_server", "http2_server")))
         rows.append(Row("gRPC via (*grpc.Server).ServeHTTP (h2c): per RPC, its gRPC span and "
                         "its HTTP/2 span", f"ghz -n {GHZ_N} -c {GHZ_C}", int(got["count"]),
-                        len(spans), hits, base["rps"], got["rps"]))
+                        len(spans), hits, base, with_))
 
     for scheme in ("h2c", "tls"):
         def h2_load(ports: tuple[int, int, int], scheme: str = scheme) -> dict[str, Any]:
@@ -149,26 +166,26 @@ def run() -> str:
                    else f"https://127.0.0.1:{ports[2]}/status/200")
             return _h2load(url)
 
-        base, _ = _servehttp_path(binary, h2_load, False)
-        got, r = _servehttp_path(binary, h2_load, True)
+        base, with_, got, r = _rounds(
+            lambda t, load=h2_load: _servehttp_path(binary, load, t))
         spans = r.of_kind("http_server")
         hits = sum(v for k, v in r.run_counts.items() if k.startswith("http2_server"))
         rows.append(Row(f"HTTP/2 server, net/http ({scheme})", f"h2load -n {H2LOAD_N} -c 8 -m 32",
-                        got["done"], len(spans), hits, base["rps"], got["rps"]))
+                        got["done"], len(spans), hits, base, with_))
 
     h2work = build(GoBuild(src="h2work"))
-    base, _ = _h2work(h2work, False)
-    got, r = _h2work(h2work, True)
+    base, with_, got, r = _rounds(lambda t: _h2work(h2work, t),
+                                  lambda d: float(d.get("rps", 0)))
     spans = r.of_kind("http_client") + r.of_kind("http_server")
     overlap = _overlapping_share(r.of_kind("http_server"))
     hits = sum(r.run_counts.values())
     rows.append(Row("HTTP/2 client+server in one process (net/http + x/net, TLS + h2c)",
-                    "h2work", int(got.get("total", 0)) * 2, len(spans), hits,
-                    float(base.get("rps", 0)), float(got.get("rps", 0))))
+                    "h2work", int(got.get("total", 0)) * 2, len(spans), hits, base, with_))
 
     head = ("## gRPC server and HTTP/2: probe hits and overhead per path\n\n"
-            "Each path ran once without and once with the agent attached (one run, side by "
-            "side). *Requests* is what the load tool reports (h2work: client plus server "
+            f"Each path ran {ROUNDS} alternating rounds without and with the agent attached "
+            "(req/s: the median of each side; requests, spans and hits: the last traced "
+            "round). *Requests* is what the load tool reports (h2work: client plus server "
             "side of each request); *spans* is what the agent produced; hits/span is the "
             "kernel's run_cnt of every attached program over spans (ServeHTTP: over gRPC "
             "spans, each of which also has its HTTP/2 request's span, so per RPC). "
