@@ -89,13 +89,7 @@ def _agent(variant: str, **kw: Any) -> Agent:
 
 def _prog_stats(agent: Agent) -> dict[str, tuple[int, int]]:
     """(run_cnt, run_time_ns) of every program of the agent's objects that ran."""
-    out = {}
-    for obj in agent._objects.values():  # bench-only look inside: run_counts() lacks time
-        for name in obj.program_names():
-            cnt, ns = obj.program(name).run_count()
-            if cnt:
-                out[name] = (cnt, ns)
-    return out
+    return {name: (cnt, ns) for name, (cnt, ns) in agent.run_stats().items() if cnt}
 
 
 def _traced_run(binary: Path, args: Sequence[str], variant: str,

@@ -42,12 +42,20 @@ class Row:
     hits: int
     rps_without: float
     rps_with: float
+    bpf_ns: int = 0  # run_time_ns of the programs counted in hits
 
     def markdown(self) -> str:
         ratio = self.rps_with / self.rps_without if self.rps_without else 0.0
         return (f"| {self.path} | {self.load} | {self.requests:,} | {self.spans:,} | "
-                f"{self.hits / max(self.spans, 1):.2f} | {self.rps_without:,.0f} | "
+                f"{self.hits / max(self.spans, 1):.2f} | "
+                f"{self.bpf_ns / max(self.spans, 1) / 1000:.2f} | {self.rps_without:,.0f} | "
                 f"{self.rps_with:,.0f} | {ratio:.2f} |")
+
+
+def _counted(run: Any, keep: Callable[[str], bool]) -> tuple[int, int]:
+    """(hits, BPF ns) of the programs `keep` names, from a traced run's kernel stats."""
+    picked = [v for k, v in run.extra["run_stats"].items() if keep(k)]
+    return sum(c for c, _ in picked), sum(ns for _, ns in picked)
 
 
 def _ghz(ghz: Path, proto: Path, port: int) -> dict[str, Any]:
@@ -142,10 +150,10 @@ def run() -> str:
 
         base, with_, got, r = _rounds(lambda t: _servehttp_path(binary, ghz_load, t))
         spans = r.of_kind("grpc_server")
-        hits = sum(v for k, v in r.run_counts.items()  # per RPC: not the per-connection probe
-                   if k.startswith("grpc_server") and k != "grpc_server_conn")
+        hits, ns = _counted(r, lambda k: k.startswith("grpc_server")  # per RPC: not
+                            and k != "grpc_server_conn")  # the per-connection probe
         rows.append(Row("gRPC server (grpc transport)", f"ghz -n {GHZ_N} -c {GHZ_C}",
-                        int(got["count"]), len(spans), hits, base, with_))
+                        int(got["count"]), len(spans), hits, base, with_, ns))
 
         def ghz_servehttp(ports: tuple[int, int, int]) -> dict[str, Any]:
             return _ghz(ghz, proto, ports[1])  # the h2c listener: net/http -> ServeHTTP
@@ -154,11 +162,10 @@ def run() -> str:
         spans = r.of_kind("grpc_server")
         joined = sum(1 for s in spans if "via_serve_http" in s.flags)
         assert joined == len(spans) == len(r.of_kind("http_server")), (joined, len(spans))
-        hits = sum(v for k, v in r.run_counts.items()
-                   if k.startswith(("grpc_server", "http2_server")))
+        hits, ns = _counted(r, lambda k: k.startswith(("grpc_server", "http2_server")))
         rows.append(Row("gRPC via (*grpc.Server).ServeHTTP (h2c): per RPC, its gRPC span and "
                         "its HTTP/2 span", f"ghz -n {GHZ_N} -c {GHZ_C}", int(got["count"]),
-                        len(spans), hits, base, with_))
+                        len(spans), hits, base, with_, ns))
 
     for scheme in ("h2c", "tls"):
         def h2_load(ports: tuple[int, int, int], scheme: str = scheme) -> dict[str, Any]:
@@ -169,18 +176,18 @@ def run() -> str:
         base, with_, got, r = _rounds(
             lambda t, load=h2_load: _servehttp_path(binary, load, t))
         spans = r.of_kind("http_server")
-        hits = sum(v for k, v in r.run_counts.items() if k.startswith("http2_server"))
+        hits, ns = _counted(r, lambda k: k.startswith("http2_server"))
         rows.append(Row(f"HTTP/2 server, net/http ({scheme})", f"h2load -n {H2LOAD_N} -c 8 -m 32",
-                        got["done"], len(spans), hits, base, with_))
+                        got["done"], len(spans), hits, base, with_, ns))
 
     h2work = build(GoBuild(src="h2work"))
     base, with_, got, r = _rounds(lambda t: _h2work(h2work, t),
                                   lambda d: float(d.get("rps", 0)))
     spans = r.of_kind("http_client") + r.of_kind("http_server")
     overlap = _overlapping_share(r.of_kind("http_server"))
-    hits = sum(r.run_counts.values())
+    hits, ns = _counted(r, lambda k: True)
     rows.append(Row("HTTP/2 client+server in one process (net/http + x/net, TLS + h2c)",
-                    "h2work", int(got.get("total", 0)) * 2, len(spans), hits, base, with_))
+                    "h2work", int(got.get("total", 0)) * 2, len(spans), hits, base, with_, ns))
 
     head = ("## gRPC server and HTTP/2: probe hits and overhead per path\n\n"
             f"Each path ran {ROUNDS} alternating rounds without and with the agent attached "
@@ -192,8 +199,10 @@ def run() -> str:
             "Throughput is the load "
             "tool's own req/s; the ratio is with/without. One uprobe hit costs ~9.5 µs on "
             "this nested VM, which dominates the ratio.\n\n"
-            "| path | load | requests | spans | hits/span | req/s without | req/s with | "
-            "ratio |\n|---|---|---|---|---|---|---|---|\n")
+            "*BPF µs/span*: the kernel's run_time_ns of those programs over spans "
+            "(BPF_ENABLE_STATS on during the traced rounds).\n\n"
+            "| path | load | requests | spans | hits/span | BPF µs/span | req/s without | "
+            "req/s with | ratio |\n|---|---|---|---|---|---|---|---|---|\n")
     tail = (f"\nWhy the stream id is part of the key: in the h2work run, {overlap:.1%} of "
             "HTTP/2 server requests were in flight while another request on the same "
             "connection was too; state keyed by the connection alone (as one peer keys "

@@ -609,7 +609,12 @@ class Agent:
 
     def run_counts(self) -> dict[str, int]:
         """run_cnt of every loaded program (needs libbpf_loader.bpf_stats_enabled())."""
-        return {name: obj.program(name).run_count()[0]
+        return {name: cnt for name, (cnt, _) in self.run_stats().items()}
+
+    def run_stats(self) -> dict[str, tuple[int, int]]:
+        """(run_cnt, run_time_ns) of every loaded program: the kernel's, counted while
+        libbpf_loader.bpf_stats_enabled() is held."""
+        return {name: obj.program(name).run_count()
                 for obj in self._objects.values() for name in obj.program_names()}
 
     def in_flight(self) -> dict[str, int]:

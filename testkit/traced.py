@@ -78,7 +78,8 @@ def traced(wl: Workload, during: Callable[[], Any] | None = None,
             extra["during"] = during()
         time.sleep(settle_s)
         agent.drain()
-        counts = agent.run_counts()
+        extra["run_stats"] = agent.run_stats()
+        counts = {name: cnt for name, (cnt, _) in extra["run_stats"].items()}
         stats = agent.stats()
         extra["in_flight"] = agent.in_flight()
         registry = CollectorRegistry()
