@@ -612,10 +612,16 @@ class Agent:
         return {name: cnt for name, (cnt, _) in self.run_stats().items()}
 
     def run_stats(self) -> dict[str, tuple[int, int]]:
-        """(run_cnt, run_time_ns) of every loaded program: the kernel's, counted while
-        libbpf_loader.bpf_stats_enabled() is held."""
-        return {name: obj.program(name).run_count()
-                for obj in self._objects.values() for name in obj.program_names()}
+        """(run_cnt, run_time_ns) of every loaded program, by name (summed over objects
+        that share one): the kernel's, counted while libbpf_loader.bpf_stats_enabled() is
+        held."""
+        out: dict[str, tuple[int, int]] = {}
+        for obj in self._objects.values():
+            for name in obj.program_names():
+                cnt, ns = obj.program(name).run_count()
+                had = out.get(name, (0, 0))
+                out[name] = (had[0] + cnt, had[1] + ns)
+        return out
 
     def in_flight(self) -> dict[str, int]:
         """Entries held by each in-flight map, {"<path>.<map>": n}: once traffic stops,
