@@ -67,6 +67,9 @@ struct grpc_client_config {
 	__u32 conn_cache;
 	__u32 conn_ret_reg;             /* the constructor's result: 1 RAX (*http2Client), 2 RBX
 					 * (the data word of a ClientTransport, >= v1.69) */
+	/* random per attach (Python): the keys of per-connection and per-goroutine state mix it
+	 * in, so a process that reuses a traced process's pid never meets its entries */
+	__u64 gen;
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */
@@ -113,6 +116,9 @@ struct grpc_server_config {
 	 * NewServerTransport's RETs (the *http2Server: the ServerTransport's data word, RBX) */
 	__u32 conn_cache;
 	__u32 _pad3;
+	/* random per attach (Python): the keys of per-connection and per-goroutine state mix it
+	 * in, so a process that reuses a traced process's pid never meets its entries */
+	__u64 gen;
 };
 
 /* http2.bpf.c, per (process, flavor): keyed by tgid << 8 | flavor (H2_FLAVOR_* of
@@ -150,6 +156,7 @@ struct http2_config {
 	__u32 creq_ctx;                 /* client request's context (iface) */
 	__u32 req_header;               /* server request's Header (map[string][]string) */
 	__u32 header_map;               /* HDR_MAP_* of http2.bpf.c: how Go lays maps out */
+	__u64 gen;                      /* random per attach: as in grpc_client_config */
 };
 
 #endif /* PYHTTP2PROBE_CONFIG_H */

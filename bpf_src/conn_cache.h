@@ -50,9 +50,11 @@ struct conn_facts {
 		__type(value, struct conn_facts);          \
 	} name SEC(".maps")
 
-static __always_inline __u64 conn_key_of(__u32 tgid, __u64 conn)
+/* The process's attach generation goes in: a new process under a reused pid, its Go heap
+ * at the same addresses, never meets its predecessor's slots (they go stale, unreachable). */
+static __always_inline __u64 conn_key_of(__u32 tgid, __u64 conn, __u64 gen)
 {
-	return (conn * 0x9E3779B97F4A7C15ULL) ^ tgid;
+	return (conn * 0x9E3779B97F4A7C15ULL) ^ tgid ^ (gen * 0xC2B2AE3D27D4EB4FULL);
 }
 
 /* The tag of a slot holding `f` for key `key` (f's tag word not included). */
@@ -96,10 +98,11 @@ struct conn_src {
 	__u32 port_off;
 	__u32 aux_off;
 	__u32 has_aux;
+	__u64 gen;      /* the process's attach generation (config.h) */
 };
 
 /* A conn_src for the net.Addr field `addr_field` of a config that has the usual TCPAddr
- * fields (itab_fun0, tcpaddr_network_fn, tcpaddr_itab, tcpaddr_ip, tcpaddr_port); `aux` is
+ * fields (itab_fun0, tcpaddr_network_fn, tcpaddr_itab, tcpaddr_ip, tcpaddr_port, gen); `aux` is
  * the offset of the word kept beside the address, or -1 for none. */
 #define CONN_SRC_OF(src, cfg, addr_field, aux)                                \
 	do {                                                                  \
@@ -111,6 +114,7 @@ struct conn_src {
 		(src)->port_off = (cfg)->tcpaddr_port;                        \
 		(src)->has_aux = (aux) >= 0;                                  \
 		(src)->aux_off = (aux) >= 0 ? (__u32)(aux) : 0;               \
+		(src)->gen = (cfg)->gen;                                      \
 	} while (0)
 
 /* Read them from Go memory into *f: go_read_tcp_addr's result (0 read, 1 no TCP address,
@@ -135,7 +139,7 @@ static __always_inline int conn_facts_read(const struct conn_src *src, __u64 con
 static __always_inline void conn_facts_note(void *cache, __u32 tgid, __u64 conn,
 					    const struct conn_src *src)
 {
-	__u64 key = conn_key_of(tgid, conn);
+	__u64 key = conn_key_of(tgid, conn, src->gen);
 	struct conn_facts f = {};
 	struct conn_facts *s;
 	int r = conn_facts_read(src, conn, &f);
@@ -156,7 +160,7 @@ static __always_inline void conn_facts_note(void *cache, __u32 tgid, __u64 conn,
 static __always_inline int conn_facts_of(void *cache, int use, __u32 tgid, __u64 conn,
 					 const struct conn_src *src, struct conn_facts *f)
 {
-	__u64 key = conn_key_of(tgid, conn);
+	__u64 key = conn_key_of(tgid, conn, src->gen);
 	struct conn_facts *s;
 	int r;
 

@@ -312,7 +312,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		slot = slot_get(&grpc_server_slots, &key);
 		if (slot) {
 			start = slot->val;
-		} else if (end_repeats(ctx, &key)) {
+		} else if (end_repeats(ctx, &key, cfg->gen)) {
 			stat_inc(STAT_DUP_END); /* a repeat of the end just reported: not a new RPC */
 			return 0;
 		} else {
@@ -327,7 +327,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 			}
 			if (slot) {
 				slot_release(slot, &key);
-				end_repeats(ctx, &key);
+				end_repeats(ctx, &key, cfg->gen);
 			} else {
 				bpf_map_delete_elem(&grpc_server_inflight, &key);
 			}

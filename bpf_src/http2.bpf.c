@@ -397,7 +397,7 @@ static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_
 /* Take a request's start out of flight (its context entry retired): 1 and *out; 0 when
  * there is none; -1 for a repeat of the end just reported (the goroutine's repeat filter,
  * asked before the LRU tier: start_slots.h), or a racing end of the same request. */
-static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid,
+static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid, __u64 gen,
 				      const struct stream_key *key, struct h2_server_start *out)
 {
 	struct start_slot *slot = slot_get(&http2_server_slots, key);
@@ -407,11 +407,11 @@ static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid,
 		__builtin_memcpy(out, slot->val, sizeof(*out));
 		if (slot_release(slot, key))
 			return -1;
-		end_repeats(ctx, key);
+		end_repeats(ctx, key, gen);
 		ctx_retire(tgid, out->ctx, key);
 		return 1;
 	}
-	if (end_repeats(ctx, key))
+	if (end_repeats(ctx, key, gen))
 		return -1;
 	start = bpf_map_lookup_elem(&http2_server_inflight, key);
 	if (!start)
@@ -508,7 +508,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (take_start(ctx, tgid, &key, &start) < 0) {
+	if (take_start(ctx, tgid, cfg->gen, &key, &start) < 0) {
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
@@ -550,7 +550,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	key.tgid = tgid;
 	key.conn = GO_ARG3(ctx); /* writeContext's data word: the *serverConn */
 	key.stream_id = sid;
-	if (take_start(ctx, tgid, &key, &start) < 0) {
+	if (take_start(ctx, tgid, cfg->gen, &key, &start) < 0) {
 		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
 		return 0;
 	}
@@ -634,7 +634,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		return 0;
 	}
 	st = bpf_map_lookup_elem(&http2_client_inflight, &key);
-	if (!st && end_repeats(ctx, &key)) {
+	if (!st && end_repeats(ctx, &key, cfg->gen)) {
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
@@ -649,7 +649,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	ev->stream_id = key.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
 	if (st) {
-		end_repeats(ctx, &key);
+		end_repeats(ctx, &key, cfg->gen);
 		ev->start_ns = st->start_ns;
 		if (tev)
 			tev->ctx_node = st->ctx_node;

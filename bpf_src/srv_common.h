@@ -35,9 +35,12 @@ struct {
 } g_last_end SEC(".maps");
 
 /* Record `k` as this goroutine's last end; returns 1 when it already was. */
-static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_key *k)
+static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_key *k,
+				       __u64 gen)
 {
-	__u64 g = ((__u64)k->tgid << 32) ^ GO_GOROUTINE(ctx);
+	/* gen: the process's attach generation (config.h), so a pid reused by a new process
+	 * (its goroutines and connections at the same addresses) is another owner */
+	__u64 g = ((__u64)k->tgid << 32) ^ GO_GOROUTINE(ctx) ^ (gen * 0x9E3779B97F4A7C15ULL);
 	__u32 idx = slot_of(g, LAST_END_BITS);
 	struct last_end *last = bpf_map_lookup_elem(&g_last_end, &idx);
 

@@ -10,6 +10,7 @@ package only (README: "How to add a probe path").
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -70,6 +71,9 @@ class ProcessImage:
     plan: AttachPlan
     runtime_addr: Callable[[int], int]
     trace: bool = False  # traces on: the path also reads what joins spans into traces
+    # This attach's generation (the configs' `gen`, bpf_src/config.h): random, so a process
+    # that reuses a traced process's pid never meets that one's per-connection entries
+    gen: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little") | 1)
 
 
 @dataclass(frozen=True)

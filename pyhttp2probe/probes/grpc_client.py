@@ -118,6 +118,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         raise PathSkipped("no grpc-go client linked")
     f = PlanFields(plan)
     cfg = layout.new("grpc_client_config")
+    cfg.gen = proc.gen
     notes: list[str] = []
 
     cfg.itab_fun0 = ITAB_FUN0_AMD64

@@ -116,6 +116,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         raise PathSkipped(f"no grpc-go server linked ({FN_HANDLE_STREAM} absent)")
     f = PlanFields(plan)
     cfg = layout.new("grpc_server_config")
+    cfg.gen = proc.gen
     notes: list[str] = []
 
     sid, method = f[f"{TRANSPORT}.Stream.id"], f[f"{TRANSPORT}.Stream.method"]

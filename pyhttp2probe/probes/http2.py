@@ -151,9 +151,10 @@ def _header_map(go_version: str) -> int:
 
 def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLayout,
                    serve_http: bool, notes: list[str], trace: bool = False,
-                   header_map: int = HDR_MAP_SWISS) -> bytes:
+                   header_map: int = HDR_MAP_SWISS, gen: int = 1) -> bytes:
     t = fl.ty
     cfg: Any = layout.new("http2_config")
+    cfg.gen = gen
     if "server" in sides:
         sid = f[t("stream.id")]
         rws_stream = f[t("responseWriterState.stream")]
@@ -239,7 +240,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         if not sides:
             continue
         value = _flavor_config(fl, sides, f, layout, serve_http, out.notes, proc.trace,
-                               _header_map(plan.go_version))
+                               _header_map(plan.go_version), proc.gen)
         key = ((proc.pid << 8) | fl.code).to_bytes(8, "little")
         out.configs.append(ConfigEntry(CONFIG_MAP, key, value))
         out.points += points
