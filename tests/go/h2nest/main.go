@@ -17,10 +17,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -36,18 +34,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
+	"pyhttp2probe/harness"
+	"pyhttp2probe/harness/grpcharness"
 )
-
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(data []byte, v interface{}) error {
-	*(v.(*[]byte)) = append([]byte(nil), data...)
-	return nil
-}
-func (rawCodec) Name() string { return "proto" }
 
 type child struct {
 	Kind   string `json:"kind"`
@@ -78,16 +68,15 @@ func listen() net.Listener {
 
 // leafGet answers the gRPC leaf method: NotFound for odd call indexes.
 func leafGet(_ interface{}, ctx context.Context, dec func(interface{}) error, _ grpc.UnaryServerInterceptor) (interface{}, error) {
-	var in []byte
+	var in grpcharness.RawMsg
 	if err := dec(&in); err != nil {
 		return nil, err
 	}
-	n, _ := strconv.Atoi(string(in))
+	n, _ := strconv.Atoi(string(in.Data))
 	if n%2 == 1 {
 		return nil, status.Error(codes.NotFound, "odd")
 	}
-	out := []byte("ok")
-	return &out, nil
+	return &grpcharness.RawMsg{Data: []byte("ok")}, nil
 }
 
 var leafDesc = grpc.ServiceDesc{
@@ -116,8 +105,8 @@ func (n *nester) front(name string) http.HandlerFunc {
 		ctx := r.Context()
 		var kids []child
 		for j := 0; j < id%3; j++ {
-			in, out := []byte(strconv.Itoa(id+j)), []byte(nil)
-			err := n.leaf.Invoke(ctx, "/nest.Leaf/Get", &in, &out)
+			in := grpcharness.RawMsg{Data: []byte(strconv.Itoa(id + j))}
+			err := n.leaf.Invoke(ctx, "/nest.Leaf/Get", &in, &grpcharness.RawMsg{})
 			kids = append(kids, child{"grpc", int(status.Code(err))})
 		}
 		for j := 0; j < (id/3)%3; j++ {
@@ -154,13 +143,14 @@ func main() {
 	waitStart := flag.Bool("wait-start", false, "print READY <pid>, wait for a stdin line")
 	hold := flag.Bool("hold", false, "print DONE at the end, wait for a stdin line or EOF")
 	flag.Parse()
-	encoding.RegisterCodec(rawCodec{})
 
 	glis := listen()
 	gsrv := grpc.NewServer()
 	gsrv.RegisterService(&leafDesc, nil)
 	go gsrv.Serve(glis)
-	leaf, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	leaf, err := grpc.NewClient(glis.Addr().String(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(grpcharness.CodecName)))
 	if err != nil {
 		die(err)
 	}
@@ -192,10 +182,13 @@ func main() {
 	go (&http.Server{Handler: stdNest.front("nethttp"), Protocols: &h2only}).Serve(stdLis)
 	go (&http.Server{Handler: h2c.NewHandler(xNest.front("xnet"), &http2.Server{})}).Serve(xLis)
 
-	stdin := bufio.NewReader(os.Stdin)
+	out, err := harness.OpenTruth(*truthPath)
+	if err != nil {
+		die(err)
+	}
 	if *waitStart {
-		fmt.Printf("READY %d\n", os.Getpid())
-		stdin.ReadString('\n')
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
 	}
 	var wg sync.WaitGroup
 	ids := make(chan int)
@@ -231,19 +224,14 @@ func main() {
 	}
 	close(ids)
 	wg.Wait()
-	if *truthPath != "" {
-		f, err := os.Create(*truthPath)
-		if err != nil {
-			die(err)
-		}
-		enc := json.NewEncoder(f)
-		for i := 1; i <= *requests; i++ {
-			enc.Encode(truth.lines[i])
-		}
-		f.Close()
+	for i := 1; i <= *requests; i++ {
+		out.Write(truth.lines[i])
+	}
+	if err := out.Close(); err != nil {
+		die(err)
 	}
 	if *hold {
-		fmt.Printf("DONE %d\n", *requests)
-		stdin.ReadString('\n')
+		harness.Announce(fmt.Sprintf("DONE %d", *requests))
+		harness.WaitLine()
 	}
 }

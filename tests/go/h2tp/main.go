@@ -9,10 +9,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+	"pyhttp2probe/harness"
 )
 
 type truthLine struct {
@@ -65,10 +64,13 @@ func main() {
 			return d.DialContext(ctx, network, addr)
 		},
 	}}
-	stdin := bufio.NewReader(os.Stdin)
+	out, err := harness.OpenTruth(*truthPath)
+	if err != nil {
+		die(err)
+	}
 	if *waitStart {
-		fmt.Printf("READY %d\n", os.Getpid())
-		stdin.ReadString('\n')
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
 	}
 	ids := make(chan int)
 	var wg sync.WaitGroup
@@ -98,19 +100,14 @@ func main() {
 	}
 	close(ids)
 	wg.Wait()
-	if *truthPath != "" {
-		f, err := os.Create(*truthPath)
-		if err != nil {
-			die(err)
-		}
-		enc := json.NewEncoder(f)
-		for i := 1; i <= *requests; i++ {
-			enc.Encode(truth[i])
-		}
-		f.Close()
+	for i := 1; i <= *requests; i++ {
+		out.Write(truth[i])
+	}
+	if err := out.Close(); err != nil {
+		die(err)
 	}
 	if *hold {
-		fmt.Printf("DONE %d\n", *requests)
-		stdin.ReadString('\n')
+		harness.Announce(fmt.Sprintf("DONE %d", *requests))
+		harness.WaitLine()
 	}
 }
