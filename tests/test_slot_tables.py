@@ -12,7 +12,6 @@ unmatched, duplicated or left in flight.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 from pyhttp2probe.probes import ProbePath, all_paths
@@ -41,7 +40,7 @@ def test_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
     args = ["-servers", "3", "-conns-per-server", "2", "-goroutines", "16", "-rpcs", "25",
             "-churn", "4", "-errors", "0.2", "-client-failures", "0.05", "-nested", "0.1",
             "-truth", str(ct), "-server-truth", str(st), "-hold"]
-    with tempfile.TemporaryDirectory(), start_workload(binary, args) as wl:
+    with start_workload(binary, args) as wl:
         run = traced(wl, paths=_tiny_paths())
     client, server = read_truth(ct), read_truth(st)
     assert len(client) > 1000 and {r["failure"] for r in client} >= {"unavailable"}

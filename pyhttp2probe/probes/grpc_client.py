@@ -21,6 +21,7 @@ from .planning import (
     ITAB_FUN0_AMD64,
     PlanFields,
     entry_point,
+    read_window,
     return_points,
     set_chain,
     tcpaddr_network_fn,
@@ -93,21 +94,18 @@ def _pointer_word(f: PlanFields, key: str) -> int:
                       "ClientTransport")
 
 
-GO_WINDOW = 128  # bytes of one object read at once (bpf_src/go_helpers.h)
-
-
 def _stream_window(cfg: Any, f: PlanFields, base: int, ct: int) -> None:
     """The end's one read of the stream (grpc_client_common.h fill_end): its id and method,
     at `base` + their Stream offsets, and ct when it fits too; left off (sw_on 0: a read per
-    field) when they do not fit in GO_WINDOW bytes."""
+    field) when they do not fit."""
     if not f.has(f"{TRANSPORT}.Stream.method"):
         return
     sid, method = base + f[f"{TRANSPORT}.Stream.id"], base + f[f"{TRANSPORT}.Stream.method"]
-    lo = min(sid, method) & ~7
-    if sid % 4 or method % 8 or max(sid + 4, method + 16) - lo > GO_WINDOW:
+    lo = read_window([(sid, 4), (method, 16)])
+    if lo is None:
         return
     cfg.sw_on, cfg.sw_lo, cfg.sw_id, cfg.sw_method = 1, lo, sid - lo, method - lo
-    if ct % 8 == 0 and lo <= ct and ct + 8 - lo <= GO_WINDOW:
+    if read_window([(sid, 4), (method, 16), (ct, 8)]) == lo:
         cfg.sw_ct_on, cfg.sw_ct = 1, ct - lo
 
 
@@ -125,8 +123,8 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     cfg.cs_finished = f[f"{GRPC}.clientStream.finished"]
     cfg.cs_attempt = f[f"{GRPC}.clientStream.attempt"]
     # Both in one 64-byte read when they fit (bpf_src/grpc_client_common.h read_cs_state).
-    window = min(cfg.cs_finished, cfg.cs_attempt) & ~7
-    if cfg.cs_attempt % 8 == 0 and max(cfg.cs_finished + 1, cfg.cs_attempt + 8) - window <= 64:
+    window = read_window([(cfg.cs_finished, 1), (cfg.cs_attempt, 8)], 64)
+    if window is not None:
         cfg.cs_window, cfg.cs_window_on = window, 1
     set_chain(cfg, "cs_method", [f[f"{GRPC}.clientStream.callHdr"]],
               f[f"{TRANSPORT}.CallHdr.Method"])

@@ -28,6 +28,7 @@ from .planning import (
     first_present,
     module_version,
     probe_offset,
+    read_window,
     return_points,
     set_chain,
     tcpaddr_network_fn,
@@ -180,14 +181,11 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                      variant)
 
 
-GO_WINDOW = 128  # bytes of one object read at once (bpf_src/go_helpers.h)
-
-
 def _stream_window(cfg: Any, sid: int, method: int) -> None:
     """The end's one read of the stream's id and method (bpf_src/grpc_server.bpf.c
-    finish), when both fit in GO_WINDOW bytes; else a read each (sw_on 0)."""
-    lo = min(sid, method) & ~7
-    if sid % 4 == 0 and method % 8 == 0 and max(sid + 4, method + 16) - lo <= GO_WINDOW:
+    finish), when both fit; else a read each (sw_on 0)."""
+    lo = read_window([(sid, 4), (method, 16)])
+    if lo is not None:
         cfg.sw_on, cfg.sw_lo, cfg.sw_id, cfg.sw_method = 1, lo, sid - lo, method - lo
 
 

@@ -70,6 +70,20 @@ def entry_point(plan: AttachPlan, program: str, symbol: str) -> AttachPoint:
     return AttachPoint(program, symbol, off)
 
 
+# Bytes of one Go object a probe reads at once to take several fields (bpf_src/go_helpers.h
+# GO_WINDOW); some reads are smaller (grpc_client_common.h read_cs_state: 64).
+GO_WINDOW = 128
+
+
+def read_window(fields: list[tuple[int, int]], size: int = GO_WINDOW) -> int | None:
+    """Where one read of `size` bytes holding every (offset, width) field starts (8-aligned,
+    each field aligned to its width up to 8, as the BPF side takes it), or None: no such read."""
+    if any(off % min(width, 8) for off, width in fields):
+        return None
+    lo = min(off for off, _ in fields) & ~7
+    return lo if max(off + width for off, width in fields) - lo <= size else None
+
+
 def return_points(plan: AttachPlan, program: str, symbol: str) -> list[AttachPoint]:
     """Probes at every RET of `symbol`: [] when it is not linked or has no RET found."""
     fo = plan.functions.get(symbol)
