@@ -91,6 +91,8 @@ class Decoder:
             matched = (flags & self._unmatched) == 0
             if not matched.all():
                 out.unmatched += int(len(arr) - np.count_nonzero(matched))
+                if not matched.any():
+                    continue  # a batch of unmatched ends only (attached mid-call)
                 cols, flags = cols.select(matched), flags[matched]
             out.columns.append(self._columns(rt, cols, flags, rows))
         return out

@@ -159,7 +159,9 @@ class Columns:
                 longest = int(self.arr[length].max()) if n else 0
                 spans += [(off, min(longest, ft.itemsize)), (loff, lt.itemsize)]
             else:
-                extra.append(np.ascontiguousarray(p).view(np.uint8).reshape(n, -1))
+                a = np.ascontiguousarray(p)
+                row_bytes = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+                extra.append(a.view(np.uint8).reshape(n, row_bytes))
         used, mask = _key_mask(dt, tuple(spans))
         width = sum(e.shape[1] for e in extra)
         out = np.empty((n, len(used) + (width + 7) // 8), np.uint64)

@@ -199,6 +199,34 @@ def test_group_rows_is_exact_when_hashes_collide(monkeypatch: pytest.MonkeyPatch
     assert first.tolist() == [0, 1] and group.tolist() == [0, 1, 0]
 
 
+@pytest.mark.parametrize("maker", [grpc_client, grpc_server, http2], ids=lambda m: m.__name__)
+def test_a_batch_of_only_unmatched_ends_is_counted_not_fatal(maker: Any) -> None:
+    """Attached in the middle of long calls, a batch can hold nothing but ends without a
+    start: every one counted as unmatched, no columns for them, and no exception (which
+    would stop the drain)."""
+    rng = random.Random(7)
+    dec = Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT))
+    recs = []
+    for _ in range(3):
+        ((_, arr),) = dec.groups(make_batch([maker(rng, [1])]))
+        arr = arr.copy()
+        arr["flags"] |= K["SPAN_F_UNMATCHED"]
+        arr["start_ns"] = 0
+        recs.append(arr.tobytes())
+    for rows in (False, True):
+        d = dec.decode_batch(make_batch(recs), spans=False, rows=rows)
+        assert d.unmatched == 3
+        assert sum(len(c) for c in d.columns) == 0
+
+
+def test_a_label_key_of_no_rows_is_empty() -> None:
+    """Columns.key() over zero rows (every row filtered out) is a (0, words) array."""
+    dec = Decoder(LAYOUT, all_paths(), DecodeContext(LAYOUT))
+    (rt, arr), = dec.groups(make_batch([grpc_client(random.Random(1), [1])]))
+    none = Columns(arr, DecodeContext(LAYOUT)).select(np.zeros(1, bool))
+    assert rt.label_key is not None and rt.label_key(none).shape[0] == 0
+
+
 def test_label_keys_ignore_what_labels_do_not_use() -> None:
     """Rows that differ only in identity, times or the HTTP path share one group."""
     rng = random.Random(4)
