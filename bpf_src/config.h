@@ -70,6 +70,10 @@ struct grpc_client_config {
 	/* random per attach (Python): the keys of per-connection and per-goroutine state mix it
 	 * in, so a process that reuses a traced process's pid never meets its entries */
 	__u64 gen;
+	/* the binary's .rodata in the process, [lit_lo, lit_hi): a method string there is a
+	 * literal, sent by address (struct grpc_client_lit_event); 0, 0: always copied */
+	__u64 lit_lo;
+	__u64 lit_hi;
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */

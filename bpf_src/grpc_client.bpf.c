@@ -303,8 +303,6 @@ int grpc_client_end(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
-	struct grpc_client_trace_event *tev;
-	struct grpc_client_event *ev;
 	struct inflight_key key = {};
 	struct start_slot *slot;
 	struct g_key starter = {};
@@ -345,17 +343,8 @@ int grpc_client_end(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	ev = reserve_client(cfg, &tev);
-	if (!ev)
-		return 0;
-	ev->tgid = tgid;
-	ev->start_ns = start;
-	if (!start)
-		ev->flags |= SPAN_F_UNMATCHED;
-	fill_end(cfg, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), ev);
-	if (tev)
-		trace_end(cfg, tev, node);
-	submit_batched(&events, ev);
+	emit_end(cfg, tgid, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), start, node,
+		 start ? 0 : SPAN_F_UNMATCHED);
 	return 0;
 }
 
@@ -365,8 +354,6 @@ int grpc_client_fail(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
-	struct grpc_client_trace_event *tev;
-	struct grpc_client_event *ev;
 	struct inflight_key key = {};
 	struct start_slot *slot;
 	struct inflight_val *v;
@@ -406,9 +393,6 @@ int grpc_client_fail(struct pt_regs *ctx)
 		return 0;
 	}
 	g_done(&gk, cs);
-	ev = reserve_client(cfg, &tev);
-	if (!ev)
-		return 0;
 	/* "max retries exhausted: ...: %w": a *fmt.wrapError around the error shouldRetry was
 	 * given, whose code is the call's (what status.Code unwraps to). One level: grpc-go
 	 * wraps once. */
@@ -419,12 +403,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 		errtab = wrapped[0];
 		errdata = wrapped[1];
 	}
-	ev->tgid = tgid;
-	ev->start_ns = start;
-	fill_end(cfg, cs, attempt, errtab, errdata, ev);
-	if (tev)
-		trace_end(cfg, tev, node);
-	submit_batched(&events, ev);
+	emit_end(cfg, tgid, cs, attempt, errtab, errdata, start, node, 0);
 	return 0;
 }
 

@@ -37,28 +37,29 @@ static __always_inline void peer_src(const struct grpc_client_config *cfg, struc
 	CONN_SRC_OF(src, cfg, ct_remote_addr, -1);
 }
 
-static __always_inline void read_peer(const struct grpc_client_config *cfg, __u64 ct,
-				      struct grpc_client_event *ev)
+/* The server's address of connection ct into ip/port (a failed read into *flags). */
+static __always_inline void read_peer(const struct grpc_client_config *cfg, __u32 tgid,
+				      __u64 ct, __u8 *ip, __u16 *port, __u32 *flags)
 {
 	struct conn_src src;
 	struct conn_facts f;
 	int r;
 
 	peer_src(cfg, &src);
-	r = conn_facts_of(&conn_peer, cfg->conn_cache, ev->tgid, ct, &src, &f);
+	r = conn_facts_of(&conn_peer, cfg->conn_cache, tgid, ct, &src, &f);
 	if (r == -1)
-		ev->flags |= SPAN_F_BAD_READ;
+		*flags |= SPAN_F_BAD_READ;
 	if (r < 0)
 		return;
-	__builtin_memcpy(ev->peer_ip, f.ip, sizeof(f.ip));
-	ev->peer_port = f.port;
+	__builtin_memcpy(ip, f.ip, sizeof(f.ip));
+	*port = f.port;
 }
 
 /* The status code of the error handed to finish(err): nil -> OK; *status.Error (told
  * apart by its itab's fun[0] == (*Error).Error, which works for stripped binaries) -> its
  * code; any other error (io.EOF) -> the stream's received status; else Unknown, flagged. */
 static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u64 errtab,
-				       __u64 errdata, __u64 stream, struct grpc_client_event *ev)
+				       __u64 errdata, __u64 stream, __u32 *flags)
 {
 	__u64 fn = 0;
 	__u32 code = 0;
@@ -72,7 +73,7 @@ static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u
 	if (errtab == cfg->status_error_itab) {
 		r = go_chain_u32(errdata, &cfg->err_code, &code);
 		if (r < 0)
-			ev->flags |= SPAN_F_BAD_READ;
+			*flags |= SPAN_F_BAD_READ;
 		return r ? 0 : code; /* nil inner status means OK, like (*Status).Code */
 	}
 	if (stream) {
@@ -80,9 +81,9 @@ static __always_inline __u32 read_code(const struct grpc_client_config *cfg, __u
 		if (r == 0)
 			return code;
 		if (r < 0)
-			ev->flags |= SPAN_F_BAD_READ;
+			*flags |= SPAN_F_BAD_READ;
 	}
-	ev->flags |= SPAN_F_STATUS_GUESSED;
+	*flags |= SPAN_F_STATUS_GUESSED;
 	stat_inc(STAT_STATUS_GUESSED);
 	return 2; /* codes.Unknown */
 }
@@ -110,72 +111,6 @@ static __always_inline int read_cs_state(const struct grpc_client_config *cfg, _
 	return 0;
 }
 
-/* Fill everything but start_ns/flags-from-pairing from the finish(err) entry registers.
- * Returns the stream pointer (0 when the call never got one). */
-static __always_inline __u64 fill_end(const struct grpc_client_config *cfg, __u64 cs,
-				      __u64 attempt, __u64 errtab, __u64 errdata,
-				      struct grpc_client_event *ev)
-{
-	__u64 stream = 0, ct = 0, addr, method[2] = {};
-	struct go_window win;
-	__u32 sid = 0;
-	int trunc = 0, in_window = 0;
-
-	ev->type = EV_GRPC_CLIENT;
-	ev->cs = cs;
-	ev->end_ns = bpf_ktime_get_ns();
-
-	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream))
-		ev->flags |= SPAN_F_BAD_READ;
-	if (stream && cfg->sw_on && go_window_read(stream + cfg->sw_lo, &win) == 0) {
-		in_window = 1; /* the stream's method is the call's (newStream copies callHdr's) */
-		sid = go_window_u32(&win, cfg->sw_id);
-		method[0] = go_window_u64(&win, cfg->sw_method);
-		method[1] = go_window_u64(&win, cfg->sw_method + 8);
-		if (cfg->sw_ct_on)
-			ct = go_window_u64(&win, cfg->sw_ct);
-		else if (go_chain_u64(stream, &cfg->stream_ct, &ct) < 0)
-			ev->flags |= SPAN_F_BAD_READ;
-	} else if (stream) {
-		if (go_chain_u32(stream, &cfg->stream_id, &sid) < 0 ||
-		    go_chain_u64(stream, &cfg->stream_ct, &ct) < 0)
-			ev->flags |= SPAN_F_BAD_READ;
-	}
-	ev->stream_id = sid;
-	ev->transport = ct;
-	if (!stream || !ct)
-		ev->flags |= SPAN_F_NO_STREAM;
-
-	read_method(cs, &cfg->cs_method, in_window ? method : NULL, ev->method, &ev->method_len,
-		    &ev->flags);
-
-	if (ct) {
-		read_peer(cfg, ct, ev);
-	} else if (go_chain_addr(cs, &cfg->cs_target, &addr) == 0 &&
-		   go_read_string(addr, ev->target, sizeof(ev->target), &ev->target_len,
-				  &trunc) == 0) {
-		if (trunc)
-			ev->flags |= SPAN_F_TARGET_TRUNCATED;
-	}
-
-	ev->status_code = read_code(cfg, errtab, errdata, stream, ev);
-	if (ev->flags & SPAN_F_BAD_READ)
-		stat_inc(STAT_BAD_READ);
-	return stream;
-}
-
-/* Reserve a record: the plain one, or with traces on the traced one (*tev set, its type
- * EV_GRPC_CLIENT_TRACED once fill_end has run: see trace_end). */
-static __always_inline struct grpc_client_event *
-reserve_client(const struct grpc_client_config *cfg, struct grpc_client_trace_event **tev)
-{
-	*tev = NULL;
-	if (!cfg->trace)
-		return reserve_zeroed(&events, sizeof(struct grpc_client_event));
-	*tev = reserve_zeroed(&events, sizeof(struct grpc_client_trace_event));
-	return *tev ? &(*tev)->ev : NULL;
-}
-
 /* Traces on: the join fields of a filled record (trace_ctx.h): the call's request context
  * and the connection's local address. */
 static __always_inline void trace_end(const struct grpc_client_config *cfg,
@@ -191,6 +126,124 @@ static __always_inline void trace_end(const struct grpc_client_config *cfg,
 			     (__u64 *)&cfg->tcpaddr_itab, cfg->tcpaddr_ip,
 			     cfg->tcpaddr_port, tev->local_ip, &tev->local_port) < 0)
 		tev->ev.flags |= SPAN_F_BAD_READ;
+}
+
+/* What an end reads of its call's stream before it writes a record. */
+struct call_stream {
+	__u64 stream;     /* the attempt's transport stream; 0: the call never got one */
+	__u64 ct;         /* its *http2Client */
+	__u64 method[2];  /* the method's string header, when read in the stream's window */
+	__u32 sid;
+	__u32 in_window;  /* method[] was read */
+};
+
+/* The attempt's stream, its id and transport, and (in one window) the call's method header
+ * (newStream copies callHdr's). Failed reads go into *flags. */
+static __always_inline void read_stream(const struct grpc_client_config *cfg, __u64 attempt,
+					struct call_stream *cs, __u32 *flags)
+{
+	struct go_window win;
+
+	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &cs->stream))
+		*flags |= SPAN_F_BAD_READ;
+	if (cs->stream && cfg->sw_on && go_window_read(cs->stream + cfg->sw_lo, &win) == 0) {
+		cs->in_window = 1;
+		cs->sid = go_window_u32(&win, cfg->sw_id);
+		cs->method[0] = go_window_u64(&win, cfg->sw_method);
+		cs->method[1] = go_window_u64(&win, cfg->sw_method + 8);
+		if (cfg->sw_ct_on)
+			cs->ct = go_window_u64(&win, cfg->sw_ct);
+		else if (go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0)
+			*flags |= SPAN_F_BAD_READ;
+	} else if (cs->stream) {
+		if (go_chain_u32(cs->stream, &cfg->stream_id, &cs->sid) < 0 ||
+		    go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0)
+			*flags |= SPAN_F_BAD_READ;
+	}
+	if (!cs->stream || !cs->ct)
+		*flags |= SPAN_F_NO_STREAM;
+}
+
+/* A method that can go by address: read in the stream's window, wholly inside the binary's
+ * .rodata (so a literal: its bytes never change and Python reads them from the file). */
+static __always_inline int method_is_literal(const struct grpc_client_config *cfg,
+					     const struct call_stream *cs)
+{
+	return cs->in_window && cs->method[1] && cs->method[1] <= 0xffff &&
+	       cs->method[0] >= cfg->lit_lo && cs->method[0] + cs->method[1] <= cfg->lit_hi;
+}
+
+/* Write and submit the record of a finished call: a grpc_client_lit_event when the call has
+ * a stream and a literal method and traces are off (the common case), else the full
+ * grpc_client_event (copied method; the dial target when no connection), traced or not.
+ * `flags` come from the pairing (SPAN_F_UNMATCHED). */
+static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32 tgid,
+				     __u64 cs, __u64 attempt, __u64 errtab, __u64 errdata,
+				     __u64 start, __u64 node, __u32 flags)
+{
+	struct grpc_client_trace_event *tev = NULL;
+	struct grpc_client_lit_event *lev;
+	struct grpc_client_event *ev;
+	struct call_stream st = {};
+	__u64 end = bpf_ktime_get_ns(), addr;
+	__u32 code;
+	int trunc = 0;
+
+	read_stream(cfg, attempt, &st, &flags);
+	code = read_code(cfg, errtab, errdata, st.stream, &flags);
+	if (!cfg->trace && st.ct && method_is_literal(cfg, &st)) {
+		lev = reserve_zeroed(&events, sizeof(*lev));
+		if (!lev)
+			return;
+		lev->type = EV_GRPC_CLIENT_LIT;
+		lev->tgid = tgid;
+		lev->transport = st.ct;
+		lev->cs = cs;
+		lev->start_ns = start;
+		lev->end_ns = end;
+		lev->stream_id = st.sid;
+		lev->status_code = code;
+		lev->method_addr = st.method[0];
+		lev->method_len = st.method[1];
+		read_peer(cfg, tgid, st.ct, lev->peer_ip, &lev->peer_port, &flags);
+		lev->flags = flags;
+		if (flags & SPAN_F_BAD_READ)
+			stat_inc(STAT_BAD_READ);
+		submit_batched(&events, lev);
+		return;
+	}
+	if (cfg->trace) {
+		tev = reserve_zeroed(&events, sizeof(*tev));
+		ev = tev ? &tev->ev : NULL;
+	} else {
+		ev = reserve_zeroed(&events, sizeof(*ev));
+	}
+	if (!ev)
+		return;
+	ev->type = EV_GRPC_CLIENT;
+	ev->tgid = tgid;
+	ev->transport = st.ct;
+	ev->cs = cs;
+	ev->start_ns = start;
+	ev->end_ns = end;
+	ev->stream_id = st.sid;
+	ev->status_code = code;
+	read_method(cs, &cfg->cs_method, st.in_window ? st.method : NULL, ev->method,
+		    &ev->method_len, &flags);
+	if (st.ct) {
+		read_peer(cfg, tgid, st.ct, ev->peer_ip, &ev->peer_port, &flags);
+	} else if (go_chain_addr(cs, &cfg->cs_target, &addr) == 0 &&
+		   go_read_string(addr, ev->target, sizeof(ev->target), &ev->target_len,
+				  &trunc) == 0) {
+		if (trunc)
+			flags |= SPAN_F_TARGET_TRUNCATED;
+	}
+	ev->flags = flags;
+	if (tev)
+		trace_end(cfg, tev, node);
+	if (ev->flags & SPAN_F_BAD_READ)
+		stat_inc(STAT_BAD_READ);
+	submit_batched(&events, ev);
 }
 
 #endif /* PYHTTP2PROBE_GRPC_CLIENT_COMMON_H */

@@ -41,6 +41,7 @@ from libbpf_loader import BpfError, BpfObject, RingBuffer
 from .assets import bpf_dir as default_bpf_dir
 from .decode import Decoder, count_labels
 from .goelf import AttachPlan, GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
+from .literals import Literals
 from .memory import trimmer
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
 from .probes import (
@@ -53,6 +54,7 @@ from .probes import (
     all_paths,
 )
 from .probes import catalogue as make_catalogue
+from .probes.planning import literal_range
 from .records import DecodeContext, load_layout
 from .sinks import ColumnSink, JsonLinesSink, SpanQueue, SpanSink
 from .spans import Span
@@ -158,11 +160,13 @@ class Agent:
         self.events = 0
         self.unmatched = 0
         self.sink_errors = 0
+        self.decode_errors = 0  # records of batches the decoder failed on (logged)
         self.error: BaseException | None = None
+        self._literals = Literals()  # client methods sent by address
         try:
             self._load(ring_bytes)
             self._linker = UprobeLinker(self._objects, self.link_style)
-            self._ctx = DecodeContext(self.layout, self._service_name)
+            self._ctx = DecodeContext(self.layout, self._service_name, self._literals.text)
             self._decoder = Decoder(self.layout, self.paths, self._ctx)
             rings = [self._objects[p.name].map(p.ring_map) for p in self.paths]
             self._rb = RingBuffer(rings[0], self._on_batch)
@@ -284,6 +288,12 @@ class Agent:
         except BaseException:
             self._delete_configs(written)
             raise
+        lit = literal_range(image)
+        if lit is not None:
+            try:
+                self._literals.add(pid, fid, *lit, plan.rodata[0])
+            except OSError as exc:  # the process exited meanwhile: its probes fire no more
+                self.log.warning("executable not opened", pid=pid, error=str(exc))
         name = service_name or service_name_of(pid, exe)
         target = Target(proc, fid, exe, name, plan, written, setups, skipped)
         self._targets[pid] = target
@@ -354,6 +364,7 @@ class Agent:
             if t is None:
                 continue
             self._delete_configs(t.configs)
+            self._literals.retire(pid)
             fl = self._files[t.fid]
             fl.pids.discard(pid)
             doomed += fl.per_pid.pop(pid, [])
@@ -466,8 +477,13 @@ class Agent:
         self._want_spans = not all(col for _, col in self._routes)
 
     def _on_batch(self, batch: Any) -> None:
-        decoded = self._decoder.decode_batch(batch, spans=self._want_spans,
-                                             rows=self._want_rows)
+        try:
+            decoded = self._decoder.decode_batch(batch, spans=self._want_spans,
+                                                 rows=self._want_rows)
+        except Exception as exc:  # a decoder bug must not stop the drain: lost, and said
+            self.decode_errors += len(batch)
+            self.log.error("decode failed", records=len(batch), error=repr(exc))
+            return
         self.events += len(batch)
         self.metrics.add_events(len(batch))
         # An end without a start has no duration: counted (kernel STAT_UNMATCHED_END and
@@ -509,6 +525,7 @@ class Agent:
                     n = self._rb.poll(0 if pause_until else self.poll_ms)
                     if self.joiner is not None:
                         self._joiner_flush()
+                    self._literals.drained()
                 pause_until = (time.monotonic() + self.batch_ms / 1000
                                if 0 < n < FULL_BATCH else 0.0)
         except BaseException as exc:  # surfaced by `error` and close()
@@ -521,6 +538,7 @@ class Agent:
             n = self._rb.consume() if self._rb is not None and not self._rb.closed else 0
             if self.joiner is not None:
                 self._joiner_flush()
+            self._literals.drained()
         self._update_stats()
         return n
 
@@ -671,6 +689,7 @@ class Agent:
             for obj in reversed(list(self._objects.values())):
                 obj.close()
             self._objects.clear()
+            self._literals.close()
             if self.joiner is not None:  # what still waits for a parent goes on, as roots
                 with contextlib.suppress(Exception):
                     self.joiner.close()

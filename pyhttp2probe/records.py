@@ -39,9 +39,12 @@ class DecodeContext:
     flag names, memoised text, and counters for records that are only counted."""
 
     def __init__(self, layout: HeaderLayout,
-                 service_name: Callable[[int], str] = lambda pid: "") -> None:
+                 service_name: Callable[[int], str] = lambda pid: "",
+                 literal: Callable[[int, int, int], str | None] = lambda pid, a, n: None
+                 ) -> None:
         self.layout = layout
         self.service_name = service_name
+        self.literal = literal  # (pid, address, length) -> a Go string literal's text
         self._flags = sorted(layout.prefixed(FLAG_PREFIX).items(), key=lambda kv: kv[1])
         self._flag_memo: dict[int, tuple[str, ...]] = {0: ()}
         self.texts: dict[bytes, str] = {}
@@ -190,6 +193,19 @@ class Columns:
                 if len(memo) < _MEMO_MAX:
                     memo[raw] = s
             out.append(s)
+        return out
+
+    def literals(self, addr_name: str, len_name: str) -> list[str]:
+        """Go string literals sent by address (pyhttp2probe/literals.py), like texts(); one
+        that cannot be read any more is "" (counted as ("literal_unread", pid))."""
+        out = []
+        for pid, addr, n in zip(self.arr["tgid"].tolist(), self.arr[addr_name].tolist(),
+                                self.arr[len_name].tolist(), strict=True):
+            s = self.ctx.literal(pid, addr, n)
+            if s is None:
+                self.ctx.count("literal_unread", str(pid))
+                s = ""
+            out.append(s.rstrip("\0") if s.endswith("\0") else s)
         return out
 
     def ips(self, name: str) -> list[str]:

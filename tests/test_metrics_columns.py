@@ -450,8 +450,8 @@ def test_json_lines_from_columns_equal_the_span_path_on_real_records() -> None:
         for wl in wls:
             wl.wait_done(120)
         agent.drain()
-        decoder = Decoder(agent.layout, agent.paths, DecodeContext(agent.layout,
-                                                                   agent._service_name))
+        decoder = Decoder(agent.layout, agent.paths, DecodeContext(
+            agent.layout, agent._service_name, agent._literals.text))
         spans = [s for b in seen for s in decoder.decode(b) if "unmatched" not in s.flags]
         for wl in wls:
             wl.finish()

@@ -45,10 +45,10 @@ int oldkey_start(struct pt_regs *ctx)
 SEC("uprobe")
 int oldkey_end(struct pt_regs *ctx)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32, flags = 0;
 	struct grpc_client_config *cfg;
-	struct grpc_client_event *ev;
-	__u64 cs = GO_ARG1(ctx), *start, attempt;
+	struct call_stream st = {};
+	__u64 cs = GO_ARG1(ctx), *start, t = 0, attempt;
 	__u8 finished;
 
 	cfg = config_of_tgid(&grpc_client_config, tgid);
@@ -56,19 +56,15 @@ int oldkey_end(struct pt_regs *ctx)
 		return 0;
 	if (read_cs_state(cfg, cs, &finished, &attempt) || finished)
 		return 0;
-	ev = reserve_zeroed(&events, sizeof(*ev));
-	if (!ev)
-		return 0;
-	ev->tgid = tgid;
-	fill_end(cfg, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), ev);
-	start = ev->stream_id ? bpf_map_lookup_elem(&oldkey_inflight, &ev->stream_id) : NULL;
+	read_stream(cfg, attempt, &st, &flags); /* the id only: emit_end reads it again */
+	start = st.sid ? bpf_map_lookup_elem(&oldkey_inflight, &st.sid) : NULL;
 	if (start) {
-		ev->start_ns = *start;
-		bpf_map_delete_elem(&oldkey_inflight, &ev->stream_id);
+		t = *start;
+		bpf_map_delete_elem(&oldkey_inflight, &st.sid);
 	} else {
-		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	submit_batched(&events, ev);
+	emit_end(cfg, tgid, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), t, 0,
+		 t ? 0 : SPAN_F_UNMATCHED);
 	return 0;
 }

@@ -12,12 +12,12 @@ from .buildinfo import read_buildinfo
 from .catalog import Catalogue, split_field
 from .disasm import make_disassembler
 from .dwarf import has_dwarf, struct_fields_with_source
-from .elf import ElfFile
+from .elf import PF_W, PT_LOAD, SHT_NOBITS, ElfFile
 from .errors import GoBinaryError
 from .offsets import OffsetsTable, load_table, table_fields
 from .symbols import FunctionOffsets, find_functions, offsets_for, present_types
 
-PLAN_FORMAT = 3  # 2: FunctionOffsets.body; 3: dwarf_reader
+PLAN_FORMAT = 4  # 2: FunctionOffsets.body; 3: dwarf_reader; 4: rodata
 
 
 @dataclass
@@ -38,6 +38,9 @@ class AttachPlan:
     replaced: dict[str, str] = field(default_factory=dict)
     is_pie: bool = False
     dwarf_reader: str = ""  # "fast", or "pyelftools" where the fast reader could not decode
+    # .rodata's (file offset, size), (0, 0) when there is none: Go's string literals live
+    # there, so a string pointer into it names constant bytes Python can read from the file
+    rodata: tuple[int, int] = (0, 0)
 
     def to_json(self) -> dict[str, object]:
         """The command-line JSON shape (plus the extra keys)."""
@@ -53,6 +56,9 @@ class AttachPlan:
         d = dict(d)
         funcs = d.pop("functions")
         assert isinstance(funcs, dict)
+        ro = d.pop("rodata")
+        assert isinstance(ro, list | tuple) and len(ro) == 2
+        d["rodata"] = (int(ro[0]), int(ro[1]))  # JSON gives a list
         plan = cls(**d, functions={})  # type: ignore[arg-type]
         plan.functions = {k: FunctionOffsets(**v) for k, v in funcs.items()}
         return plan
@@ -202,4 +208,18 @@ def plan_from_elf(elf: ElfFile, want: Catalogue, table: OffsetsTable | None = No
         field_types={k: v.type_name for k, v in infos.items()},
         offsets_source=source,
         absent_functions=[n for n in funcs if n not in found],
-        absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie, dwarf_reader=reader)
+        absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie, dwarf_reader=reader,
+        rodata=rodata_of(elf))
+
+
+def rodata_of(elf: ElfFile) -> tuple[int, int]:
+    """(file offset, size) of .rodata when it is file-backed and in a read-only segment (its
+    bytes in the process are the file's), else (0, 0)."""
+    sec = elf.section(".rodata")
+    if sec is None or sec.type == SHT_NOBITS or not sec.size:
+        return (0, 0)
+    for seg in elf.segments:
+        if (seg.type == PT_LOAD and not seg.flags & PF_W and seg.offset <= sec.offset
+                and sec.offset + sec.size <= seg.offset + seg.filesz):
+            return (sec.offset, sec.size)
+    return (0, 0)

@@ -21,6 +21,7 @@ from .planning import (
     ITAB_FUN0_AMD64,
     PlanFields,
     entry_point,
+    literal_range,
     read_window,
     return_points,
     set_chain,
@@ -175,6 +176,11 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     wrap = plan.functions.get(FN_WRAP_ERROR)
     cfg.wrap_error_fn = proc.runtime_addr(wrap.entry) if wrap is not None else 0
     cfg.wrap_error_err = WRAP_ERROR_ERR
+    lit = literal_range(proc)
+    if lit is not None:
+        cfg.lit_lo, cfg.lit_hi = lit
+    else:
+        notes.append("no read-only .rodata mapped: every call's method is copied")
 
     if proc.trace:
         if f.has(f"{GRPC}.clientStream.ctx") and f.has(f"{TRANSPORT}.http2Client.localAddr"):
@@ -207,11 +213,22 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
 
 def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     """Client spans; a call that never got a connection reports its dial target as peer."""
+    return _spans(c, ctx, c.texts("method", "method_len"), c.texts("target", "target_len"))
+
+
+def lit_to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
+    """Client spans of struct grpc_client_lit_event: a call with a connection whose method
+    is a literal of the binary, read from it by address (pyhttp2probe/literals.py)."""
+    return _spans(c, ctx, c.literals("method_addr", "method_len"), [""] * len(c))
+
+
+def _spans(c: Columns, ctx: DecodeContext, methods: list[str],
+           targets: list[str]) -> list[Span]:
     out = []
     for pid, conn, call, start, end, sid, code, flags, ip, port, method, target in zip(
             c["tgid"], c["transport"], c["cs"], c["start_ns"], c["end_ns"], c["stream_id"],
-            c["status_code"], c["flags"], c.ips("peer_ip"), c["peer_port"],
-            c.texts("method", "method_len"), c.texts("target", "target_len"), strict=True):
+            c["status_code"], c["flags"], c.ips("peer_ip"), c["peer_port"], methods,
+            targets, strict=True):
         service, meth = split_method(method)
         address, port_ = (ip, port) if conn else parse_target(target)
         out.append(Span(
@@ -237,6 +254,12 @@ def label_key(c: Columns) -> np.ndarray:
                  ("method", "method_len"), ("target", "target_len"))
 
 
+def lit_label_key(c: Columns) -> np.ndarray:
+    """label_key of struct grpc_client_lit_event: in one process, the method's address and
+    length name its text (a literal); the call always had a connection."""
+    return c.key("tgid", "status_code", "peer_port", "peer_ip", "method_addr", "method_len")
+
+
 def ids(c: Columns) -> SpanIds:
     """Per-row fields of to_spans' spans: a call without a connection has no stream id."""
     conn = c.arr["transport"]
@@ -246,6 +269,8 @@ def ids(c: Columns) -> SpanIds:
 PATH = ProbePath(
     name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
     records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key, ids),
+             RecordType("EV_GRPC_CLIENT_LIT", "grpc_client_lit_event", lit_to_spans,
+                        lit_label_key, ids),
              RecordType("EV_GRPC_CLIENT_TRACED", "grpc_client_trace_event", traced_to_spans)),
     anchors=ANCHORS, in_flight_maps=("inflight",), in_flight_slots=("inflight_slots",),
     slot_sweeper="grpc_client_sweep")

@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from ..goelf import AttachPlan
-from . import AttachPoint, PathSkipped
+from ..targets import TargetError
+from . import AttachPoint, PathSkipped, ProcessImage
 
 ITAB_FUN0_AMD64 = 24  # runtime.itab{inter, _type, hash uint32, _ [4]byte, fun [1]uintptr}
 _TRANSPORT = "google.golang.org/grpc/internal/transport"
@@ -114,3 +115,17 @@ def tcpaddr_network_fn(plan: AttachPlan, runtime_addr: Any, notes: list[str]) ->
         notes.append("net.(*TCPAddr).Network absent: addresses read without type check")
         return 0
     return int(runtime_addr(fo.entry))
+
+
+def literal_range(proc: ProcessImage) -> tuple[int, int] | None:
+    """[lo, hi) of the binary's .rodata in the process: where Go's string literals are (the
+    client probe sends a method there by address; pyhttp2probe/literals.py reads it back).
+    None when the binary has none, or it is not mapped in one piece."""
+    off, size = proc.plan.rodata
+    if not size:
+        return None
+    try:
+        lo, last = proc.runtime_addr(off), proc.runtime_addr(off + size - 1)
+    except TargetError:
+        return None
+    return (lo, last + 1) if last - lo == size - 1 else None

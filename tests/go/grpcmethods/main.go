@@ -6,6 +6,8 @@
 //
 // Handshake of the test workloads: -wait-start prints "READY <pid>" and waits for a stdin
 // line; -hold prints "DONE <calls> <unimplemented>" at the end and waits for a line or EOF.
+// -literals N then calls two methods named by constants (as generated clients do), N times
+// each: string literals in the binary's read-only data, which the agent reads by address.
 package main
 
 import (
@@ -37,6 +39,7 @@ func main() {
 	methods := flag.Int("methods", 1000, "distinct methods to call (each once)")
 	waitStart := flag.Bool("wait-start", false, "print READY <pid>, wait for a stdin line")
 	hold := flag.Bool("hold", false, "print DONE at the end, wait for a stdin line or EOF")
+	literals := flag.Int("literals", 0, "calls of each of two methods named by constants")
 	flag.Parse()
 	encoding.RegisterCodec(rawCodec{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -66,10 +69,24 @@ func main() {
 			unimplemented++
 		}
 	}
+	const first, second = "/made.up.Literal/First", "/made.up.Literal/Second"
+	for i := 0; i < 2**literals; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		in, out := []byte("x"), []byte(nil)
+		method := first
+		if i%2 == 1 {
+			method = second
+		}
+		err := conn.Invoke(ctx, method, &in, &out)
+		cancel()
+		if status.Code(err) == codes.Unimplemented {
+			unimplemented++
+		}
+	}
 	conn.Close()
 	srv.Stop()
 	if *hold {
-		fmt.Printf("DONE %d %d\n", *methods, unimplemented)
+		fmt.Printf("DONE %d %d\n", *methods+2**literals, unimplemented)
 		stdin.ReadString('\n')
 	}
 }

@@ -74,20 +74,23 @@ type clientTruth struct {
 	NMsgs         int    `json:"n_msgs"`
 }
 
+// A method's full name is a constant, as in protoc-gen-go-grpc's generated clients
+// (Svc_Method_FullMethodName): a string literal in the binary's read-only data, which the
+// agent's client probe reports by address instead of copying it.
 type method struct {
-	kind, service, short string
-	desc                 *grpc.StreamDesc
+	kind, service, short, fullName string
+	desc                           *grpc.StreamDesc
 }
 
-func (m method) full() string { return "/" + m.service + "/" + m.short }
+func (m method) full() string { return m.fullName }
 
 var (
-	mUnary        = method{"unary", workService, "Unary", nil}
-	mUnaryB       = method{"unary", workService, "UnaryB", nil}
-	mPing         = method{"unary", otherService, "Ping", nil}
-	mServerStream = method{"server_stream", workService, "ServerStream", &grpc.StreamDesc{StreamName: "ServerStream", ServerStreams: true}}
-	mClientStream = method{"client_stream", workService, "ClientStream", &grpc.StreamDesc{StreamName: "ClientStream", ClientStreams: true}}
-	mBidi         = method{"bidi", workService, "Bidi", &grpc.StreamDesc{StreamName: "Bidi", ServerStreams: true, ClientStreams: true}}
+	mUnary        = method{"unary", workService, "Unary", "/" + workService + "/Unary", nil}
+	mUnaryB       = method{"unary", workService, "UnaryB", "/" + workService + "/UnaryB", nil}
+	mPing         = method{"unary", otherService, "Ping", "/" + otherService + "/Ping", nil}
+	mServerStream = method{"server_stream", workService, "ServerStream", "/" + workService + "/ServerStream", &grpc.StreamDesc{StreamName: "ServerStream", ServerStreams: true}}
+	mClientStream = method{"client_stream", workService, "ClientStream", "/" + workService + "/ClientStream", &grpc.StreamDesc{StreamName: "ClientStream", ClientStreams: true}}
+	mBidi         = method{"bidi", workService, "Bidi", "/" + workService + "/Bidi", &grpc.StreamDesc{StreamName: "Bidi", ServerStreams: true, ClientStreams: true}}
 	unaryMethods  = []method{mUnary, mUnary, mUnaryB, mPing}
 	failureKinds  = []string{"deadline", "cancel", "unavailable", "deadline_past"}
 )
