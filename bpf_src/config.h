@@ -123,6 +123,12 @@ struct grpc_server_config {
 	/* random per attach (Python): the keys of per-connection and per-goroutine state mix it
 	 * in, so a process that reuses a traced process's pid never meets its entries */
 	__u64 gen;
+	/* grpc.statusOK, the *status.Status every OK RPC ends with (package-level, set once at
+	 * init, never freed): the variable's address in the process (Python, from .symtab; 0
+	 * in a stripped binary) and its value, learned by the end once init has set it (0
+	 * from Python). An end given that very pointer is OK without reading it. */
+	__u64 status_ok_var;
+	__u64 status_ok;
 };
 
 /* http2.bpf.c, per (process, flavor): keyed by tgid << 8 | flavor (H2_FLAVOR_* of

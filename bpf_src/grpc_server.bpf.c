@@ -253,6 +253,24 @@ static __always_inline void trace_end(const struct grpc_server_config *cfg, __u6
 		tev->ev.flags |= SPAN_F_BAD_READ;
 }
 
+/* The code of the *status.Status an end writes: grpc.statusOK (learned: config.h) is OK
+ * with no read; else st.s.Code, a nil *Status or nil inner proto being OK, like
+ * (*Status).Code. Returns go_chain_u32's result. */
+static __always_inline int read_status(struct grpc_server_config *cfg, __u64 st, __u32 *code)
+{
+	__u64 ok = cfg->status_ok;
+	int r;
+
+	if (st && st == ok) {
+		*code = 0;
+		return 0;
+	}
+	r = go_chain_u32(st, &cfg->status_code, code);
+	if (!ok && cfg->status_ok_var && go_read_u64(cfg->status_ok_var, &ok) == 0 && ok)
+		cfg->status_ok = ok;
+	return r;
+}
+
 static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -352,8 +370,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		ev->flags |= SPAN_F_UNMATCHED;
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	/* nil *Status or nil inner proto: OK, like (*Status).Code. */
-	r = go_chain_u32(st, &cfg->status_code, &code);
+	r = read_status(cfg, st, &code);
 	if (r < 0)
 		ev->flags |= SPAN_F_BAD_READ;
 	ev->status_code = r ? 0 : code;

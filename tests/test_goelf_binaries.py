@@ -289,3 +289,23 @@ def test_offsets_table_covers_the_whole_catalogue() -> None:
     assert not missing, f"regenerate the offsets table for {missing}"
     assert {"v1.40.0", "v1.69.4", "v1.77.0", "v1.82.1", NEWEST} <= set(
         table.modules["google.golang.org/grpc"])
+
+
+@pytest.mark.parametrize(("version", "flags"), VARIANTS, ids=VARIANT_IDS)
+def test_variables_and_rodata_agree_with_pyelftools(version: str, flags: tuple[str, ...]) -> None:
+    """The plan's package-level variables (grpc.statusOK) are the .symtab's STT_OBJECT
+    values, as pyelftools reads them, and absent when stripped; .rodata is the section's
+    file range in both builds."""
+    name = "google.golang.org/grpc.statusOK"
+    assert name in CAT.variables
+    normal = build_plan(_mini(version, flags=flags), CAT, use_cache=False)
+    stripped = build_plan(_mini(version, stripped=True, flags=flags), CAT, use_cache=False)
+    with open(_mini(version, flags=flags), "rb") as f:
+        elf = ELFFile(f)
+        (sym,) = elf.get_section_by_name(".symtab").get_symbol_by_name(name)
+        ro = elf.get_section_by_name(".rodata")
+        assert sym["st_info"]["type"] == "STT_OBJECT"
+        assert normal.variables == {name: sym["st_value"]}
+        assert normal.rodata == (ro["sh_offset"], ro["sh_size"])
+    assert stripped.variables == {}
+    assert stripped.rodata[1] > 0

@@ -23,6 +23,7 @@ class Catalogue:
     functions: tuple[str, ...]
     fields: tuple[str, ...]
     anchors: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    variables: tuple[str, ...] = ()  # package-level Go variables (their addresses: .symtab)
 
 
 def split_field(key: str) -> tuple[str, str]:

@@ -21,6 +21,7 @@ SHF_COMPRESSED = 0x800
 PT_LOAD = 1
 PF_X = 1
 PF_W = 2
+STT_OBJECT = 1
 STT_FUNC = 2
 ET_EXEC = 2
 ET_DYN = 3
@@ -178,12 +179,22 @@ class ElfFile:
         raise GoBinaryError(f"{self.path}: address {vaddr:#x} is in no loaded segment")
 
     # -- symbols -----------------------------------------------------------------
+    def object_symbols(self, wanted: set[str]) -> dict[str, int]:
+        """Data symbols (package-level variables) from .symtab: name -> vaddr; {} when
+        stripped."""
+        if not wanted:
+            return {}
+        return {k: v for k, (v, _) in self._symbols(wanted, STT_OBJECT).items()}
+
     def func_symbols(self, wanted: set[str] | None = None) -> dict[str, tuple[int, int]]:
         """Function symbols from .symtab: name -> (vaddr, size); only `wanted` if given.
 
         Scans the string table for the wanted names first, so a huge symtab is only
         walked with a cheap integer comparison per entry.
         """
+        return self._symbols(wanted, STT_FUNC)
+
+    def _symbols(self, wanted: set[str] | None, kind: int) -> dict[str, tuple[int, int]]:
         sec = self.section(".symtab")
         if sec is None or sec.type != SHT_SYMTAB or sec.size == 0:
             return {}
@@ -209,7 +220,7 @@ class ElfFile:
         n = len(symdata) // 24
         for (st_name, st_info, _, _, value, size) in struct.iter_unpack(
                 "<IBBHQQ", symdata[:n * 24]):
-            if st_info & 0xF != STT_FUNC:
+            if st_info & 0xF != kind:
                 continue
             if want_offs is not None:
                 name = want_offs.get(st_name)

@@ -17,7 +17,7 @@ from .errors import GoBinaryError
 from .offsets import OffsetsTable, load_table, table_fields
 from .symbols import FunctionOffsets, find_functions, offsets_for, present_types
 
-PLAN_FORMAT = 4  # 2: FunctionOffsets.body; 3: dwarf_reader; 4: rodata
+PLAN_FORMAT = 5  # 2: FunctionOffsets.body; 3: dwarf_reader; 4: rodata; 5: variables
 
 
 @dataclass
@@ -41,6 +41,8 @@ class AttachPlan:
     # .rodata's (file offset, size), (0, 0) when there is none: Go's string literals live
     # there, so a string pointer into it names constant bytes Python can read from the file
     rodata: tuple[int, int] = (0, 0)
+    # package-level variables asked for (Catalogue.variables) found in .symtab: name -> vaddr
+    variables: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """The command-line JSON shape (plus the extra keys)."""
@@ -59,6 +61,7 @@ class AttachPlan:
         ro = d.pop("rodata")
         assert isinstance(ro, list | tuple) and len(ro) == 2
         d["rodata"] = (int(ro[0]), int(ro[1]))  # JSON gives a list
+        assert isinstance(d["variables"], dict)
         plan = cls(**d, functions={})  # type: ignore[arg-type]
         plan.functions = {k: FunctionOffsets(**v) for k, v in funcs.items()}
         return plan
@@ -86,7 +89,7 @@ def _want_digest(want: Catalogue) -> str:
 
     # The anchors decide which fields a binary has: a changed anchor is a changed plan.
     anchors = sorted(want.anchors.items())
-    h = hashlib.sha256(repr((PLAN_FORMAT, want.functions, want.fields, anchors,
+    h = hashlib.sha256(repr((PLAN_FORMAT, want.functions, want.fields, anchors, want.variables,
                              _table_stamp())).encode())
     return h.hexdigest()[:12]
 
@@ -209,7 +212,7 @@ def plan_from_elf(elf: ElfFile, want: Catalogue, table: OffsetsTable | None = No
         offsets_source=source,
         absent_functions=[n for n in funcs if n not in found],
         absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie, dwarf_reader=reader,
-        rodata=rodata_of(elf))
+        rodata=rodata_of(elf), variables=elf.object_symbols(set(want.variables)))
 
 
 def rodata_of(elf: ElfFile) -> tuple[int, int]:

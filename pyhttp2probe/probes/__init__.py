@@ -131,6 +131,9 @@ class ProbePath:
     slot_sweeper: str = ""  # its SEC("syscall") program freeing a detached tgid's slots
     ring_map: str = "events"
     stats_map: str = "stats"
+    # package-level Go variables whose addresses the setup uses (from .symtab; absent in a
+    # stripped binary, so optional)
+    variables: tuple[str, ...] = ()
 
 
 def all_paths() -> tuple[ProbePath, ...]:
@@ -150,7 +153,8 @@ def catalogue(paths: tuple[ProbePath, ...] | None = None) -> Catalogue:
     return Catalogue(
         functions=tuple(dict.fromkeys(f for p in paths for f in p.functions)),
         fields=tuple(dict.fromkeys(f for p in paths for f in p.fields)),
-        anchors=MappingProxyType(anchors))
+        anchors=MappingProxyType(anchors),
+        variables=tuple(dict.fromkeys(v for p in paths for v in p.variables)))
 
 
 __all__ = ["AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",

@@ -32,6 +32,7 @@ from .planning import (
     return_points,
     set_chain,
     tcpaddr_network_fn,
+    variable_address,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ XNET_H2 = "golang.org/x/net/http2"
 HPACK = "golang.org/x/net/http2/hpack"
 
 FN_HANDLE_STREAM = GRPC + ".(*Server).handleStream"  # present: the binary serves gRPC
+# status.New(codes.OK, ""), the status of every OK end (grpc-go v1.34 .. v1.85 server.go)
+VAR_STATUS_OK = GRPC + ".statusOK"
 FN_OPERATE_HEADERS = TRANSPORT + ".(*http2Server).operateHeaders"
 # grpc-go added operateHeaders' ctx argument (before frame) in this release
 OPERATE_HEADERS_CTX_SINCE = (1, 60, 0)
@@ -119,6 +122,9 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     cfg = layout.new("grpc_server_config")
     cfg.gen = proc.gen
     notes: list[str] = []
+    cfg.status_ok_var = variable_address(proc, VAR_STATUS_OK)
+    if not cfg.status_ok_var:
+        notes.append(f"{VAR_STATUS_OK} not in .symtab (stripped): every end reads its status")
 
     sid, method = f[f"{TRANSPORT}.Stream.id"], f[f"{TRANSPORT}.Stream.method"]
     embed = f"{TRANSPORT}.ServerStream.Stream"
@@ -332,4 +338,5 @@ PATH = ProbePath(
     shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2",
                  "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("grpc_server_inflight", "srv_traceparent"),
-    in_flight_slots=("grpc_server_slots",), slot_sweeper="grpc_server_sweep")
+    in_flight_slots=("grpc_server_slots",), slot_sweeper="grpc_server_sweep",
+    variables=(VAR_STATUS_OK,))

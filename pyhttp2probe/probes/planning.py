@@ -129,3 +129,14 @@ def literal_range(proc: ProcessImage) -> tuple[int, int] | None:
     except TargetError:
         return None
     return (lo, last + 1) if last - lo == size - 1 else None
+
+
+def variable_address(proc: ProcessImage, name: str) -> int:
+    """Address in the process of a package-level Go variable the plan found (.symtab), or 0
+    (a stripped binary). Every segment moves by the same load bias (0 unless PIE), which a
+    function's file offset and vaddr give."""
+    vaddr = proc.plan.variables.get(name)
+    fo = next(iter(proc.plan.functions.values()), None)
+    if vaddr is None or fo is None or not fo.vaddr:
+        return 0
+    return vaddr + proc.runtime_addr(fo.entry) - fo.vaddr
