@@ -167,6 +167,16 @@ struct http2_config {
 	__u32 req_header;               /* server request's Header (map[string][]string) */
 	__u32 header_map;               /* HDR_MAP_* of http2.bpf.c: how Go lays maps out */
 	__u64 gen;                      /* random per attach: as in grpc_client_config */
+	/* server end: responseWriterState's stream, conn, status (and req when a pointer) in
+	 * one window of GO_WINDOW bytes at rws + rws_lo (offsets from rws_lo); 0: field reads */
+	__u32 rws_window_on;
+	__u32 rws_lo;
+	__u32 rws_w_stream;
+	__u32 rws_w_conn;
+	__u32 rws_w_status;
+	__u32 rws_w_req;
+	__u32 stream_id;                /* stream.id (uint32) */
+	__u32 _pad_rws;
 };
 
 #endif /* PYHTTP2PROBE_CONFIG_H */

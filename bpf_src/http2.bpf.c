@@ -474,25 +474,47 @@ static __always_inline struct http2_event *server_event(const struct http2_confi
 }
 
 /* The request's method, host and path from its responseWriterState (a pointer to the
- * request, or the request itself in Go 1.27). */
+ * request, or the request itself in Go 1.27); `req`: the pointer when read already. */
 static __always_inline void read_rws_request(const struct http2_config *cfg, __u64 rws,
-					     struct http2_event *ev)
+					     __u64 req, struct http2_event *ev)
 {
-	__u64 req = 0;
-
 	if (cfg->rws_req_inline)
 		req = rws + cfg->rws_req;
-	else
+	else if (!req)
 		go_read_u64(rws + cfg->rws_req, &req);
 	read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
 		     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
+}
+
+/* What handlerDone reads of its responseWriterState: the request's key (conn, stream id),
+ * the status written and the request pointer (0 when inline or not read). One window of the
+ * state and one read of the stream's id when the layout allows, else a read per field. */
+static __always_inline int read_rws(const struct http2_config *cfg, __u64 rws,
+				    struct stream_key *key, __u64 *status, __u64 *req)
+{
+	struct go_window win;
+	__u64 stream;
+
+	if (cfg->rws_window_on && go_window_read(rws + cfg->rws_lo, &win) == 0) {
+		key->conn = go_window_u64(&win, cfg->rws_w_conn);
+		stream = go_window_u64(&win, cfg->rws_w_stream);
+		*status = go_window_u64(&win, cfg->rws_w_status);
+		*req = cfg->rws_req_inline ? 0 : go_window_u64(&win, cfg->rws_w_req);
+		return go_read_u32(stream + cfg->stream_id, &key->stream_id) ? -1 : 0;
+	}
+	if (go_read_u64(rws + cfg->rws_conn, &key->conn) ||
+	    go_chain_u32(rws, &cfg->rws_stream_id, &key->stream_id))
+		return -1;
+	if (go_read_u64(rws + cfg->rws_status, status))
+		*status = (__u64)-1; /* unread: flagged by the caller */
+	return 0;
 }
 
 static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct h2_server_start start = {};
-	__u64 rws = 0, status = 0;
+	__u64 rws = 0, status = 0, req = 0;
 	struct stream_key key = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
@@ -503,8 +525,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		return 0;
 	key.tgid = tgid;
 	if (go_read_u64(GO_ARG1(ctx) + cfg->w_rws, &rws) ||
-	    go_read_u64(rws + cfg->rws_conn, &key.conn) ||
-	    go_chain_u32(rws, &cfg->rws_stream_id, &key.stream_id)) {
+	    read_rws(cfg, rws, &key, &status, &req)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
@@ -515,11 +536,13 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	ev = server_event(cfg, &key, flavor, &start, &tev);
 	if (!ev)
 		return 0;
-	if (go_read_u64(rws + cfg->rws_status, &status))
+	if (status == (__u64)-1) {
 		ev->flags |= SPAN_F_BAD_READ;
+		status = 0;
+	}
 	/* Nothing written yet: handlerDone's flush sends 200, like net/http. */
 	ev->status = status ? (__u32)status : 200;
-	read_rws_request(cfg, rws, ev);
+	read_rws_request(cfg, rws, req, ev);
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
 	submit_batched(&events, ev);
@@ -564,7 +587,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 		if (cfg->rws_sent_header && go_read_u8(rws + cfg->rws_sent_header, &sent) == 0 &&
 		    sent && go_read_u64(rws + cfg->rws_status, &status) == 0)
 			ev->status = (__u32)status; /* sent before the panic: the client saw it */
-		read_rws_request(cfg, rws, ev);
+		read_rws_request(cfg, rws, 0, ev);
 	}
 	if (!ev->status)
 		ev->flags |= SPAN_F_NO_RESPONSE;

@@ -17,7 +17,7 @@ import numpy as np
 from ..goelf.buildinfo import go_minor
 from ..spans import Span, SpanIds, split_hostport
 from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
-from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, set_chain
+from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, read_window, set_chain
 
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
@@ -149,6 +149,22 @@ def _header_map(go_version: str) -> int:
     return HDR_MAP_HMAP if minor is not None and minor < SWISS_MAPS_SINCE else HDR_MAP_SWISS
 
 
+def _rws_window(cfg: Any, stream: int, sid: int) -> None:
+    """The server end's one read of responseWriterState (bpf_src/http2.bpf.c read_rws):
+    stream, conn, status, and req when it is a pointer, if one GO_WINDOW holds them."""
+    fields = [(stream, 8), (cfg.rws_conn, 8), (cfg.rws_status, 8)]
+    if not cfg.rws_req_inline:
+        fields.append((cfg.rws_req, 8))
+    lo = read_window(fields)
+    if lo is None:
+        return
+    cfg.rws_window_on, cfg.rws_lo, cfg.stream_id = 1, lo, sid
+    cfg.rws_w_stream, cfg.rws_w_conn = stream - lo, cfg.rws_conn - lo
+    cfg.rws_w_status = cfg.rws_status - lo
+    if not cfg.rws_req_inline:
+        cfg.rws_w_req = cfg.rws_req - lo
+
+
 def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLayout,
                    serve_http: bool, notes: list[str], trace: bool = False,
                    header_map: int = HDR_MAP_SWISS, gen: int = 1) -> bytes:
@@ -165,6 +181,7 @@ def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLa
         cfg.rws_req = f[t("responseWriterState.req")]
         cfg.rws_status = f[t("responseWriterState.status")]
         cfg.rws_req_inline = 0 if f.is_pointer(t("responseWriterState.req")) else 1
+        _rws_window(cfg, f[t("responseWriterState.stream")], sid)
         if f.has(t("responseWriterState.sentHeader")):  # a panic's status, if sent
             cfg.rws_sent_header = f[t("responseWriterState.sentHeader")]
         ctx_field = f"{fl.server_request}.{fl.request_ctx}"
