@@ -198,14 +198,18 @@ class Columns:
     def literals(self, addr_name: str, len_name: str) -> list[str]:
         """Go string literals sent by address (pyhttp2probe/literals.py), like texts(); one
         that cannot be read any more is "" (counted as ("literal_unread", pid))."""
+        memo: dict[tuple[int, int, int], str] = {}  # a batch has few distinct methods
         out = []
-        for pid, addr, n in zip(self.arr["tgid"].tolist(), self.arr[addr_name].tolist(),
-                                self.arr[len_name].tolist(), strict=True):
-            s = self.ctx.literal(pid, addr, n)
+        for key in zip(self.arr["tgid"].tolist(), self.arr[addr_name].tolist(),
+                       self.arr[len_name].tolist(), strict=True):
+            s = memo.get(key)
             if s is None:
-                self.ctx.count("literal_unread", str(pid))
-                s = ""
-            out.append(s.rstrip("\0") if s.endswith("\0") else s)
+                got = self.ctx.literal(*key)
+                if got is None:
+                    self.ctx.count("literal_unread", str(key[0]))
+                    got = ""
+                s = memo[key] = got.rstrip("\0") if got.endswith("\0") else got
+            out.append(s)
         return out
 
     def ips(self, name: str) -> list[str]:
