@@ -278,7 +278,8 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, start_ns = 0, node = 0;
 	__u64 *start;
 	struct start_slot *slot;
-	struct ctx_stream *joined = NULL;
+	struct ctx_stream req = {};
+	int joined = 0;
 	struct stream_key key = {}, started = {};
 	struct grpc_server_trace_event *tev = NULL;
 	struct grpc_server_event *ev;
@@ -296,18 +297,17 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		 * by the entry itself: a goroutine's last key is no proof here, since a reused
 		 * goroutine can end a new stream with the same (recycled conn, id). */
 		if (go_chain_u64(t, &cfg->ht_ctx, &addr) == 0) {
-			joined = ctx_join(tgid, addr);
+			joined = ctx_join(tgid, addr, &req);
 			if (cfg->trace)
 				node = request_ctx_of(tgid, addr);
 		}
+		if (joined < 0) {
+			stat_inc(STAT_DUP_END); /* grpc's own second writeStatus */
+			return 0;
+		}
 		if (joined) {
-			if (joined->grpc_ended) {
-				stat_inc(STAT_DUP_END); /* grpc's own second writeStatus */
-				return 0;
-			}
-			joined->grpc_ended = 1;
-			key = joined->stream;
-			start_ns = joined->start_ns;
+			key = req.stream;
+			start_ns = req.start_ns;
 		} else {
 			key.conn = t; /* not joined: (ht, 0), unmatched; a repeat is a 2nd one */
 		}

@@ -364,7 +364,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		ck.ctx = st.ctx;
 		cs.stream = key;
 		cs.start_ns = st.start_ns;
-		bpf_map_update_elem(&h2_ctx_live, &ck, &cs, BPF_ANY);
+		ctx_note(&ck, &cs);
 		if (cfg->trace) { /* its parent is the connection's: trace_ctx.h */
 			struct tp_val tp = {};
 
@@ -377,21 +377,6 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	}
 	slot_start(&http2_server_slots, &http2_server_inflight, NULL, &key, &st);
 	return 0;
-}
-
-/* The request ended: its context entry moves to the ended map (srv_common.h says why). */
-static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_key *key)
-{
-	struct ctx_key ck = { .tgid = tgid, .ctx = c };
-	struct ctx_stream *cs;
-
-	if (!c)
-		return;
-	cs = bpf_map_lookup_elem(&h2_ctx_live, &ck);
-	if (!cs || cs->stream.conn != key->conn || cs->stream.stream_id != key->stream_id)
-		return;
-	bpf_map_update_elem(&h2_ctx_ended, &ck, cs, BPF_ANY);
-	bpf_map_delete_elem(&h2_ctx_live, &ck);
 }
 
 /* Take a request's start out of flight (its context entry retired): 1 and *out; 0 when

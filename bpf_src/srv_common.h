@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "trace_ctx.h"
+#include "start_slots.h"
 
 /* Some ends repeat for one request: grpc-go calls writeStatus twice on some error paths
  * (the second is a no-op on the wire), and an entry probe placed at a function's very
@@ -105,9 +106,10 @@ static __always_inline void tp_take(const struct stream_key *key, char *out)
  * also holds the stream context's parent pointer, checked on every hit: a middleware
  * context in the chain never has the connection's context as its parent.
  *
- * Live entries are deleted by handlerDone and copied to a small "ended" map, because a
- * cancelled call's HTTP/2 handler can return (the client reset the stream) before the
- * gRPC handler goroutine writes its status.
+ * An entry outlives its request's handlerDone for a while, because a cancelled call's
+ * HTTP/2 handler can return (the client reset the stream) before the gRPC handler
+ * goroutine writes its status: in its slot (h2_ctx_slots, below) it is marked ended in
+ * place; in the LRU tier it moves from h2_ctx_live to a small "ended" map.
  */
 #define CTX_WALK_MAX 16            /* contexts stacked by middleware above the stream's */
 /* struct ctx_key (tgid, context data pointer) and GO_CTX_PARENT_DATA: trace_ctx.h */
@@ -120,7 +122,8 @@ struct ctx_stream {
 	__u32 _pad;
 };
 
-/* In-flight HTTP/2 server requests by their stream context (sized like the in-flight map). */
+/* In-flight HTTP/2 server requests by their stream context (sized like the in-flight map):
+ * the second tier, for a request whose slot another live request holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -137,25 +140,181 @@ struct {
 	__type(value, struct ctx_stream);
 } h2_ctx_ended SEC(".maps");
 
-/* The entry of the HTTP/2 stream whose context is `c` or one of its ancestors, or NULL. */
-static __always_inline struct ctx_stream *ctx_join(__u32 tgid, __u64 c)
+/* The first tier of h2_ctx_live and h2_ctx_ended in one ARRAY of slots (start_slots.h says
+ * why: an LRU update and delete cost ~0.3 us each here, and a request made three: ~1.2 us of
+ * every HTTP/2 request in a binary linking ServeHTTP). A slot holds one request's entry
+ * from its start; its end marks it ended in place (no move), and the entry stays there for a
+ * late gRPC end until a new start that hashes to the slot takes it. A start whose slot holds
+ * a live request's entry goes to the LRU maps as before.
+ *
+ * The tag word says everything a reader needs: 0 free, SLOT_BUSY while a start writes the
+ * entry, else the entry's id (the key's hash, high 48 bits | a 12-bit count of the slot's
+ * writes) and its state bits (CTX_VALID, and HTTP_ENDED / GRPC_ENDED, each set once by
+ * compare-and-swap). A reader copies the entry between two reads of the tag and keeps it
+ * only if the id did not change (a start that took the slot meanwhile changes it), so it
+ * never mixes two requests; the gRPC end claims the request by setting GRPC_ENDED, so of
+ * grpc's two writeStatus calls exactly one gets it (the other: a repeat), and a start never
+ * takes a slot whose request the HTTP/2 end has not finished. */
+#ifndef CTX_SLOT_BITS /* tests/test_slot_tables.py builds with tiny tables */
+#define CTX_SLOT_BITS 14
+#endif
+#define CTX_HTTP_ENDED 1ULL
+#define CTX_GRPC_ENDED 2ULL
+#define CTX_VALID 8ULL
+#define CTX_STATE 0xfULL
+#define CTX_SEQ_SHIFT 4
+#define CTX_SEQ_MASK 0xfff0ULL
+#define CTX_ID_MASK (~CTX_STATE)
+#define CTX_TRIES 3              /* state changes a CAS may lose to: HTTP end, gRPC end */
+
+struct ctx_slot {
+	__u64 tag;
+	struct ctx_key key;        /* tgid first: the start slots' sweeper frees these too */
+	struct ctx_stream cs;      /* cs.grpc_ended unused: the tag's GRPC_ENDED */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << CTX_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct ctx_slot);
+} h2_ctx_slots SEC(".maps");
+
+START_SLOTS_SWEEPER(h2_ctx_sweep, h2_ctx_slots);
+
+static __always_inline __u64 ctx_hash(const struct ctx_key *k)
+{
+	__u64 h = ((k->ctx * 0x9E3779B97F4A7C15ULL) ^ k->tgid) & ~0xffffULL;
+
+	return h ? h : 0x10000ULL;
+}
+
+static __always_inline struct ctx_slot *ctx_slot_of(__u64 h)
+{
+	__u32 idx = slot_of(h, CTX_SLOT_BITS);
+
+	return bpf_map_lookup_elem(&h2_ctx_slots, &idx);
+}
+
+/* Whether tag `t` (read from s) is a valid entry of key k (hash h). */
+static __always_inline int ctx_slot_is(const struct ctx_slot *s, __u64 t, __u64 h,
+				       const struct ctx_key *k)
+{
+	return (t & CTX_VALID) && (t & ~(CTX_SEQ_MASK | CTX_STATE)) == h &&
+	       s->key.ctx == k->ctx && s->key.tgid == k->tgid;
+}
+
+/* At an HTTP/2 start: request `cs` runs under context key `ck`. */
+static __always_inline void ctx_note(const struct ctx_key *ck, const struct ctx_stream *cs)
+{
+	__u64 h = ctx_hash(ck), cur, seq;
+	struct ctx_slot *s = ctx_slot_of(h);
+
+	if (!s)
+		goto lru;
+	cur = s->tag;
+	/* free, an ended request's, or a stale one of this very key (a reused context) */
+	if (cur == SLOT_BUSY ||
+	    (cur && !(cur & CTX_HTTP_ENDED) && !ctx_slot_is(s, cur, h, ck)))
+		goto lru;
+	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
+		goto lru;
+	s->key = *ck;
+	s->cs = *cs;
+	seq = ((cur >> CTX_SEQ_SHIFT) + 1) << CTX_SEQ_SHIFT;
+	__sync_lock_test_and_set(&s->tag, h | (seq & CTX_SEQ_MASK) | CTX_VALID); /* publish */
+	return;
+lru:
+	bpf_map_update_elem(&h2_ctx_live, ck, cs, BPF_ANY);
+}
+
+/* At an HTTP/2 end: the request `key` that ran under context `c` is over (its entry stays
+ * for a late gRPC end: marked in its slot, or moved to the LRU "ended" map). */
+static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_key *key)
+{
+	struct ctx_key ck = { .tgid = tgid, .ctx = c };
+	__u64 h = ctx_hash(&ck), t;
+	struct ctx_slot *s;
+	struct ctx_stream *cs;
+
+	if (!c)
+		return;
+	s = ctx_slot_of(h);
+	if (s) {
+		for (int i = 0; i < CTX_TRIES; i++) {
+			t = s->tag;
+			if (!ctx_slot_is(s, t, h, &ck) || s->cs.stream.conn != key->conn ||
+			    s->cs.stream.stream_id != key->stream_id || s->tag != t)
+				break; /* not in its slot: the LRU tier */
+			if ((t & CTX_HTTP_ENDED) ||
+			    __sync_val_compare_and_swap(&s->tag, t, t | CTX_HTTP_ENDED) == t)
+				return;
+		}
+	}
+	cs = bpf_map_lookup_elem(&h2_ctx_live, &ck);
+	if (!cs || cs->stream.conn != key->conn || cs->stream.stream_id != key->stream_id)
+		return;
+	bpf_map_update_elem(&h2_ctx_ended, &ck, cs, BPF_ANY);
+	bpf_map_delete_elem(&h2_ctx_live, &ck);
+}
+
+/* The gRPC end's claim on context key k whose parent is `parent`, in its slot: 1 claimed
+ * (*out: the request), -1 a gRPC end claimed it already (a repeat), 0 not there. */
+static __always_inline int ctx_slot_claim(const struct ctx_key *k, __u64 parent,
+					  struct ctx_stream *out)
+{
+	__u64 h = ctx_hash(k), t;
+	struct ctx_slot *s = ctx_slot_of(h);
+
+	if (!s)
+		return 0;
+	for (int i = 0; i < CTX_TRIES; i++) {
+		t = s->tag;
+		if (!ctx_slot_is(s, t, h, k))
+			return 0;
+		__builtin_memcpy(out, &s->cs, sizeof(*out));
+		if ((s->tag & CTX_ID_MASK) != (t & CTX_ID_MASK))
+			return 0; /* taken by another start meanwhile: not this request any more */
+		if (out->parent != parent)
+			return 0;
+		if (t & CTX_GRPC_ENDED)
+			return -1;
+		if (__sync_val_compare_and_swap(&s->tag, t, t | CTX_GRPC_ENDED) == t)
+			return 1;
+	}
+	return 0;
+}
+
+/* The gRPC end's join: the HTTP/2 request whose context is `c` or one of its ancestors,
+ * claimed for this end. 1: *out is that request; -1: a gRPC end took it already (a repeat
+ * of grpc's writeStatus); 0: none found. */
+static __always_inline int ctx_join(__u32 tgid, __u64 c, struct ctx_stream *out)
 {
 	struct ctx_key k = { .tgid = tgid };
 	struct ctx_stream *v;
 	__u64 parent;
+	int r;
 
 	for (int i = 0; i < CTX_WALK_MAX; i++) {
 		if (!c || go_read_u64(c + GO_CTX_PARENT_DATA, &parent))
-			return NULL;
+			return 0;
 		k.ctx = c;
+		r = ctx_slot_claim(&k, parent, out);
+		if (r)
+			return r;
 		v = bpf_map_lookup_elem(&h2_ctx_live, &k);
 		if (!v || v->parent != parent)
 			v = bpf_map_lookup_elem(&h2_ctx_ended, &k);
-		if (v && v->parent == parent)
-			return v;
+		if (v && v->parent == parent) {
+			if (v->grpc_ended)
+				return -1;
+			v->grpc_ended = 1;
+			*out = *v;
+			return 1;
+		}
 		c = parent;
 	}
-	return NULL;
+	return 0;
 }
 
 #endif /* PYHTTP2PROBE_SRV_COMMON_H */

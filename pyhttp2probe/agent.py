@@ -51,6 +51,7 @@ from .probes import (
     PathSkipped,
     ProbePath,
     ProcessImage,
+    SlotTable,
     all_paths,
 )
 from .probes import catalogue as make_catalogue
@@ -395,8 +396,8 @@ class Agent:
             obj = self._objects.get(path.name)
             if obj is None or obj.closed:
                 continue
-            if path.in_flight_slots and path.slot_sweeper:
-                self._sweep_slots(obj, path, pids)
+            for table in path.slot_tables:
+                self._sweep_slots(obj, path, table, pids)
             for name in path.in_flight_maps:
                 m = obj.map(name)
                 try:  # collect first: deleting while walking would restart the walk
@@ -409,17 +410,19 @@ class Agent:
                     with contextlib.suppress(BpfError, OSError):  # ended meanwhile
                         m.delete(k)
 
-    def _sweep_slots(self, obj: BpfObject, path: ProbePath, pids: set[int]) -> None:
-        """Free the slots `pids` hold in `path`'s slot tables: its sweeper program, one run
-        per SLOT_SWEEP_CHUNK slots (bpf_src/start_slots.h)."""
-        prog = obj.program(path.slot_sweeper)
-        slots = obj.map(path.in_flight_slots[0]).max_entries
+    def _sweep_slots(self, obj: BpfObject, path: ProbePath, table: SlotTable,
+                     pids: set[int]) -> None:
+        """Free the slots `pids` hold in one of `path`'s slot tables: its sweeper program,
+        one run per SLOT_SWEEP_CHUNK slots (bpf_src/start_slots.h)."""
+        prog = obj.program(table.sweeper)
+        slots = obj.map(table.name).max_entries
         try:
             for pid in pids:
                 for first in range(0, slots, SLOT_SWEEP_CHUNK):
                     prog.run_syscall(struct.pack("<II", pid, first))
         except BpfError as exc:
-            self.log.warning("slot sweep failed", path=path.name, error=str(exc))
+            self.log.warning("slot sweep failed", path=path.name, table=table.name,
+                             error=str(exc))
 
     def _unshare(self, fl: FileLinks) -> list[Any]:
         """Give a file per-process links (for its traced processes still running it);
@@ -650,9 +653,10 @@ class Agent:
             for name in p.in_flight_maps:
                 keys = obj.map(name).keys()
                 out[f"{p.name}.{name}"] = sum(1 for _ in keys)
-            for name in p.in_flight_slots:  # taken slots: a tag word that is not 0
-                out[f"{p.name}.{name}"] = sum(
-                    1 for _, v in obj.map(name).items() if v[:8] != bytes(8))
+            for table in p.slot_tables:  # taken slots: a tag word that is not 0 (nor ended)
+                tags = (int.from_bytes(v[:8], "little") for _, v in obj.map(table.name).items())
+                out[f"{p.name}.{table.name}"] = sum(
+                    1 for t in tags if t and not t & table.ended_bit)
         return out
 
     def links(self) -> int:

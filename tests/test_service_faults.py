@@ -117,7 +117,7 @@ def _in_flight_of(agent: AgentProcess, pid: int) -> dict[str, int]:
     names = {m[:15] for p in all_paths() for m in p.in_flight_maps}  # BPF_OBJ_NAME_LEN
     # slot tables (bpf_src/start_slots.h): a taken slot's tag (8 bytes) is not 0 and its
     # key, after the tag, starts with the tgid
-    slots = {m[:15] for p in all_paths() for m in p.in_flight_slots}
+    slots = {t.name[:15] for p in all_paths() for t in p.slot_tables}
     ids = agent.bpf_ids()["map"]
     out = {}
     for m in _bpftool("map", "show"):

@@ -1,12 +1,13 @@
 """The gRPC paths' array tables stay exact when they are far too small.
 
 In-flight starts (bpf_src/start_slots.h), goroutine notes (grpc_client.bpf.c g_slots) and
-the connection cache (conn_cache.h) are ARRAY slot tables sized for a node; a slot another
-request holds sends a request to the LRU tier, and a slot another connection took is a
-miss read again. Built here with 4 slots each, against a workload that keeps hundreds of
-calls in flight on many connections, nearly every request takes those other ways: every
-client and server span must still match its ground truth one to one, with nothing
-unmatched, duplicated or left in flight.
+the connection cache (conn_cache.h) are ARRAY slot tables sized for a node, and so are the
+HTTP/2 requests' contexts that gRPC-over-ServeHTTP ends join (srv_common.h h2_ctx_slots); a
+slot another request holds sends a request to the LRU tier, and a slot another connection
+took is a miss read again. Built here with 4 slots each, against a workload that keeps
+hundreds of calls in flight on many connections, nearly every request takes those other
+ways: every client and server span must still match its ground truth one to one, with
+nothing unmatched, duplicated or left in flight.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from testkit.client_match import match
 from testkit.gobuild import GoBuild, build
 from testkit.traced import assert_grpc_server_exact, traced
 from testkit.workload import read_truth, start_workload
+from tests.test_grpc_server_accuracy import _check_servehttp
 
-TINY = ("START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2")
+TINY = ("START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2", "CTX_SLOT_BITS=2")
 
 
-def _tiny_paths() -> tuple[ProbePath, ...]:
+def _tiny_paths(names: tuple[str, ...] = ("grpc_client", "grpc_server", "http2"),
+                ) -> tuple[ProbePath, ...]:
     out = []
     for p in all_paths():
-        if p.name in ("grpc_client", "grpc_server"):
+        if p.name in names:
             src = BPF_SRC / p.object.removesuffix(".o").replace(".bpf", ".bpf.c")
             p = dataclasses.replace(p, object=str(build_object(src, TINY)))
         out.append(p)
@@ -57,3 +60,24 @@ def test_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
     assert not [k for k in ("grpc_client.inflight", "grpc_client.inflight_slots",
                             "grpc_server.grpc_server_inflight", "grpc_server.grpc_server_slots")
                 if left[k]], left
+
+
+def test_servehttp_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
+    """gRPC served by ServeHTTP, middleware mixed in, client cancels and deadlines among
+    the calls (their gRPC end may come after the HTTP/2 request ended): with 4 slots for
+    the HTTP/2 starts and 4 for the request contexts, every gRPC span is joined to its
+    HTTP/2 request exactly as with full tables, and nothing is left in flight."""
+    binary = build(GoBuild(src="grpcwork", mod="grpcmods/v1.85.0"))
+    ct, st = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
+    args = ["-servers", "3", "-conns-per-server", "2", "-goroutines", "16", "-rpcs", "25",
+            "-churn", "4", "-errors", "0.2", "-client-failures", "0.05",
+            "-serve-http", "-middleware", "mixed",
+            "-truth", str(ct), "-server-truth", str(st), "-hold"]
+    with start_workload(binary, args) as wl:
+        run = traced(wl, paths=_tiny_paths(("grpc_server", "http2")))
+    client, server = read_truth(ct), read_truth(st)
+    assert {r["failure"] for r in client} >= {"cancel", "deadline"}
+    spans = assert_grpc_server_exact(run, server, client)
+    _check_servehttp(run, spans)
+    assert run.stats["grpc_server.unmatched_end"] == 0, run.stats
+    assert run.extra["in_flight"]["http2.h2_ctx_slots"] == 0, run.extra["in_flight"]

@@ -110,6 +110,19 @@ SLOT_SWEEP_CHUNK = 1024
 
 
 @dataclass(frozen=True)
+class SlotTable:
+    """A slot table of in-flight state (bpf_src/start_slots.h): an ARRAY map whose value
+    starts with a tag word (0: free) and a key starting with the u32 tgid. `sweeper` is the
+    SEC("syscall") program that frees a detached process's slots. `ended_bit`: a table
+    whose entries stay after their request ended (bpf_src/srv_common.h h2_ctx_slots) marks
+    that with this tag bit; such a slot counts as in flight only until it is set."""
+
+    name: str
+    sweeper: str
+    ended_bit: int = 0
+
+
+@dataclass(frozen=True)
 class ProbePath:
     """The declaration of one probe path (see the module docstring)."""
 
@@ -125,10 +138,9 @@ class ProbePath:
     shared_maps: Mapping[str, str] = field(default_factory=dict)
     # maps holding one entry per open request: empty once traffic stops
     in_flight_maps: tuple[str, ...] = ()
-    # slot tables of in-flight starts (bpf_src/start_slots.h): a slot is taken while its
-    # first word (the tag) is not 0; the BPF side gives back the slots of processes gone
-    in_flight_slots: tuple[str, ...] = ()
-    slot_sweeper: str = ""  # its SEC("syscall") program freeing a detached tgid's slots
+    # slot tables of in-flight state (bpf_src/start_slots.h), each with the program that
+    # frees a detached process's slots
+    slot_tables: tuple[SlotTable, ...] = ()
     ring_map: str = "events"
     stats_map: str = "stats"
     # package-level Go variables whose addresses the setup uses (from .symtab; absent in a
@@ -158,4 +170,4 @@ def catalogue(paths: tuple[ProbePath, ...] | None = None) -> Catalogue:
 
 
 __all__ = ["AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",
-           "ProbePath", "ProcessImage", "RecordType", "all_paths", "catalogue"]
+           "ProbePath", "ProcessImage", "RecordType", "SlotTable", "all_paths", "catalogue"]

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..spans import Span, SpanIds, parse_target, split_method
-from . import ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
+from . import (
+    ConfigEntry,
+    PathSetup,
+    PathSkipped,
+    ProbePath,
+    ProcessImage,
+    RecordType,
+    SlotTable,
+)
 from .planning import (
     ITAB_FUN0_AMD64,
     PlanFields,
@@ -272,5 +280,5 @@ PATH = ProbePath(
              RecordType("EV_GRPC_CLIENT_LIT", "grpc_client_lit_event", lit_to_spans,
                         lit_label_key, ids),
              RecordType("EV_GRPC_CLIENT_TRACED", "grpc_client_trace_event", traced_to_spans)),
-    anchors=ANCHORS, in_flight_maps=("inflight",), in_flight_slots=("inflight_slots",),
-    slot_sweeper="grpc_client_sweep")
+    anchors=ANCHORS, in_flight_maps=("inflight",),
+    slot_tables=(SlotTable("inflight_slots", "grpc_client_sweep"),))

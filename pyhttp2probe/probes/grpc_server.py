@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..spans import Span, SpanIds, split_hostport, split_method
-from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
+from . import (
+    AttachPoint,
+    ConfigEntry,
+    PathSetup,
+    PathSkipped,
+    ProbePath,
+    ProcessImage,
+    RecordType,
+    SlotTable,
+)
 from .planning import (
     ITAB_FUN0_AMD64,
     SERVE_HTTP_ENDS,
@@ -335,8 +344,8 @@ PATH = ProbePath(
              RecordType("EV_GRPC_SERVER_REJECTED", "grpc_server_reject_event", count_rejected)),
     anchors=ANCHORS,
     # the ServeHTTP join: a gRPC call served by ServeHTTP finds its HTTP/2 request there
-    shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2",
+    shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2", "h2_ctx_slots": "http2",
                  "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("grpc_server_inflight", "srv_traceparent"),
-    in_flight_slots=("grpc_server_slots",), slot_sweeper="grpc_server_sweep",
+    slot_tables=(SlotTable("grpc_server_slots", "grpc_server_sweep"),),
     variables=(VAR_STATUS_OK,))

@@ -16,7 +16,16 @@ import numpy as np
 
 from ..goelf.buildinfo import go_minor
 from ..spans import Span, SpanIds, split_hostport
-from . import AttachPoint, ConfigEntry, PathSetup, PathSkipped, ProbePath, ProcessImage, RecordType
+from . import (
+    AttachPoint,
+    ConfigEntry,
+    PathSetup,
+    PathSkipped,
+    ProbePath,
+    ProcessImage,
+    RecordType,
+    SlotTable,
+)
 from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, read_window, set_chain
 
 if TYPE_CHECKING:
@@ -141,6 +150,8 @@ def _panic_points(fl: Flavor, plan: AttachPlan, notes: list[str]) -> list[Attach
 # to Go 1.23, swiss tables from Go 1.24 (the GOEXPERIMENT=noswissmap builds of 1.24/1.25 are
 # not told apart: their traceparent stays unread, nothing worse: the scan finds no key).
 HDR_MAP_HMAP, HDR_MAP_SWISS = 1, 2
+# bpf_src/srv_common.h: the tag bit of an h2_ctx_slots entry whose HTTP/2 request ended
+CTX_HTTP_ENDED = 1
 SWISS_MAPS_SINCE = 24
 
 
@@ -319,4 +330,5 @@ PATH = ProbePath(
     shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
                     "srv_traceparent"),
-    in_flight_slots=("http2_server_slots",), slot_sweeper="http2_sweep")
+    slot_tables=(SlotTable("http2_server_slots", "http2_sweep"),
+                 SlotTable("h2_ctx_slots", "h2_ctx_sweep", ended_bit=CTX_HTTP_ENDED)))
