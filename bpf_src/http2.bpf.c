@@ -364,7 +364,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 		ck.ctx = st.ctx;
 		cs.stream = key;
 		cs.start_ns = st.start_ns;
-		ctx_note(&ck, &cs);
+		ctx_note(&ck, &cs, st.start_ns);
 		if (cfg->trace) { /* its parent is the connection's: trace_ctx.h */
 			struct tp_val tp = {};
 

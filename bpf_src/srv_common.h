@@ -144,8 +144,11 @@ struct {
  * why: an LRU update and delete cost ~0.3 us each here, and a request made three: ~1.2 us of
  * every HTTP/2 request in a binary linking ServeHTTP). A slot holds one request's entry
  * from its start; its end marks it ended in place (no move), and the entry stays there for a
- * late gRPC end until a new start that hashes to the slot takes it. A start whose slot holds
- * a live request's entry goes to the LRU maps as before.
+ * late gRPC end (or grpc's repeated writeStatus) until a new start that hashes to the slot
+ * takes it. One that takes it within CTX_KEEP_NS of that end first copies the entry to the
+ * LRU "ended" map, so a busy table never cuts the time a late end has below what the LRU
+ * maps alone gave (at 50k requests/s about one start in seven does; at ordinary rates
+ * none). A start whose slot holds a live request's entry goes to the LRU maps as before.
  *
  * The tag word says everything a reader needs: 0 free, SLOT_BUSY while a start writes the
  * entry, else the entry's id (the key's hash, high 48 bits | a 12-bit count of the slot's
@@ -156,8 +159,11 @@ struct {
  * grpc's two writeStatus calls exactly one gets it (the other: a repeat), and a start never
  * takes a slot whose request the HTTP/2 end has not finished. */
 #ifndef CTX_SLOT_BITS /* tests/test_slot_tables.py builds with tiny tables */
-#define CTX_SLOT_BITS 14
+#define CTX_SLOT_BITS 15
 #endif
+#ifndef CTX_KEEP_NS
+#define CTX_KEEP_NS 100000000ULL
+#endif  /* 100 ms: a late gRPC end comes within milliseconds */
 #define CTX_HTTP_ENDED 1ULL
 #define CTX_GRPC_ENDED 2ULL
 #define CTX_VALID 8ULL
@@ -171,6 +177,7 @@ struct ctx_slot {
 	__u64 tag;
 	struct ctx_key key;        /* tgid first: the start slots' sweeper frees these too */
 	struct ctx_stream cs;      /* cs.grpc_ended unused: the tag's GRPC_ENDED */
+	__u64 ended_ns;            /* when its HTTP/2 end ran (set before HTTP_ENDED) */
 };
 
 struct {
@@ -204,11 +211,29 @@ static __always_inline int ctx_slot_is(const struct ctx_slot *s, __u64 t, __u64 
 	       s->key.ctx == k->ctx && s->key.tgid == k->tgid;
 }
 
-/* At an HTTP/2 start: request `cs` runs under context key `ck`. */
-static __always_inline void ctx_note(const struct ctx_key *ck, const struct ctx_stream *cs)
+/* Before a start takes slot s (tag cur) from a request that ended less than CTX_KEEP_NS
+ * ago: copy that entry to the LRU "ended" map. 0: go on; -1: the slot changed meanwhile. */
+static __always_inline int ctx_keep(struct ctx_slot *s, __u64 cur, struct ctx_key *old,
+				    struct ctx_stream *was)
+{
+	__builtin_memcpy(old, &s->key, sizeof(*old));
+	__builtin_memcpy(was, &s->cs, sizeof(*was));
+	if (s->tag != cur)
+		return -1;
+	was->grpc_ended = (cur & CTX_GRPC_ENDED) ? 1 : 0;
+	bpf_map_update_elem(&h2_ctx_ended, old, was, BPF_ANY);
+	return 0;
+}
+
+/* At an HTTP/2 start (at `now`): request `cs` runs under context key `ck`. */
+static __always_inline void ctx_note(const struct ctx_key *ck, const struct ctx_stream *cs,
+				     __u64 now)
 {
 	__u64 h = ctx_hash(ck), cur, seq;
 	struct ctx_slot *s = ctx_slot_of(h);
+	struct ctx_stream was;
+	struct ctx_key old;
+	int kept = 0;
 
 	if (!s)
 		goto lru;
@@ -217,8 +242,27 @@ static __always_inline void ctx_note(const struct ctx_key *ck, const struct ctx_
 	if (cur == SLOT_BUSY ||
 	    (cur && !(cur & CTX_HTTP_ENDED) && !ctx_slot_is(s, cur, h, ck)))
 		goto lru;
-	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
+	/* Kept: another context's entry that ended less than CTX_KEEP_NS ago (signed: that end
+	 * may have stamped its time after this start took `now`). Not an entry of this very
+	 * context: Go reuses a context's address only once nothing holds it, so no gRPC end
+	 * can come for that request any more. */
+	if ((cur & CTX_HTTP_ENDED) && !ctx_slot_is(s, cur, h, ck) &&
+	    (__s64)(now - s->ended_ns) < (__s64)CTX_KEEP_NS) {
+		if (ctx_keep(s, cur, &old, &was))
+			goto lru;
+		kept = 1;
+	}
+	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur) {
+		/* a gRPC end claimed it between the copy and here: so must the copy say */
+		if (kept && !was.grpc_ended && (s->tag & CTX_ID_MASK) == (cur & CTX_ID_MASK) &&
+		    (s->tag & CTX_GRPC_ENDED)) {
+			struct ctx_stream *c = bpf_map_lookup_elem(&h2_ctx_ended, &old);
+
+			if (c)
+				c->grpc_ended = 1;
+		}
 		goto lru;
+	}
 	s->key = *ck;
 	s->cs = *cs;
 	seq = ((cur >> CTX_SEQ_SHIFT) + 1) << CTX_SEQ_SHIFT;
@@ -246,8 +290,10 @@ static __always_inline void ctx_retire(__u32 tgid, __u64 c, const struct stream_
 			if (!ctx_slot_is(s, t, h, &ck) || s->cs.stream.conn != key->conn ||
 			    s->cs.stream.stream_id != key->stream_id || s->tag != t)
 				break; /* not in its slot: the LRU tier */
-			if ((t & CTX_HTTP_ENDED) ||
-			    __sync_val_compare_and_swap(&s->tag, t, t | CTX_HTTP_ENDED) == t)
+			if (t & CTX_HTTP_ENDED)
+				return;
+			s->ended_ns = bpf_ktime_get_ns(); /* ours while live: no start takes it */
+			if (__sync_val_compare_and_swap(&s->tag, t, t | CTX_HTTP_ENDED) == t)
 				return;
 		}
 	}
