@@ -176,7 +176,13 @@ struct http2_config {
 	__u32 rws_w_status;
 	__u32 rws_w_req;
 	__u32 stream_id;                /* stream.id (uint32) */
-	__u32 _pad_rws;
+	/* client: clientStream's cc and ID in one window of GO_WINDOW bytes at cs + cs_key_lo
+	 * (offsets from cs_key_lo); 0: two reads */
+	__u32 cs_key_win_on;
+	__u32 cs_key_lo;
+	__u32 cs_w_cc;
+	__u32 cs_w_id;
+	__u32 _pad_cs;
 };
 
 #endif /* PYHTTP2PROBE_CONFIG_H */

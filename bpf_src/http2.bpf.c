@@ -582,6 +582,24 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 
 /* ---- client ---------------------------------------------------------------------- */
 
+/* A client stream's key: its ClientConn and stream id (one window read when the layout
+ * allows). -1 when unreadable. */
+static __always_inline int read_cs_key(const struct http2_config *cfg, __u64 cs,
+				       struct stream_key *key)
+{
+	struct go_window win;
+
+	if (cfg->cs_key_win_on) {
+		if (go_window_read(cs + cfg->cs_key_lo, &win))
+			return -1;
+		key->conn = go_window_u64(&win, cfg->cs_w_cc);
+		key->stream_id = go_window_u32(&win, cfg->cs_w_id);
+		return 0;
+	}
+	return go_read_u64(cs + cfg->cs_cc, &key->conn) ||
+	       go_read_u32(cs + cfg->cs_id, &key->stream_id) ? -1 : 0;
+}
+
 static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, flags = 0;
@@ -597,7 +615,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	if (!st)
 		return 0;
 	key.tgid = tgid;
-	if (go_read_u64(cs + cfg->cs_cc, &key.conn) || go_read_u32(cs + cfg->cs_id, &key.stream_id)) {
+	if (read_cs_key(cfg, cs, &key)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
@@ -633,7 +651,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
-	if (go_read_u64(cs + cfg->cs_cc, &key.conn) || go_read_u32(cs + cfg->cs_id, &key.stream_id)) {
+	if (read_cs_key(cfg, cs, &key)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}

@@ -218,6 +218,10 @@ def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLa
         cfg.cs_cc = f[t("clientStream.cc")]
         cfg.cs_id = f[t("clientStream.ID")]
         cfg.cs_res = f[t("clientStream.res")]
+        lo = read_window([(cfg.cs_cc, 8), (cfg.cs_id, 4)])
+        if lo is not None:  # bpf_src/http2.bpf.c read_cs_key
+            cfg.cs_key_win_on, cfg.cs_key_lo = 1, lo
+            cfg.cs_w_cc, cfg.cs_w_id = cfg.cs_cc - lo, cfg.cs_id - lo
         cfg.res_status = f[f"{fl.response}.StatusCode"]
         cfg.creq_method = f[f"{fl.client_request}.Method"]
         cfg.creq_url = f[f"{fl.client_request}.URL"]
