@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from testkit.gobuild import GoBuild, build
-from testkit.traced import CLOCK_SLACK_NS, match_one_to_one, traced
+from testkit.traced import CLOCK_SLACK_NS, TracedRun, match_one_to_one, traced
 from testkit.workload import read_truth, start_workload
 
 # Which HTTP/2 implementation carried a truth line: spans say it in `service`, so a span
@@ -67,10 +67,6 @@ def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None, l
     env = (("GOTOOLCHAIN", toolchain),) if toolchain else ()
     go127 = bool(toolchain and toolchain.startswith("go1.27"))
     flavor_of = GO127_FLAVOR if go127 else STACK_FLAVOR
-
-    def key(t: dict) -> tuple:
-        return _key(t, flavor_of)
-
     binary = build(GoBuild(src="h2work", mod=mod, ldflags=ldflags, env=env))
     with tempfile.TemporaryDirectory() as tmp:
         ct, st = Path(tmp) / "client.jsonl", Path(tmp) / "server.jsonl"
@@ -79,6 +75,18 @@ def test_http2_client_and_server_spans_match_truth_one_to_one(mod: str | None, l
         with start_workload(binary, args) as wl:
             run = traced(wl)
         client, server = read_truth(ct), read_truth(st)
+
+    check_h2work(run, client, server, flavor_of, go127)
+
+
+def check_h2work(run: TracedRun, client: list[dict], server: list[dict],
+                 flavor_of: dict[str, str], go127: bool = False) -> None:
+    """An h2work run against its truth: every HTTP/2 client and server request one to one
+    with a span (identity, times, fields), none unmatched, lost or duplicated, two hits per
+    request on each side and flavor."""
+
+    def key(t: dict) -> tuple:
+        return _key(t, flavor_of)
 
     assert run.summary is not None and run.summary["failed"] == 0
     h2_client = [t for t in client if t["proto"] == "HTTP/2.0"]

@@ -2,7 +2,8 @@
 
 In-flight starts (bpf_src/start_slots.h), goroutine notes (grpc_client.bpf.c g_slots) and
 the connection cache (conn_cache.h) are ARRAY slot tables sized for a node, and so are the
-HTTP/2 requests' contexts that gRPC-over-ServeHTTP ends join (srv_common.h h2_ctx_slots); a
+HTTP/2 requests (server starts, client starts with their fields: http2.bpf.c) and their
+contexts that gRPC-over-ServeHTTP ends join (srv_common.h h2_ctx_slots); a
 slot another request holds sends a request to the LRU tier, and a slot another connection
 took is a miss read again. Built here with 4 slots each, against a workload that keeps
 hundreds of calls in flight on many connections, nearly every request takes those other
@@ -22,8 +23,10 @@ from testkit.gobuild import GoBuild, build
 from testkit.traced import assert_grpc_server_exact, traced
 from testkit.workload import read_truth, start_workload
 from tests.test_grpc_server_accuracy import _check_servehttp
+from tests.test_http2_accuracy import STACK_FLAVOR, check_h2work
 
-TINY = ("START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2", "CTX_SLOT_BITS=2")
+TINY = ("START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2", "CTX_SLOT_BITS=2",
+        "H2C_SLOT_BITS=2")
 
 
 def _tiny_paths(names: tuple[str, ...] = ("grpc_client", "grpc_server", "http2"),
@@ -81,3 +84,19 @@ def test_servehttp_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
     _check_servehttp(run, spans)
     assert run.stats["grpc_server.unmatched_end"] == 0, run.stats
     assert run.extra["in_flight"]["http2.h2_ctx_slots"] == 0, run.extra["in_flight"]
+
+
+def test_http2_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
+    """net/http and x/net HTTP/2 clients and servers (TLS and h2c) with 4 slots for the
+    server starts and 4 for the client starts: every request one to one with its span."""
+    binary = build(GoBuild(src="h2work"))
+    ct, st = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
+    args = ["-servers", "8", "-conns-per-server", "2", "-goroutines", "6", "-rpcs", "12",
+            "-churn", "4", "-truth", str(ct), "-server-truth", str(st), "-hold"]
+    with start_workload(binary, args) as wl:
+        run = traced(wl, paths=_tiny_paths(("grpc_server", "http2")))
+    check_h2work(run, read_truth(ct), read_truth(st), STACK_FLAVOR)
+    left = run.extra["in_flight"]
+    assert not [k for k in ("http2.http2_client_slots", "http2.http2_client_inflight",
+                            "http2.http2_server_slots", "http2.http2_server_inflight")
+                if left[k]], left

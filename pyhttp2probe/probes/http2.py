@@ -335,4 +335,5 @@ PATH = ProbePath(
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
                     "srv_traceparent"),
     slot_tables=(SlotTable("http2_server_slots", "http2_sweep"),
+                 SlotTable("http2_client_slots", "http2_client_sweep"),
                  SlotTable("h2_ctx_slots", "h2_ctx_sweep", ended_bit=CTX_HTTP_ENDED)))
