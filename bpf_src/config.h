@@ -183,6 +183,10 @@ struct http2_config {
 	__u32 cs_w_cc;
 	__u32 cs_w_id;
 	__u32 _pad_cs;
+	/* the binary's .rodata in the process (grpc_client_config's lit_lo, lit_hi): a method
+	 * there goes by address; 0, 0: always copied */
+	__u64 lit_lo;
+	__u64 lit_hi;
 };
 
 #endif /* PYHTTP2PROBE_CONFIG_H */

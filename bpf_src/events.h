@@ -166,6 +166,9 @@ struct http2_event {
 	__u16 host_len;
 	__u16 path_len;
 	__u32 _pad1;
+	__u64 method_addr;              /* a method that is a literal of the binary (GET, POST
+					 * from hpack's static table; a client's constant): its
+					 * address, method[] left empty (grpc_client_lit_event) */
 	char method[H2_METHOD_MAX];
 	char host[H2_HOST_MAX];
 	char path[H2_PATH_MAX];

@@ -91,6 +91,7 @@ struct h2_client_start {
 	__u16 host_len;
 	__u16 path_len;
 	__u16 flags;   /* SPAN_F_* of the start: truncations, bad read (all below 1 << 16) */
+	__u64 method_addr; /* a literal method's address (http2_event.method_addr), else 0 */
 	char method[H2_METHOD_MAX];
 	char host[H2_HOST_MAX];
 	char path[H2_PATH_MAX];
@@ -167,10 +168,12 @@ static __always_inline struct req_offsets client_req(const struct http2_config *
 	return (struct req_offsets){ cfg->creq_method, cfg->creq_url, cfg->creq_host };
 }
 
-/* Copy the request's Method, the host (URL.Host, else Host) and URL.Path. */
+/* Copy the request's Method (or, a literal of the binary, note its address), the host
+ * (URL.Host, else Host) and URL.Path. */
 static __always_inline int read_request(const struct http2_config *cfg, struct req_offsets o,
-					__u64 req, char *method, __u16 *method_len, char *host,
-					__u16 *host_len, char *path, __u16 *path_len, __u32 *flags)
+					__u64 req, __u64 *method_addr, char *method,
+					__u16 *method_len, char *host, __u16 *host_len, char *path,
+					__u16 *path_len, __u32 *flags)
 {
 	__u64 url = 0, w[4] = {};
 	int trunc = 0, bad = 0;
@@ -183,7 +186,13 @@ static __always_inline int read_request(const struct http2_config *cfg, struct r
 	if (o.url == o.method + 16 &&
 	    bpf_probe_read_user(w, 3 * sizeof(__u64), (const void *)(req + o.method)) == 0) {
 		url = w[2];
-		bad |= go_copy_string(w[0], w[1], method, H2_METHOD_MAX, method_len, &trunc) != 0;
+		if (w[1] && w[1] <= 0xffff && w[0] >= cfg->lit_lo && w[0] + w[1] <= cfg->lit_hi) {
+			*method_addr = w[0]; /* read from the file by Python */
+			*method_len = w[1];
+		} else {
+			bad |= go_copy_string(w[0], w[1], method, H2_METHOD_MAX, method_len,
+					      &trunc) != 0;
+		}
 	} else {
 		bad |= go_read_string(req + o.method, method, H2_METHOD_MAX, method_len, &trunc) != 0;
 		bad |= go_read_u64(req + o.url, &url) != 0;
@@ -499,8 +508,8 @@ static __always_inline void read_rws_request(const struct http2_config *cfg, __u
 		req = rws + cfg->rws_req;
 	else if (!req)
 		go_read_u64(rws + cfg->rws_req, &req);
-	read_request(cfg, server_req(cfg), req, ev->method, &ev->method_len, ev->host,
-		     &ev->host_len, ev->path, &ev->path_len, &ev->flags);
+	read_request(cfg, server_req(cfg), req, &ev->method_addr, ev->method, &ev->method_len,
+		     ev->host, &ev->host_len, ev->path, &ev->path_len, &ev->flags);
 }
 
 /* What handlerDone reads of its responseWriterState: the request's key (conn, stream id),
@@ -671,8 +680,8 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 		return 0;
 	__builtin_memset(st, 0, sizeof(*st));
 	st->start_ns = bpf_ktime_get_ns();
-	read_request(cfg, client_req(cfg), GO_ARG2(ctx), st->method, &st->method_len, st->host,
-		     &st->host_len, st->path, &st->path_len, &flags);
+	read_request(cfg, client_req(cfg), GO_ARG2(ctx), &st->method_addr, st->method,
+		     &st->method_len, st->host, &st->host_len, st->path, &st->path_len, &flags);
 	st->flags = flags;
 	if (flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
@@ -750,6 +759,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 			tev->ctx_node = st->ctx_node;
 		ev->flags |= st->flags;
 		ev->method_len = st->method_len;
+		ev->method_addr = st->method_addr;
 		ev->host_len = st->host_len;
 		ev->path_len = st->path_len;
 		__builtin_memcpy(ev->method, st->method, sizeof(ev->method));

@@ -212,6 +212,17 @@ class Columns:
             out.append(s)
         return out
 
+    def methods(self, text_name: str, len_name: str, addr_name: str) -> list[str]:
+        """A text field that a row may send by address instead (addr_name not 0: a literal
+        of the binary, as literals() reads; else the text, as texts())."""
+        out = self.texts(text_name, len_name)
+        rows = np.flatnonzero(self.arr[addr_name])
+        if len(rows):
+            for i, s in zip(rows.tolist(), self.select(rows).literals(addr_name, len_name),
+                            strict=True):
+                out[i] = s
+        return out
+
     def ips(self, name: str) -> list[str]:
         """A __u8[16] IPv6 (or IPv4-mapped) field as text; "" when all zero (memoised)."""
         col = np.ascontiguousarray(self.arr[name]).view("V16").ravel().tolist()

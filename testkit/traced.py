@@ -60,7 +60,8 @@ class TracedRun:
 
 
 def traced(wl: Workload, during: Callable[[], Any] | None = None,
-           settle_s: float = 0.3, **agent_kw: Any) -> TracedRun:
+           settle_s: float = 0.3, on_agent: Callable[[Agent], None] | None = None,
+           **agent_kw: Any) -> TracedRun:
     """Attach to a started workload (-wait-start -hold), run it, collect every span.
 
     `during` runs instead of the workload's own go/DONE when the load comes from outside
@@ -70,6 +71,8 @@ def traced(wl: Workload, during: Callable[[], Any] | None = None,
     assert wl.pid is not None
     extra: dict[str, Any] = {}
     with Agent(**agent_kw) as agent, bpf_stats_enabled():
+        if on_agent is not None:  # a test's look inside (e.g. a spy on the decoder)
+            on_agent(agent)
         agent.attach(wl.pid)
         if during is None:
             wl.go()

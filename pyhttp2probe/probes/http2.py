@@ -26,7 +26,14 @@ from . import (
     RecordType,
     SlotTable,
 )
-from .planning import SERVE_HTTP_ENDS, PlanFields, probe_offset, read_window, set_chain
+from .planning import (
+    SERVE_HTTP_ENDS,
+    PlanFields,
+    literal_range,
+    probe_offset,
+    read_window,
+    set_chain,
+)
 
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
@@ -178,10 +185,13 @@ def _rws_window(cfg: Any, stream: int, sid: int) -> None:
 
 def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLayout,
                    serve_http: bool, notes: list[str], trace: bool = False,
-                   header_map: int = HDR_MAP_SWISS, gen: int = 1) -> bytes:
+                   header_map: int = HDR_MAP_SWISS, gen: int = 1,
+                   literals: tuple[int, int] | None = None) -> bytes:
     t = fl.ty
     cfg: Any = layout.new("http2_config")
     cfg.gen = gen
+    if literals is not None:  # methods there go by address (read_request)
+        cfg.lit_lo, cfg.lit_hi = literals
     if "server" in sides:
         sid = f[t("stream.id")]
         rws_stream = f[t("responseWriterState.stream")]
@@ -272,7 +282,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         if not sides:
             continue
         value = _flavor_config(fl, sides, f, layout, serve_http, out.notes, proc.trace,
-                               _header_map(plan.go_version), proc.gen)
+                               _header_map(plan.go_version), proc.gen, literal_range(proc))
         key = ((proc.pid << 8) | fl.code).to_bytes(8, "little")
         out.configs.append(ConfigEntry(CONFIG_MAP, key, value))
         out.points += points
@@ -292,7 +302,7 @@ def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
     out = []
     for typ, pid, conn, start, end, sid, status, flags, flavor, method, host, path in zip(
             c["type"], c["tgid"], c["conn"], c["start_ns"], c["end_ns"], c["stream_id"],
-            c["status"], c["flags"], c["flavor"], c.texts("method", "method_len"),
+            c["status"], c["flags"], c["flavor"], c.methods("method", "method_len", "method_addr"),
             c.texts("host", "host_len"), c.texts("path", "path_len"), strict=True):
         address, port = split_hostport(host)
         kind = "http_client" if typ in client else "http_server"
@@ -314,7 +324,7 @@ def traced_to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
 
 def label_key(c: Columns) -> np.ndarray:
     """What an HTTP/2 span's labels come from (not its path: paths are not labels)."""
-    return c.key("type", "tgid", "status", "flavor", ("method", "method_len"),
+    return c.key("type", "tgid", "status", "flavor", ("method", "method_len"), "method_addr",
                  ("host", "host_len"))
 
 
