@@ -403,7 +403,8 @@ int grpc_client_fail(struct pt_regs *ctx)
 		errtab = wrapped[0];
 		errdata = wrapped[1];
 	}
-	emit_end(cfg, tgid, cs, attempt, errtab, errdata, start, node, 0);
+	/* no stream (read above): attempt 0 spares emit_end reading attempt.s again */
+	emit_end(cfg, tgid, cs, 0, errtab, errdata, start, node, 0);
 	return 0;
 }
 

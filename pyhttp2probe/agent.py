@@ -262,7 +262,9 @@ class Agent:
         exe = exe_path(pid)
         fid = file_id(pid)
         plan = self._plan(pid, fid, exe)
-        image = ProcessImage(pid, plan, runtime_address_fn(pid, fid), self.trace_context)
+        addr = runtime_address_fn(pid, fid)
+        lit = literal_range(plan, addr)
+        image = ProcessImage(pid, plan, addr, self.trace_context, literals=lit)
         setups: dict[str, PathSetup] = {}
         skipped: dict[str, str] = {}
         for path in self.paths:
@@ -289,7 +291,6 @@ class Agent:
         except BaseException:
             self._delete_configs(written)
             raise
-        lit = literal_range(image)
         if lit is not None:
             try:
                 self._literals.add(pid, fid, *lit, plan.rodata[0])

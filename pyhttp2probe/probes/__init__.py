@@ -74,6 +74,9 @@ class ProcessImage:
     # This attach's generation (the configs' `gen`, bpf_src/config.h): random, so a process
     # that reuses a traced process's pid never meets that one's per-connection entries
     gen: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little") | 1)
+    # [lo, hi) of the binary's .rodata in the process (planning.literal_range), or None: the
+    # probes send a method there by address, the agent reads it back (literals.py)
+    literals: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

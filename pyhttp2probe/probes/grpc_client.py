@@ -29,7 +29,6 @@ from .planning import (
     ITAB_FUN0_AMD64,
     PlanFields,
     entry_point,
-    literal_range,
     read_window,
     return_points,
     set_chain,
@@ -184,9 +183,8 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     wrap = plan.functions.get(FN_WRAP_ERROR)
     cfg.wrap_error_fn = proc.runtime_addr(wrap.entry) if wrap is not None else 0
     cfg.wrap_error_err = WRAP_ERROR_ERR
-    lit = literal_range(proc)
-    if lit is not None:
-        cfg.lit_lo, cfg.lit_hi = lit
+    if proc.literals is not None:
+        cfg.lit_lo, cfg.lit_hi = proc.literals
     else:
         notes.append("no read-only .rodata mapped: every call's method is copied")
 

@@ -29,7 +29,6 @@ from . import (
 from .planning import (
     SERVE_HTTP_ENDS,
     PlanFields,
-    literal_range,
     probe_offset,
     read_window,
     set_chain,
@@ -282,7 +281,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         if not sides:
             continue
         value = _flavor_config(fl, sides, f, layout, serve_http, out.notes, proc.trace,
-                               _header_map(plan.go_version), proc.gen, literal_range(proc))
+                               _header_map(plan.go_version), proc.gen, proc.literals)
         key = ((proc.pid << 8) | fl.code).to_bytes(8, "little")
         out.configs.append(ConfigEntry(CONFIG_MAP, key, value))
         out.points += points

@@ -5,6 +5,7 @@ their Go types, pointer chains, probe offsets of functions. One place, shared by
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..goelf import AttachPlan
@@ -117,15 +118,16 @@ def tcpaddr_network_fn(plan: AttachPlan, runtime_addr: Any, notes: list[str]) ->
     return int(runtime_addr(fo.entry))
 
 
-def literal_range(proc: ProcessImage) -> tuple[int, int] | None:
+def literal_range(plan: AttachPlan, runtime_addr: Callable[[int], int]
+                  ) -> tuple[int, int] | None:
     """[lo, hi) of the binary's .rodata in the process: where Go's string literals are (the
-    client probe sends a method there by address; pyhttp2probe/literals.py reads it back).
+    probes send a method there by address; pyhttp2probe/literals.py reads it back).
     None when the binary has none, or it is not mapped in one piece."""
-    off, size = proc.plan.rodata
+    off, size = plan.rodata
     if not size:
         return None
     try:
-        lo, last = proc.runtime_addr(off), proc.runtime_addr(off + size - 1)
+        lo, last = runtime_addr(off), runtime_addr(off + size - 1)
     except TargetError:
         return None
     return (lo, last + 1) if last - lo == size - 1 else None
