@@ -74,6 +74,14 @@ struct grpc_client_config {
 	 * literal, sent by address (struct grpc_client_lit_event); 0, 0: always copied */
 	__u64 lit_lo;
 	__u64 lit_hi;
+	/* 1: calls with an attempt end at the CALL of (*csAttempt).finish in finish() (program
+	 * grpc_client_end_attempt), so grpc_client_end ends only calls without one */
+	__u32 end_at_attempt;
+	__u32 attempt_cs;               /* csAttempt.cs (*clientStream) */
+	/* attempt_cs and attempt_stream in one read of 64 bytes at attempt + aw_lo (1), or two
+	 * reads (0) */
+	__u32 aw_lo;
+	__u32 aw_on;
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */

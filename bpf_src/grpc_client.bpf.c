@@ -1,14 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
-/* gRPC client calls of grpc-go (v1.40 .. v1.83): two uprobe hits per unary call.
+/* gRPC client calls of grpc-go (v1.40 .. v1.85): two uprobe hits per call, unary or
+ * streaming (one more for a unary call that fails: FAIL below).
  *
  * START: entry of (*clientStream).newAttemptLocked (RAX = cs). It runs once per attempt;
  *   only when cs.attempt is still nil is this the call's first attempt, so retries never
  *   restart the clock. inflight[(tgid, cs)] = now, overwritten unconditionally (a slot
  *   of inflight_slots, or the LRU map when that slot is held: start_slots.h).
- * END: entry of (*clientStream).finish(err) (RAX = cs, err = RBX itab + RCX data). A call
- *   whose cs.finished is already set is a later duplicate (the ctx watcher of streaming
- *   calls) and is ignored. Identity, method, peer and status are read HERE, where final:
- *   attempt -> stream -> (id, transport). The span's identity is (tgid, transport, stream).
+ * END: the CALL of (*csAttempt).finish(err) inside (*clientStream).finish (RAX = the
+ *   call's last attempt, err = RBX itab + RCX data: a call-site probe sees the callee's
+ *   arguments). finish() reaches it once per call, after setting cs.finished under cs.mu,
+ *   so a streaming call's second finish() (its context watcher's, after the first one
+ *   cancelled the context) returns before it and costs no trap: 2 hits per streaming call,
+ *   where a probe at finish()'s entry took 3. A call finished before it had an attempt (its
+ *   context already done) ends at the CALLs of finish() in the functions that make its
+ *   first attempt (withRetry from v1.47, newClientStream(WithParams) before), which end
+ *   only such calls. Identity, method, peer and status are read HERE, where final:
+ *   attempt -> (cs, stream) -> (id, transport). The span's identity is (tgid, transport,
+ *   stream). Binaries where those CALLs are not found (or csAttempt.cs has no offset)
+ *   keep the probe at finish()'s entry, which skips a call whose cs.finished is set.
  *
  * Why the start-to-end pairing is keyed by (tgid, clientStream pointer): the clientStream
  * is a per-call heap object that exists before any transport stream (so calls failing
@@ -298,16 +307,47 @@ int grpc_client_start(struct pt_regs *ctx)
 	return 0;
 }
 
+/* Take the start of call `key` for its end: 1 when this end must not be emitted (the call's
+ * end was already emitted), else 0 with *start and *node (0, 0: no start seen, counted). */
+static __always_inline int take_call(const struct inflight_key *key, __u64 *start, __u64 *node)
+{
+	struct g_key starter = {};
+	struct start_slot *slot;
+	struct inflight_val *v = find_start(key, &slot);
+
+	if (v == DUP_END) {
+		stat_inc(STAT_DUP_END); /* the race below, one step later: already emitted */
+		return 1;
+	}
+	if (!v) {
+		stat_inc(STAT_UNMATCHED_END);
+		return 0;
+	}
+	*start = v->start_ns;
+	*node = v->ctx_node;
+	starter.tgid = key->tgid;
+	starter.g = v->g;
+	/* Two ends racing for one call: one take wins. Mark the call ended first, so a racer
+	 * that misses the in-flight entry already finds it here. */
+	recent_mark(key);
+	if (take_start(key, slot)) {
+		stat_inc(STAT_DUP_END);
+		return 1;
+	}
+	g_done(&starter, key->cs);
+	return 0;
+}
+
+/* Entry of (*clientStream).finish(err) (RAX = cs, err = RBX itab + RCX data), or, with
+ * end_at_attempt, its CALLs from the functions that call it while cs.attempt may be nil. */
 SEC("uprobe")
 int grpc_client_end(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
 	struct inflight_key key = {};
-	struct start_slot *slot;
-	struct g_key starter = {};
-	struct inflight_val *v;
-	__u64 cs = GO_ARG1(ctx), start = 0, node = 0, attempt;
+	__u64 cs = GO_ARG1(ctx), start = 0, node = 0, attempt, stream;
+	__u32 flags = 0;
 	__u8 finished;
 
 	cfg = config_of_tgid(&grpc_client_config, tgid);
@@ -317,33 +357,53 @@ int grpc_client_end(struct pt_regs *ctx)
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (finished)
+	if (finished || (attempt && cfg->end_at_attempt))
+		return 0; /* a later duplicate; or grpc_client_end_attempt ends this call */
+	key.tgid = tgid;
+	key.cs = cs;
+	if (take_call(&key, &start, &node))
+		return 0;
+	stream = attempt_stream(cfg, attempt, &flags);
+	emit_end(cfg, tgid, cs, stream, GO_ARG2(ctx), GO_ARG3(ctx), start, node,
+		 flags | (start ? 0 : SPAN_F_UNMATCHED));
+	return 0;
+}
+
+/* At the CALL of (*csAttempt).finish(err) inside (*clientStream).finish (RAX = the call's
+ * last attempt, err = RBX itab + RCX data: the callee's registers). finish() makes it once
+ * per call that has an attempt, after setting cs.finished under cs.mu: a streaming call's
+ * second finish() (its context watcher) returns before it and takes no trap. The attempt
+ * holds the call and its stream: one read, where the entry of finish() needed two. */
+SEC("uprobe")
+int grpc_client_end_attempt(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_client_config *cfg;
+	struct inflight_key key = {};
+	__u64 attempt = GO_ARG1(ctx), cs = 0, stream = 0, start = 0, node = 0, win[8] = {};
+	__u32 c, s;
+
+	cfg = config_of_tgid(&grpc_client_config, tgid);
+	if (!cfg)
+		return 0;
+	c = cfg->attempt_cs - cfg->aw_lo;
+	s = cfg->attempt_stream - cfg->aw_lo;
+	if (cfg->aw_on &&
+	    bpf_probe_read_user(win, sizeof(win), (const void *)(attempt + cfg->aw_lo)) == 0) {
+		cs = win[(c >> 3) & 7];
+		stream = win[(s >> 3) & 7];
+	} else if (go_read_u64(attempt + cfg->attempt_cs, &cs) ||
+		   go_read_u64(attempt + cfg->attempt_stream, &stream)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	if (!cs)
 		return 0;
 	key.tgid = tgid;
 	key.cs = cs;
-	v = find_start(&key, &slot);
-	if (v == DUP_END) {
-		stat_inc(STAT_DUP_END); /* the race below, one step later: already emitted */
+	if (take_call(&key, &start, &node))
 		return 0;
-	}
-	if (v) {
-		start = v->start_ns;
-		node = v->ctx_node;
-		starter.tgid = tgid;
-		starter.g = v->g;
-		/* Two finish calls racing past the unlocked `finished` read: one take wins.
-		 * Mark the call ended first, so a racer that misses the in-flight entry
-		 * already finds it here. */
-		recent_mark(&key);
-		if (take_start(&key, slot)) {
-			stat_inc(STAT_DUP_END);
-			return 0;
-		}
-		g_done(&starter, cs);
-	} else {
-		stat_inc(STAT_UNMATCHED_END);
-	}
-	emit_end(cfg, tgid, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), start, node,
+	emit_end(cfg, tgid, cs, stream, GO_ARG2(ctx), GO_ARG3(ctx), start, node,
 		 start ? 0 : SPAN_F_UNMATCHED);
 	return 0;
 }
@@ -403,8 +463,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 		errtab = wrapped[0];
 		errdata = wrapped[1];
 	}
-	/* no stream (read above): attempt 0 spares emit_end reading attempt.s again */
-	emit_end(cfg, tgid, cs, 0, errtab, errdata, start, node, 0);
+	emit_end(cfg, tgid, cs, 0, errtab, errdata, start, node, 0); /* no stream: read above */
 	return 0;
 }
 

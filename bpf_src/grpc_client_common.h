@@ -137,15 +137,26 @@ struct call_stream {
 	__u32 in_window;  /* method[] was read */
 };
 
-/* The attempt's stream, its id and transport, and (in one window) the call's method header
- * (newStream copies callHdr's). Failed reads go into *flags. */
-static __always_inline void read_stream(const struct grpc_client_config *cfg, __u64 attempt,
+/* The transport stream of `attempt` (0 when it has none, or attempt is 0); a failed read
+ * goes into *flags. */
+static __always_inline __u64 attempt_stream(const struct grpc_client_config *cfg,
+					    __u64 attempt, __u32 *flags)
+{
+	__u64 stream = 0;
+
+	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream))
+		*flags |= SPAN_F_BAD_READ;
+	return stream;
+}
+
+/* The stream's id and transport, and (in one window) the call's method header (newStream
+ * copies callHdr's). Failed reads go into *flags. */
+static __always_inline void read_stream(const struct grpc_client_config *cfg, __u64 stream,
 					struct call_stream *cs, __u32 *flags)
 {
 	struct go_window win;
 
-	if (attempt && go_read_u64(attempt + cfg->attempt_stream, &cs->stream))
-		*flags |= SPAN_F_BAD_READ;
+	cs->stream = stream;
 	if (cs->stream && cfg->sw_on && go_window_read(cs->stream + cfg->sw_lo, &win) == 0) {
 		cs->in_window = 1;
 		cs->sid = go_window_u32(&win, cfg->sw_id);
@@ -176,9 +187,10 @@ static __always_inline int method_is_literal(const struct grpc_client_config *cf
 /* Write and submit the record of a finished call: a grpc_client_lit_event when the call has
  * a stream and a literal method and traces are off (the common case), else the full
  * grpc_client_event (copied method; the dial target when no connection), traced or not.
- * `flags` come from the pairing (SPAN_F_UNMATCHED). */
+ * `stream`: the call's last attempt's transport stream, 0 when it never got one. `flags`
+ * come from the pairing (SPAN_F_UNMATCHED) and the stream's read. */
 static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32 tgid,
-				     __u64 cs, __u64 attempt, __u64 errtab, __u64 errdata,
+				     __u64 cs, __u64 stream, __u64 errtab, __u64 errdata,
 				     __u64 start, __u64 node, __u32 flags)
 {
 	struct grpc_client_trace_event *tev = NULL;
@@ -189,7 +201,7 @@ static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32
 	__u32 code;
 	int trunc = 0;
 
-	read_stream(cfg, attempt, &st, &flags);
+	read_stream(cfg, stream, &st, &flags);
 	code = read_code(cfg, errtab, errdata, st.stream, &flags);
 	if (!cfg->trace && st.ct && method_is_literal(cfg, &st)) {
 		lev = reserve_zeroed(&events, sizeof(*lev));

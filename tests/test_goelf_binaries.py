@@ -309,3 +309,40 @@ def test_variables_and_rodata_agree_with_pyelftools(version: str, flags: tuple[s
         assert normal.rodata == (ro["sh_offset"], ro["sh_size"])
     assert stripped.variables == {}
     assert stripped.rodata[1] > 0
+
+
+@pytest.mark.parametrize(("version", "flags"), VARIANTS, ids=VARIANT_IDS)
+def test_call_sites_are_direct_calls_of_the_callee_and_the_same_stripped(
+        version: str, flags: tuple[str, ...]) -> None:
+    """Every call site the plan finds (Catalogue.calls) is an E8 CALL whose target is the
+    callee's .symtab value (pyelftools), inside the caller; finish() calls the attempt's
+    finish exactly once in every version; a stripped build (pclntab) finds the same."""
+    from pyhttp2probe.goelf.catalog import call_key
+    from pyhttp2probe.probes.grpc_client import FN_ATTEMPT_FINISH, FN_END
+
+    binary = _mini(version, flags=flags)
+    plan = build_plan(binary, CAT, use_cache=False)
+    data = binary.read_bytes()
+    with open(binary, "rb") as f:
+        elf = ELFFile(f)
+        text = elf.get_section_by_name(".text")
+        symtab = elf.get_section_by_name(".symtab")
+        value = {s.name: s["st_value"] for s in symtab.iter_symbols()}
+    assert len(plan.calls[call_key(FN_END, FN_ATTEMPT_FINISH)]) == 1
+    found = 0
+    for caller, callee in CAT.calls:
+        sites = plan.calls.get(call_key(caller, callee))
+        if sites is None:
+            assert caller not in plan.functions or callee not in plan.functions
+            continue
+        fo = plan.functions[caller]
+        for off in sites:
+            found += 1
+            assert fo.entry <= off < fo.entry + fo.size and data[off] == 0xE8
+            vaddr = text["sh_addr"] + off - text["sh_offset"]
+            rel = int.from_bytes(data[off + 1:off + 5], "little", signed=True)
+            assert vaddr + 5 + rel == value[callee], (caller, callee, hex(off))
+    assert found >= 2  # and at least one place finish() runs before a call's first attempt
+    stripped = build_plan(_mini(version, stripped=True, flags=flags), CAT, use_cache=False)
+    assert {k: len(v) for k, v in stripped.calls.items()} == \
+        {k: len(v) for k, v in plan.calls.items()}

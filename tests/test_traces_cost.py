@@ -104,7 +104,9 @@ def _assert_hits(run: Run, fail_probe: bool) -> None:
     rc, n_c, n_s = run.counts, len(run.client), len(run.server)
     errors = sum(1 for r in run.client if r["code"] != 0)
     assert n_c > 400 and n_s == n_c and errors > 0
-    assert rc["grpc_client_start"] == rc["grpc_client_end"] == n_c, rc
+    # every call had an attempt: each ends at finish()'s CALL of the attempt's finish
+    assert rc["grpc_client_start"] == rc["grpc_client_end_attempt"] == n_c, rc
+    assert rc.get("grpc_client_end", 0) == 0, rc
     assert rc.get("grpc_client_fail", 0) == (errors if fail_probe else 0), rc
     assert rc["grpc_server_operate_headers"] == n_s, rc
     assert rc["grpc_server_write_status"] == n_s + run.stats["grpc_server.dup_end"], rc

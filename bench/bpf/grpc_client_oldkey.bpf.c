@@ -48,7 +48,7 @@ int oldkey_end(struct pt_regs *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, flags = 0;
 	struct grpc_client_config *cfg;
 	struct call_stream st = {};
-	__u64 cs = GO_ARG1(ctx), *start, t = 0, attempt;
+	__u64 cs = GO_ARG1(ctx), *start, t = 0, attempt, stream;
 	__u8 finished;
 
 	cfg = config_of_tgid(&grpc_client_config, tgid);
@@ -56,7 +56,8 @@ int oldkey_end(struct pt_regs *ctx)
 		return 0;
 	if (read_cs_state(cfg, cs, &finished, &attempt) || finished)
 		return 0;
-	read_stream(cfg, attempt, &st, &flags); /* the id only: emit_end reads it again */
+	stream = attempt_stream(cfg, attempt, &flags);
+	read_stream(cfg, stream, &st, &flags); /* the id only: emit_end reads it again */
 	start = st.sid ? bpf_map_lookup_elem(&oldkey_inflight, &st.sid) : NULL;
 	if (start) {
 		t = *start;
@@ -64,7 +65,7 @@ int oldkey_end(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	emit_end(cfg, tgid, cs, attempt, GO_ARG2(ctx), GO_ARG3(ctx), t, 0,
+	emit_end(cfg, tgid, cs, stream, GO_ARG2(ctx), GO_ARG3(ctx), t, 0,
 		 t ? 0 : SPAN_F_UNMATCHED);
 	return 0;
 }

@@ -24,6 +24,14 @@ class Catalogue:
     fields: tuple[str, ...]
     anchors: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     variables: tuple[str, ...] = ()  # package-level Go variables (their addresses: .symtab)
+    # (caller, callee) pairs of functions (both in `functions`): where the caller calls the
+    # callee directly, for probes that must run on that path only (AttachPlan.calls)
+    calls: tuple[tuple[str, str], ...] = ()
+
+
+def call_key(caller: str, callee: str) -> str:
+    """The key of AttachPlan.calls for the calls of `callee` made by `caller`."""
+    return f"{caller} -> {callee}"
 
 
 def split_field(key: str) -> tuple[str, str]:

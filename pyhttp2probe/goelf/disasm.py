@@ -1,8 +1,11 @@
-"""Find RET instructions in a function's bytes (x86-64), for return probes.
+"""Find RET and CALL instructions in a function's bytes (x86-64), for return and call-site
+probes.
 
 Go moves goroutine stacks, so uretprobes are unsafe; the agent puts a plain uprobe on
-every RET instead. The caller passes exactly the function's bytes (size from symtab or
-pclntab), so the int3 padding after the function is never decoded.
+every RET instead. A probe on a CALL instruction runs only on the path that makes that
+call, with the callee's arguments already in their ABI registers. The caller passes
+exactly the function's bytes (size from symtab or pclntab), so the int3 padding after the
+function is never decoded.
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def ret_offsets(code: bytes, base: int, md: Any = None) -> list[int]:
             out.append(base + addr)
     if pos < len(code) and code[pos:].strip(b"\xcc\x90"):
         raise GoBinaryError(f"cannot disassemble function bytes at {base + pos:#x}")
+    return out
+
+
+def call_offsets(code: bytes, vaddr: int, target: int, md: Any = None) -> list[int]:
+    """Offsets in `code` (a function's bytes, loaded at `vaddr`) of every direct CALL of the
+    function at `target`. Only `call rel32` (E8) counts: Go calls a known function directly,
+    so an indirect call (closure, interface method) is never the one asked for."""
+    if md is None:
+        md = make_disassembler()
+    out: list[int] = []
+    for addr, size, mnemonic, _ in md.disasm_lite(code, 0):
+        if mnemonic == "call" and size == 5 and code[addr] == 0xE8:
+            rel = int.from_bytes(code[addr + 1:addr + 5], "little", signed=True)
+            if vaddr + addr + size + rel == target:
+                out.append(addr)
     return out
 
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .buildinfo import read_buildinfo
-from .catalog import Catalogue, split_field
-from .disasm import make_disassembler
+from .catalog import Catalogue, call_key, split_field
+from .disasm import call_offsets, make_disassembler
 from .dwarf import has_dwarf, struct_fields_with_source
 from .elf import PF_W, PT_LOAD, SHT_NOBITS, ElfFile
 from .errors import GoBinaryError
 from .offsets import OffsetsTable, load_table, table_fields
 from .symbols import FunctionOffsets, find_functions, offsets_for, present_types
 
-PLAN_FORMAT = 5  # 2: FunctionOffsets.body; 3: dwarf_reader; 4: rodata; 5: variables
+PLAN_FORMAT = 6  # 2: FunctionOffsets.body; 3: dwarf_reader; 4: rodata; 5: variables; 6: calls
 
 
 @dataclass
@@ -43,6 +43,9 @@ class AttachPlan:
     rodata: tuple[int, int] = (0, 0)
     # package-level variables asked for (Catalogue.variables) found in .symtab: name -> vaddr
     variables: dict[str, int] = field(default_factory=dict)
+    # call sites asked for (Catalogue.calls) found: call_key(caller, callee) -> the file
+    # offsets of the caller's CALL instructions to the callee ([] when it never calls it)
+    calls: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """The command-line JSON shape (plus the extra keys)."""
@@ -61,7 +64,7 @@ class AttachPlan:
         ro = d.pop("rodata")
         assert isinstance(ro, list | tuple) and len(ro) == 2
         d["rodata"] = (int(ro[0]), int(ro[1]))  # JSON gives a list
-        assert isinstance(d["variables"], dict)
+        assert isinstance(d["variables"], dict) and isinstance(d["calls"], dict)
         plan = cls(**d, functions={})  # type: ignore[arg-type]
         plan.functions = {k: FunctionOffsets(**v) for k, v in funcs.items()}
         return plan
@@ -90,7 +93,7 @@ def _want_digest(want: Catalogue) -> str:
     # The anchors decide which fields a binary has: a changed anchor is a changed plan.
     anchors = sorted(want.anchors.items())
     h = hashlib.sha256(repr((PLAN_FORMAT, want.functions, want.fields, anchors, want.variables,
-                             _table_stamp())).encode())
+                             want.calls, _table_stamp())).encode())
     return h.hexdigest()[:12]
 
 
@@ -212,7 +215,23 @@ def plan_from_elf(elf: ElfFile, want: Catalogue, table: OffsetsTable | None = No
         offsets_source=source,
         absent_functions=[n for n in funcs if n not in found],
         absent_fields=absent, replaced=info.replaced, is_pie=elf.is_pie, dwarf_reader=reader,
-        rodata=rodata_of(elf), variables=elf.object_symbols(set(want.variables)))
+        rodata=rodata_of(elf), variables=elf.object_symbols(set(want.variables)),
+        calls=calls_of(elf, functions, want.calls, md))
+
+
+def calls_of(elf: ElfFile, functions: dict[str, FunctionOffsets],
+             pairs: tuple[tuple[str, str], ...], md: object) -> dict[str, list[int]]:
+    """call_key -> file offsets of the caller's direct calls of the callee, for each pair
+    whose functions are both linked."""
+    out = {}
+    for caller, callee in pairs:
+        c, t = functions.get(caller), functions.get(callee)
+        if c is None or t is None or not c.vaddr or not c.size:
+            continue
+        code = elf.read(c.entry, c.size)
+        out[call_key(caller, callee)] = [c.entry + off
+                                         for off in call_offsets(code, c.vaddr, t.vaddr, md)]
+    return out
 
 
 def rodata_of(elf: ElfFile) -> tuple[int, int]:

@@ -149,6 +149,9 @@ class ProbePath:
     # package-level Go variables whose addresses the setup uses (from .symtab; absent in a
     # stripped binary, so optional)
     variables: tuple[str, ...] = ()
+    # (caller, callee): the caller's direct calls of the callee, for call-site probes (both
+    # must be in `functions`; AttachPlan.calls, planning.call_points)
+    calls: tuple[tuple[str, str], ...] = ()
 
 
 def all_paths() -> tuple[ProbePath, ...]:
@@ -169,7 +172,8 @@ def catalogue(paths: tuple[ProbePath, ...] | None = None) -> Catalogue:
         functions=tuple(dict.fromkeys(f for p in paths for f in p.functions)),
         fields=tuple(dict.fromkeys(f for p in paths for f in p.fields)),
         anchors=MappingProxyType(anchors),
-        variables=tuple(dict.fromkeys(v for p in paths for v in p.variables)))
+        variables=tuple(dict.fromkeys(v for p in paths for v in p.variables)),
+        calls=tuple(dict.fromkeys(c for p in paths for c in p.calls)))
 
 
 __all__ = ["AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",

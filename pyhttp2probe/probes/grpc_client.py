@@ -17,6 +17,7 @@ import numpy as np
 
 from ..spans import Span, SpanIds, parse_target, split_method
 from . import (
+    AttachPoint,
     ConfigEntry,
     PathSetup,
     PathSkipped,
@@ -28,6 +29,7 @@ from . import (
 from .planning import (
     ITAB_FUN0_AMD64,
     PlanFields,
+    call_points,
     entry_point,
     read_window,
     return_points,
@@ -47,6 +49,12 @@ SPB = "google.golang.org/genproto/googleapis/rpc/status"
 
 FN_START = GRPC + ".(*clientStream).newAttemptLocked"
 FN_END = GRPC + ".(*clientStream).finish"
+# The end of a call with an attempt: finish()'s CALL of it (bpf_src/grpc_client.bpf.c END).
+FN_ATTEMPT_FINISH = GRPC + ".(*csAttempt).finish"
+# Where finish() is called while cs.attempt may still be nil (the first attempt could not
+# be made): withRetry from v1.47, newClientStreamWithParams / newClientStream before.
+FN_FIRST_ATTEMPT = (GRPC + ".(*clientStream).withRetry", GRPC + ".newClientStreamWithParams",
+                    GRPC + ".newClientStream")
 FN_STATUS_ERROR = STATUS + ".(*Error).Error"
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 # >= 1.50: failed stream creation returns without finish(); its last attempt ends where
@@ -62,12 +70,14 @@ WRAP_ERROR_ERR = 16
 # returns a ClientTransport (the pointer is the interface's data word, RBX).
 FN_NEW_TRANSPORT = ((TRANSPORT + ".newHTTP2Client", 1), (TRANSPORT + ".NewHTTP2Client", 2))
 
-FUNCTIONS = (FN_START, FN_END, FN_STATUS_ERROR, FN_TCPADDR_NETWORK, FN_SHOULD_RETRY,
-             FN_WRAP_ERROR, *(fn for fn, _ in FN_NEW_TRANSPORT))
+FUNCTIONS = (FN_START, FN_END, FN_ATTEMPT_FINISH, *FN_FIRST_ATTEMPT, FN_STATUS_ERROR,
+             FN_TCPADDR_NETWORK, FN_SHOULD_RETRY, FN_WRAP_ERROR,
+             *(fn for fn, _ in FN_NEW_TRANSPORT))
+CALLS = ((FN_END, FN_ATTEMPT_FINISH), *((fn, FN_END) for fn in FN_FIRST_ATTEMPT))
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
-    f"{GRPC}.csAttempt.s", f"{GRPC}.csAttempt.transportStream",
+    f"{GRPC}.csAttempt.s", f"{GRPC}.csAttempt.transportStream", f"{GRPC}.csAttempt.cs",
     f"{TRANSPORT}.CallHdr.Method", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.ct",
     f"{TRANSPORT}.Stream.method",
     f"{TRANSPORT}.Stream.status", f"{TRANSPORT}.ClientStream.Stream",
@@ -196,8 +206,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         else:
             notes.append("clientStream.ctx or http2Client.localAddr absent: client spans "
                          "are not joined to traces")
-    points = [entry_point(plan, "grpc_client_start", FN_START),
-              entry_point(plan, "grpc_client_end", FN_END)]
+    points = [entry_point(plan, "grpc_client_start", FN_START), *_end_points(cfg, f, notes)]
     if FN_SHOULD_RETRY in plan.functions:
         fail = return_points(plan, "grpc_client_fail", FN_SHOULD_RETRY)
         if not fail:
@@ -215,6 +224,25 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     key = proc.pid.to_bytes(4, "little")
     return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,
                      variant)
+
+
+def _end_points(cfg: Any, f: PlanFields, notes: list[str]) -> list[AttachPoint]:
+    """Where calls end (bpf_src/grpc_client.bpf.c END): finish()'s CALL of the attempt's
+    finish, plus finish()'s CALLs where a call may have no attempt; else finish()'s entry."""
+    plan = f.plan
+    at_attempt = call_points(plan, "grpc_client_end_attempt", FN_END, FN_ATTEMPT_FINISH)
+    no_attempt = [p for fn in FN_FIRST_ATTEMPT
+                  for p in call_points(plan, "grpc_client_end", fn, FN_END)]
+    if at_attempt and no_attempt and f.has(f"{GRPC}.csAttempt.cs"):
+        cfg.end_at_attempt = 1
+        cfg.attempt_cs = f[f"{GRPC}.csAttempt.cs"]
+        lo = read_window([(cfg.attempt_cs, 8), (cfg.attempt_stream, 8)], 64)
+        if lo is not None:
+            cfg.aw_lo, cfg.aw_on = lo, 1
+        return at_attempt + no_attempt
+    notes.append("finish()'s calls of the attempt's finish not found: calls end at finish()'s "
+                 "entry (a streaming call's context watcher adds a hit)")
+    return [entry_point(plan, "grpc_client_end", FN_END)]
 
 
 def to_spans(c: Columns, ctx: DecodeContext) -> list[Span]:
@@ -274,6 +302,7 @@ def ids(c: Columns) -> SpanIds:
 
 PATH = ProbePath(
     name="grpc_client", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
+    calls=CALLS,
     records=(RecordType("EV_GRPC_CLIENT", "grpc_client_event", to_spans, label_key, ids),
              RecordType("EV_GRPC_CLIENT_LIT", "grpc_client_lit_event", lit_to_spans,
                         lit_label_key, ids),

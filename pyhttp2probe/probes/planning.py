@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..goelf import AttachPlan
+from ..goelf.catalog import call_key
 from ..targets import TargetError
 from . import AttachPoint, PathSkipped, ProcessImage
 
@@ -90,6 +91,14 @@ def return_points(plan: AttachPlan, program: str, symbol: str) -> list[AttachPoi
     """Probes at every RET of `symbol`: [] when it is not linked or has no RET found."""
     fo = plan.functions.get(symbol)
     return [] if fo is None else [AttachPoint(program, symbol, int(r)) for r in fo.returns]
+
+
+def call_points(plan: AttachPlan, program: str, caller: str,
+                callee: str) -> list[AttachPoint]:
+    """Probes at every direct CALL of `callee` inside `caller` (the callee's arguments are in
+    their ABI registers there, as at its entry): [] when either is absent or never calls."""
+    return [AttachPoint(program, caller, int(off))
+            for off in plan.calls.get(call_key(caller, callee), ())]
 
 
 def first_present(plan: AttachPlan, program: str,
