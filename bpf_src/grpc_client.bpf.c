@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* gRPC client calls of grpc-go (v1.40 .. v1.85): two uprobe hits per call, unary or
- * streaming (one more for a unary call that fails: FAIL below).
+ * streaming, whatever its status (before v1.78 one more for a call ending in an error
+ * before its attempt is committed: FAIL below).
  *
  * START: entry of (*clientStream).newAttemptLocked (RAX = cs). It runs once per attempt;
  *   only when cs.attempt is still nil is this the call's first attempt, so retries never
@@ -29,21 +30,25 @@
  * (transport, stream id), a closed connection whose address a new one reuses leaves
  * nothing behind to collide with, and connection close needs no hook of its own.
  *
- * FAIL (grpc-go >= 1.50, error path only): calls whose stream creation fails (no server:
- *   Unavailable) return from newClientStream without reaching finish; their last attempt
- *   ends at a RET of (*csAttempt).shouldRetry returning a non-nil error (it returns
- *   (false, nil) when a retry policy retries after backoff: not an end). That RET has no receiver
- *   in registers, so the start also notes goroutine -> cs (R14 pairs the entry and the
- *   RETs of one synchronous call path only, as DESIGN.md allows); the record is emitted
- *   only when that cs is in flight, unfinished, and its attempt has no stream. Healthy
- *   calls never run shouldRetry: they stay at two hits. A call that fails with a stream
- *   before its attempt is committed (a unary call's error status) passes there too: one
- *   ignored hit, on error paths only. No point runs only for the stream-less failures in
- *   v1.50..v1.77 (retryLocked -> shouldRetry is shared with them; newClientStreamWithParams'
- *   error return is one RET among its others; v1.78+'s endOfClientStream also runs from
- *   every finish). No entry probe: when the policy gives up, the error it returns
- *   ("max retries exhausted: ... %w", a *fmt.wrapError) is unwrapped here, by its itab's
- *   fun[0] == fmt.(*wrapError).Error, to the status it wraps.
+ * FAIL (calls whose stream creation fails, e.g. no server: Unavailable; they return from
+ *   newClientStream without reaching finish() from v1.50). The end is on the goroutine that
+ *   started the call, with no receiver in registers, so the start also notes goroutine ->
+ *   cs (R14 pairs the entry and the returns of one synchronous call path only, as
+ *   DESIGN.md allows); the record is emitted only when that cs is in flight and its
+ *   attempt has no stream. Where:
+ *   - v1.78+: the CALL of endOfClientStream in newClientStream's deferred cleanup, which
+ *     runs only when newClientStream fails, with the call's final error: no other call
+ *     takes a trap there, so every call costs 2 hits whatever its status. A call finished
+ *     before its first attempt (its context already done) ends here too.
+ *   - v1.50..v1.77: the RETs of (*csAttempt).shouldRetry returning a non-nil error (it
+ *     returns (false, nil) when a retry policy retries after backoff: not an end). A call
+ *     that fails with a stream before its attempt is committed (a unary call's error
+ *     status) passes there too: one ignored hit, on error paths only; no point runs only
+ *     for the stream-less failures in those versions (retryLocked -> shouldRetry is shared;
+ *     newClientStreamWithParams' error return is one RET among its others).
+ *   When a retry policy gives up, the error ("max retries exhausted: ... %w", a
+ *   *fmt.wrapError) is unwrapped, by its itab's fun[0] == fmt.(*wrapError).Error, to the
+ *   status it wraps.
  *
  * CONN (once per connection): the RETs of the transport's constructor note the server's
  *   address of the new connection (conn_cache.h), so an end does not read it again.
@@ -408,51 +413,45 @@ int grpc_client_end_attempt(struct pt_regs *ctx)
 	return 0;
 }
 
-/* At each RET of (*csAttempt).shouldRetry(err) (bool, error): RAX = retry, RBX:RCX = err. */
-SEC("uprobe")
-int grpc_client_fail(struct pt_regs *ctx)
+/* The end of a call that failed without a stream, on the goroutine that started it
+ * (gk), with its error (errtab, errdata): emitted when that call is still in flight and its
+ * attempt has no stream (a call with one is ended by finish()). `unfinished`: only while
+ * cs.finished is unset (shouldRetry: a finished call's error is that of a later stream op). */
+static __always_inline void fail_call(const struct g_key *gk, __u64 errtab, __u64 errdata,
+				      int unfinished)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
 	struct inflight_key key = {};
 	struct start_slot *slot;
 	struct inflight_val *v;
-	struct g_key gk = {};
 	__u64 cs, attempt = 0, stream = 0, start, node, fn = 0, wrapped[2];
-	__u64 errtab = GO_ARG2(ctx), errdata = GO_ARG3(ctx);
 	__u8 finished = 1;
 
-	gk.tgid = tgid;
-	gk.g = GO_GOROUTINE(ctx);
-	/* (true, nil): a transparent retry; (false, nil): a retry after backoff (the retry
-	 * policy matched); only a non-nil error ends the call, and it is the call's status. */
-	if ((GO_ARG1(ctx) & 0xff) || !errtab)
-		return 0; /* another attempt follows */
 	/* Not counted as STAT_NO_CONFIG: this process's start and end probes count it. */
-	cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	cfg = bpf_map_lookup_elem(&grpc_client_config, &gk->tgid);
 	if (!cfg)
-		return 0;
-	cs = g_call(&gk);
+		return;
+	cs = g_call(gk);
 	if (!cs)
-		return 0;
-	key.tgid = tgid;
+		return;
+	key.tgid = gk->tgid;
 	key.cs = cs;
 	v = find_start(&key, &slot);
 	if (!v || v == DUP_END)
-		return 0; /* that call already finished: this is an error of a later stream op */
-	if (read_cs_state(cfg, cs, &finished, &attempt) || finished ||
+		return; /* that call already ended: this error is another one's */
+	if (read_cs_state(cfg, cs, &finished, &attempt) || (finished && unfinished) ||
 	    (attempt && go_read_u64(attempt + cfg->attempt_stream, &stream)))
-		return 0;
+		return;
 	if (stream)
-		return 0; /* has a stream: finish() will end it */
+		return; /* has a stream: finish() ends it */
 	start = v->start_ns;
 	node = v->ctx_node;
-	recent_mark(&key); /* before the take: see the end */
+	recent_mark(&key); /* before the take: see take_call */
 	if (take_start(&key, slot)) {
 		stat_inc(STAT_DUP_END);
-		return 0;
+		return;
 	}
-	g_done(&gk, cs);
+	g_done(gk, cs);
 	/* "max retries exhausted: ...: %w": a *fmt.wrapError around the error shouldRetry was
 	 * given, whose code is the call's (what status.Code unwraps to). One level: grpc-go
 	 * wraps once. */
@@ -463,7 +462,39 @@ int grpc_client_fail(struct pt_regs *ctx)
 		errtab = wrapped[0];
 		errdata = wrapped[1];
 	}
-	emit_end(cfg, tgid, cs, 0, errtab, errdata, start, node, 0); /* no stream: read above */
+	emit_end(cfg, gk->tgid, cs, 0, errtab, errdata, start, node, 0); /* no stream: read above */
+}
+
+/* At each RET of (*csAttempt).shouldRetry(err) (bool, error): RAX = retry, RBX:RCX = err. */
+SEC("uprobe")
+int grpc_client_fail(struct pt_regs *ctx)
+{
+	struct g_key gk = {};
+
+	/* (true, nil): a transparent retry; (false, nil): a retry after backoff (the retry
+	 * policy matched); only a non-nil error ends the call, and it is the call's status. */
+	if ((GO_ARG1(ctx) & 0xff) || !GO_ARG2(ctx))
+		return 0; /* another attempt follows */
+	gk.tgid = bpf_get_current_pid_tgid() >> 32;
+	gk.g = GO_GOROUTINE(ctx);
+	fail_call(&gk, GO_ARG2(ctx), GO_ARG3(ctx), 1);
+	return 0;
+}
+
+/* v1.78+: at the CALL of endOfClientStream(cc, err, opts...) in newClientStream's deferred
+ * cleanup (RAX = cc, RBX:RCX = err), which runs only when newClientStream fails: the
+ * call's final error, after every retry. A call that finished before its first attempt
+ * (finish() set cs.finished) ends here too. */
+SEC("uprobe")
+int grpc_client_fail_cleanup(struct pt_regs *ctx)
+{
+	struct g_key gk = {};
+
+	if (!GO_ARG2(ctx))
+		return 0;
+	gk.tgid = bpf_get_current_pid_tgid() >> 32;
+	gk.g = GO_GOROUTINE(ctx);
+	fail_call(&gk, GO_ARG2(ctx), GO_ARG3(ctx), 0);
 	return 0;
 }
 

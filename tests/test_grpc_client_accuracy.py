@@ -135,6 +135,28 @@ def test_probe_hits_per_rpc(kind: str, tmp_path: Path) -> None:
     assert runs["grpc_client_end"] == 0, "no call ended before its first attempt"
 
 
+@pytest.mark.parametrize("kind", ["unary", "bidi"])
+def test_probe_hits_per_failing_rpc(kind: str, tmp_path: Path) -> None:
+    """Calls ending in a server error, or failing on the client (no server, deadline already
+    past, cancelled, deadline): 2 client hits each too (grpc-go >= 1.78: newClientStream's
+    cleanup ends the calls that never got a stream, and no probe runs for the others)."""
+    args = ["-servers", "2", "-goroutines", "4", "-rpcs", "50", "-mix", f"{kind}=1",
+            "-errors", "0.4", "-client-failures", "0.3", "-nested", "0"]
+    spans, truth, runs, _ = run_traced(_binary(NEWEST), args, tmp_path, stats=True)
+    _assert_exact(spans, truth, f"failing {kind}")
+    failures = collections.Counter(r["failure"] for r in truth if r["failure"])
+    assert {"unavailable", "deadline_past"} <= set(failures), failures
+    assert sum(1 for r in truth if r["code"] != 0) > 0.4 * len(truth)
+    client = {k: v for k, v in runs.items()
+              if k.startswith("grpc_client_") and k != "grpc_client_conn"}
+    print(f"\nprobe hits per failing {kind} RPC (grpc {NEWEST}): "
+          f"{sum(client.values()) / len(truth):.2f} {client} {dict(failures)}")
+    assert sum(client.values()) == 2 * len(truth), client
+    assert client["grpc_client_fail"] == client["grpc_client_end"] == 0, client
+    assert client["grpc_client_fail_cleanup"] >= failures["unavailable"] + failures[
+        "deadline_past"], client
+
+
 TABLE = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "data" / "offsets_table.json"
 
 

@@ -60,6 +60,11 @@ FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 # >= 1.50: failed stream creation returns without finish(); its last attempt ends where
 # shouldRetry returns an error (RET probes: error path only). Older versions call finish().
 FN_SHOULD_RETRY = GRPC + ".(*csAttempt).shouldRetry"
+# v1.78+: newClientStream's deferred cleanup calls endOfClientStream only when it fails: the
+# end of calls failing before a stream, reached by no other call (so a unary call's error
+# status does not also pass shouldRetry's probe). The closure is one of newClientStream's.
+FN_END_OF_CLIENT_STREAM = GRPC + ".endOfClientStream"
+FN_NEW_CLIENT_STREAM_CLOSURES = tuple(f"{GRPC}.newClientStream.func{i}" for i in range(1, 8))
 # What shouldRetry returns when a retry policy gives up: fmt.Errorf("...: %w", err).
 FN_WRAP_ERROR = "fmt.(*wrapError).Error"
 # fmt.wrapError{msg string; err error} since Go 1.13: err after the string header.
@@ -71,9 +76,11 @@ WRAP_ERROR_ERR = 16
 FN_NEW_TRANSPORT = ((TRANSPORT + ".newHTTP2Client", 1), (TRANSPORT + ".NewHTTP2Client", 2))
 
 FUNCTIONS = (FN_START, FN_END, FN_ATTEMPT_FINISH, *FN_FIRST_ATTEMPT, FN_STATUS_ERROR,
-             FN_TCPADDR_NETWORK, FN_SHOULD_RETRY, FN_WRAP_ERROR,
+             FN_TCPADDR_NETWORK, FN_SHOULD_RETRY, FN_END_OF_CLIENT_STREAM,
+             *FN_NEW_CLIENT_STREAM_CLOSURES, FN_WRAP_ERROR,
              *(fn for fn, _ in FN_NEW_TRANSPORT))
-CALLS = ((FN_END, FN_ATTEMPT_FINISH), *((fn, FN_END) for fn in FN_FIRST_ATTEMPT))
+CALLS = ((FN_END, FN_ATTEMPT_FINISH), *((fn, FN_END) for fn in FN_FIRST_ATTEMPT),
+         *((fn, FN_END_OF_CLIENT_STREAM) for fn in FN_NEW_CLIENT_STREAM_CLOSURES))
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
@@ -206,8 +213,14 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         else:
             notes.append("clientStream.ctx or http2Client.localAddr absent: client spans "
                          "are not joined to traces")
-    points = [entry_point(plan, "grpc_client_start", FN_START), *_end_points(cfg, f, notes)]
-    if FN_SHOULD_RETRY in plan.functions:
+    cleanup = [p for fn in FN_NEW_CLIENT_STREAM_CLOSURES
+               for p in call_points(plan, "grpc_client_fail_cleanup", fn,
+                                    FN_END_OF_CLIENT_STREAM)]
+    points = [entry_point(plan, "grpc_client_start", FN_START),
+              *_end_points(cfg, f, notes, bool(cleanup))]
+    if cleanup:
+        points += cleanup
+    elif FN_SHOULD_RETRY in plan.functions:
         fail = return_points(plan, "grpc_client_fail", FN_SHOULD_RETRY)
         if not fail:
             raise PathSkipped(f"{plan.path}: no RET found in {FN_SHOULD_RETRY}")
@@ -226,14 +239,15 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                      variant)
 
 
-def _end_points(cfg: Any, f: PlanFields, notes: list[str]) -> list[AttachPoint]:
+def _end_points(cfg: Any, f: PlanFields, notes: list[str], cleanup: bool) -> list[AttachPoint]:
     """Where calls end (bpf_src/grpc_client.bpf.c END): finish()'s CALL of the attempt's
-    finish, plus finish()'s CALLs where a call may have no attempt; else finish()'s entry."""
+    finish, plus finish()'s CALLs where a call may have no attempt (unless newClientStream's
+    cleanup ends those: `cleanup`); else finish()'s entry."""
     plan = f.plan
     at_attempt = call_points(plan, "grpc_client_end_attempt", FN_END, FN_ATTEMPT_FINISH)
-    no_attempt = [p for fn in FN_FIRST_ATTEMPT
-                  for p in call_points(plan, "grpc_client_end", fn, FN_END)]
-    if at_attempt and no_attempt and f.has(f"{GRPC}.csAttempt.cs"):
+    no_attempt = [] if cleanup else [p for fn in FN_FIRST_ATTEMPT
+                                     for p in call_points(plan, "grpc_client_end", fn, FN_END)]
+    if at_attempt and (no_attempt or cleanup) and f.has(f"{GRPC}.csAttempt.cs"):
         cfg.end_at_attempt = 1
         cfg.attempt_cs = f[f"{GRPC}.csAttempt.cs"]
         lo = read_window([(cfg.attempt_cs, 8), (cfg.attempt_stream, 8)], 64)
