@@ -131,8 +131,9 @@ def run() -> str:
         "",
         "Probe hits per RPC (kernel `run_cnt` of the client programs / RPCs):",
         f"unary-only run {_hits(unary):.2f} ({unary['runs']}); "
-        f"mixed run {_hits(ours):.2f} ({ours['runs']}): streaming calls add one ignored "
-        "`finish()` hit from grpc-go's context watcher.",
+        f"mixed run {_hits(ours):.2f} ({ours['runs']}): 2 per call of every kind and status "
+        "(`grpc_client_end_attempt` ends the calls that got an attempt, "
+        "`grpc_client_fail_cleanup` those that never got a stream).",
         "",
         f"Throughput of CPU-bound unary calls (2 servers x 16 goroutines, no server delay, "
         f"{TPUT_REPEATS} alternating runs each, median; client probes only):",

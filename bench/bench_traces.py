@@ -151,8 +151,8 @@ def _hits_section(res: dict[bool, list[dict[str, Any]]]) -> list[str]:
         *rows,
         "",
         f"All hits per RPC: client {tot[False][0]:.3f} off, {tot[True][0]:.3f} on; server "
-        f"{tot[False][1]:.3f} off, {tot[True][1]:.3f} on (the streaming calls' extra "
-        f"`grpc_client_end` is grpc-go's context watcher, ignored, off and on alike). The "
+        f"{tot[False][1]:.3f} off, {tot[True][1]:.3f} on (client: start and end of every call; "
+        f"server: above 2 where grpc calls writeStatus twice, off and on alike). The "
         f"same programs ran in every round: {'yes' if same else 'NO'}. Throughput of this "
         f"CPU-bound workload with bpf_stats on: {rps[False]:,.0f} RPC/s off, "
         f"{rps[True]:,.0f} on (ratio {rps[True] / rps[False]:.3f}). Exact per-RPC counts, off "

@@ -44,7 +44,9 @@ struct {
 
 EMPTY(grpc_client_start)
 EMPTY(grpc_client_end)
+EMPTY(grpc_client_end_attempt)
 EMPTY(grpc_client_fail)
+EMPTY(grpc_client_fail_cleanup)
 EMPTY(grpc_client_conn)
 EMPTY(grpc_server_operate_headers)
 EMPTY(grpc_server_write_status)
