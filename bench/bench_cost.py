@@ -64,7 +64,8 @@ def empty_paths() -> tuple[ProbePath, ...]:
     attach points and config writes; no records, nothing in flight."""
     obj = str(build_object(EMPTY_SRC))
     return tuple(ProbePath(name=f"empty_{p.name}", object=obj, functions=p.functions,
-                           fields=p.fields, setup=p.setup, records=(), anchors=p.anchors)
+                           fields=p.fields, setup=p.setup, records=(), anchors=p.anchors,
+                           variables=p.variables, calls=p.calls)
                  for p in all_paths())
 
 
