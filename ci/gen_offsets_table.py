@@ -139,6 +139,33 @@ def extract(binary: Path) -> tuple[str, dict[str, str], dict[str, dict[str, obje
     return info.go_version, info.modules, fields
 
 
+def missing_call_sites(binary: Path) -> list[str]:
+    """The call sites the gRPC client's ends need (bpf_src/grpc_client.bpf.c END) that this
+    build lacks: finish()'s CALL of the attempt's finish, and a place that ends calls
+    without an attempt. Each version and toolchain the table covers is checked here, since
+    the tests build only a few of them."""
+    sys.path.insert(0, str(ROOT))
+    from pyhttp2probe.goelf import build_plan
+    from pyhttp2probe.goelf.catalog import call_key
+    from pyhttp2probe.probes import catalogue
+    from pyhttp2probe.probes import grpc_client as gc
+
+    plan = build_plan(binary, catalogue(), use_cache=False)
+    if gc.FN_END not in plan.functions:
+        return []  # an x/net-only build
+    def sites(pairs: list[tuple[str, str]]) -> int:
+        return sum(len(plan.calls.get(call_key(a, b), ())) for a, b in pairs)
+    out = []
+    if sites([(gc.FN_END, gc.FN_ATTEMPT_FINISH)]) < 1:
+        out.append(f"{binary.name}: no CALL of {gc.FN_ATTEMPT_FINISH} in {gc.FN_END}")
+    if not (sites([(fn, gc.FN_END) for fn in gc.FN_FIRST_ATTEMPT])
+            or sites([(fn, gc.FN_END_OF_CLIENT_STREAM)
+                      for fn in gc.FN_NEW_CLIENT_STREAM_CLOSURES])):
+        out.append(f"{binary.name}: no CALL of finish() before a first attempt, nor of "
+                   f"{gc.FN_END_OF_CLIENT_STREAM} in newClientStream's cleanup")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,8 +201,11 @@ def main() -> int:
                 print(f"FAILED {what}: {str(e)[:300]}", file=sys.stderr, flush=True)
     if args.build_only:
         return 1 if failures else 0
+    sites = [m for b in sorted(binaries) for m in missing_call_sites(b)]
+    for m in sites:
+        print(f"MISSING CALL SITE {m}", file=sys.stderr)
     write_table(sorted(binaries), Path(args.out), failures)
-    return 1 if failures else 0
+    return 1 if failures or sites else 0
 
 
 def write_table(binaries: list[Path], out: Path, failures: list[str]) -> None:
