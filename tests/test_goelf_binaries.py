@@ -10,11 +10,13 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
 from pyhttp2probe.goelf import (
+    AttachPlan,
     Catalogue,
     GoBinaryError,
     MissingOffsetError,
@@ -48,6 +50,19 @@ def _semver(v: str) -> tuple[int, ...]:
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _plan_with_symtab(version: str, flags: tuple[str, ...]
+                      ) -> tuple[AttachPlan, bytes, Any, dict[str, Any]]:
+    """A build's plan, its bytes, and what pyelftools reads of it: .text and the .symtab
+    symbols by name (the independent reader the plan is checked against)."""
+    binary = _mini(version, flags=flags)
+    plan = build_plan(binary, CAT, use_cache=False)
+    with open(binary, "rb") as f:
+        elf = ELFFile(f)
+        text = elf.get_section_by_name(".text")
+        symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
+    return plan, binary.read_bytes(), text, symbols
 
 
 VARIANTS = [(v, ()) for v in VERSIONS] + [(NEWEST, ("-trimpath",)),
@@ -89,23 +104,16 @@ def test_table_offsets_equal_dwarf_offsets_field_by_field(version: str) -> None:
 @pytest.mark.parametrize(("version", "flags"), VARIANTS, ids=VARIANT_IDS)
 def test_every_return_offset_holds_a_ret_and_entries_match_symtab(
         version: str, flags: tuple[str, ...]) -> None:
-    binary = _mini(version, flags=flags)
-    plan = build_plan(binary, CAT, use_cache=False)
-    data = binary.read_bytes()
-    with open(binary, "rb") as f:
-        elf = ELFFile(f)
-        text = elf.get_section_by_name(".text")
-        symtab = elf.get_section_by_name(".symtab")
-        syms = {s.name: s for s in symtab.iter_symbols() if s.name in plan.functions}
-        for name, fo in plan.functions.items():
-            sym = syms[name]
-            # independent translation (pyelftools): symbol value -> .text file offset
-            assert fo.entry == text["sh_offset"] + sym["st_value"] - text["sh_addr"], name
-            assert fo.vaddr == sym["st_value"] and fo.size == sym["st_size"], name
-            assert fo.returns, f"{name} has no RET"
-            for r in fo.returns:
-                assert fo.entry <= r < fo.entry + fo.size  # `func() {}` is one RET
-                assert data[r] in (0xC3, 0xC2), f"{name}: {data[r]:#x} at {r:#x}"
+    plan, data, text, symbols = _plan_with_symtab(version, flags)
+    for name, fo in plan.functions.items():
+        sym = symbols[name]
+        # independent translation (pyelftools): symbol value -> .text file offset
+        assert fo.entry == text["sh_offset"] + sym["st_value"] - text["sh_addr"], name
+        assert fo.vaddr == sym["st_value"] and fo.size == sym["st_size"], name
+        assert fo.returns, f"{name} has no RET"
+        for r in fo.returns:
+            assert fo.entry <= r < fo.entry + fo.size  # `func() {}` is one RET
+            assert data[r] in (0xC3, 0xC2), f"{name}: {data[r]:#x} at {r:#x}"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -320,14 +328,8 @@ def test_call_sites_are_direct_calls_of_the_callee_and_the_same_stripped(
     from pyhttp2probe.goelf.catalog import call_key
     from pyhttp2probe.probes.grpc_client import FN_ATTEMPT_FINISH, FN_END
 
-    binary = _mini(version, flags=flags)
-    plan = build_plan(binary, CAT, use_cache=False)
-    data = binary.read_bytes()
-    with open(binary, "rb") as f:
-        elf = ELFFile(f)
-        text = elf.get_section_by_name(".text")
-        symtab = elf.get_section_by_name(".symtab")
-        value = {s.name: s["st_value"] for s in symtab.iter_symbols()}
+    plan, data, text, symbols = _plan_with_symtab(version, flags)
+    value = {name: s["st_value"] for name, s in symbols.items()}
     assert len(plan.calls[call_key(FN_END, FN_ATTEMPT_FINISH)]) == 1
     found = 0
     for caller, callee in CAT.calls:
