@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from libbpf_loader._libbpf import lib
-
-if TYPE_CHECKING:
-    from libbpf_loader.object import BpfObject
+from libbpf_loader._owner import LinkOwner
 
 
 class Link:
@@ -19,7 +17,7 @@ class Link:
     (uprobe_multi), a bare link fd.
     """
 
-    def __init__(self, ptr: Any, obj: BpfObject, description: str, fd: int = -1) -> None:
+    def __init__(self, ptr: Any, obj: LinkOwner, description: str, fd: int = -1) -> None:
         self._ptr = ptr
         self._fd = fd
         self._obj = obj

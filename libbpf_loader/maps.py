@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from libbpf_loader._libbpf import ffi, lib
+from libbpf_loader._owner import MapOwner
 from libbpf_loader.errors import MapError, error_from_errno
-
-if TYPE_CHECKING:
-    from libbpf_loader.object import BpfObject
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -38,7 +36,7 @@ class Map:
     kernel would write every CPU's value into a one-value buffer).
     """
 
-    def __init__(self, ptr: Any, obj: BpfObject) -> None:
+    def __init__(self, ptr: Any, obj: MapOwner) -> None:
         self._ptr = ptr
         self._obj = obj
         self.name = ffi.string(lib.bpf_map__name(ptr)).decode()
