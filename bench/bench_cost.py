@@ -31,7 +31,7 @@ from testkit.workload import run_workload, start_workload
 
 PIN = "v1.85.0"
 EMPTY_SRC = ROOT / "bench" / "bpf" / "empty_probes.bpf.c"
-ROUNDS = 9  # the shared VM's run-to-run spread is ~10 %: a median of 9 holds still
+ROUNDS = 15  # the shared VM's run-to-run spread is ~10 %: a median of 15 holds still
 STAT_RUNS = 5  # runs per variant for the BPF time per hit (median)
 CPU_ARGS = ["-servers", "2", "-goroutines", "16", "-rpcs", "1000", "-mix", "unary=1",
             "-errors", "0", "-client-failures", "0", "-nested", "0", "-delay-max", "0s"]

@@ -157,6 +157,29 @@ def test_probe_hits_per_failing_rpc(kind: str, tmp_path: Path) -> None:
         "deadline_past"], client
 
 
+def test_without_call_sites_calls_end_at_finish_entry(tmp_path: Path) -> None:
+    """A binary whose call sites are not found (a future grpc-go that inlines them) falls
+    back to finish()'s entry and shouldRetry's RETs: spans as exact, a streaming call's
+    context watcher one more (ignored) hit, the fallback said in the target's notes."""
+    import dataclasses
+
+    from pyhttp2probe.probes import all_paths
+
+    paths = tuple(dataclasses.replace(p, calls=()) if p.name == "grpc_client" else p
+                  for p in all_paths())
+    spans, truth, runs, run = run_traced(_binary(NEWEST), MIXED, tmp_path, stats=True,
+                                         paths=paths)
+    _assert_exact(spans, truth, "finish() entry")
+    assert run.unmatched == 0
+    assert runs["grpc_client_end_attempt"] == runs["grpc_client_fail_cleanup"] == 0, runs
+    # every streaming call that got a stream ends twice at finish()'s entry
+    streamed = sum(1 for r in truth if r["kind"] != "unary" and r["failure"] not in (
+        "unavailable", "deadline_past"))
+    assert runs["grpc_client_end"] >= len(truth) - runs["grpc_client_fail"] + streamed, runs
+    assert run.target is not None
+    assert any("finish()'s entry" in n for n in run.target.paths["grpc_client"].notes)
+
+
 TABLE = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "data" / "offsets_table.json"
 
 
