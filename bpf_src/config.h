@@ -82,6 +82,10 @@ struct grpc_client_config {
 	 * reads (0) */
 	__u32 aw_lo;
 	__u32 aw_on;
+	/* 1: grpc_client_start runs once per call (a CALL before its first attempt), so it
+	 * need not read cs.attempt; 0: at newAttemptLocked's entry, once per attempt */
+	__u32 start_first;
+	__u32 _pad_start;
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */

@@ -3,10 +3,14 @@
  * streaming, whatever its status (before v1.78 one more for a call ending in an error
  * before its attempt is committed: FAIL below).
  *
- * START: entry of (*clientStream).newAttemptLocked (RAX = cs). It runs once per attempt;
- *   only when cs.attempt is still nil is this the call's first attempt, so retries never
- *   restart the clock. inflight[(tgid, cs)] = now, overwritten unconditionally (a slot
- *   of inflight_slots, or the LRU map when that slot is held: start_slots.h).
+ * START: once per call, before its first attempt, where newClientStreamWithParams calls
+ *   withRetry (v1.49+: withRetry's loop makes the first attempt, and again a retry's when
+ *   the first op failed) or newAttemptLocked (before v1.49; retries are made in
+ *   retryLocked): RAX = cs either way, no read needed to tell a retry. inflight[(tgid, cs)]
+ *   = now, overwritten unconditionally (a slot of inflight_slots, or the LRU map when that
+ *   slot is held: start_slots.h). Binaries where those CALLs are not found: the entry of
+ *   newAttemptLocked, which runs once per attempt and starts the call only while
+ *   cs.attempt is still nil.
  * END: the CALL of (*csAttempt).finish(err) inside (*clientStream).finish (RAX = the
  *   call's last attempt, err = RBX itab + RCX data: a call-site probe sees the callee's
  *   arguments). finish() reaches it once per call, after setting cs.finished under cs.mu,
@@ -288,12 +292,14 @@ int grpc_client_start(struct pt_regs *ctx)
 	cfg = config_of_tgid(&grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
-	if (go_read_u64(cs + cfg->cs_attempt, &attempt)) {
-		stat_inc(STAT_BAD_READ);
-		return 0;
+	if (!cfg->start_first) {
+		if (go_read_u64(cs + cfg->cs_attempt, &attempt)) {
+			stat_inc(STAT_BAD_READ);
+			return 0;
+		}
+		if (attempt)
+			return 0; /* a retry of a call already started */
 	}
-	if (attempt)
-		return 0; /* a retry of a call already started */
 	key.tgid = tgid;
 	key.cs = cs;
 	val.start_ns = bpf_ktime_get_ns();

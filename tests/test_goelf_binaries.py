@@ -324,13 +324,17 @@ def test_call_sites_are_direct_calls_of_the_callee_and_the_same_stripped(
         version: str, flags: tuple[str, ...]) -> None:
     """Every call site the plan finds (Catalogue.calls) is an E8 CALL whose target is the
     callee's .symtab value (pyelftools), inside the caller; finish() calls the attempt's
-    finish exactly once in every version; a stripped build (pclntab) finds the same."""
+    finish exactly once in every version, newClientStreamWithParams its start point once;
+    a stripped build (pclntab) finds the same."""
     from pyhttp2probe.goelf.catalog import call_key
-    from pyhttp2probe.probes.grpc_client import FN_ATTEMPT_FINISH, FN_END
+    from pyhttp2probe.probes.grpc_client import FN_ATTEMPT_FINISH, FN_END, START_CALLS
 
     plan, data, text, symbols = _plan_with_symtab(version, flags)
     value = {name: s["st_value"] for name, s in symbols.items()}
     assert len(plan.calls[call_key(FN_END, FN_ATTEMPT_FINISH)]) == 1
+    # the start: newClientStreamWithParams calls newAttemptLocked (<= v1.48) or withRetry once
+    assert [len(plan.calls[call_key(*c)]) for c in START_CALLS] == (
+        [1, 1] if _semver(version) < (1, 49, 0) else [0, 1])
     found = 0
     for caller, callee in CAT.calls:
         sites = plan.calls.get(call_key(caller, callee))

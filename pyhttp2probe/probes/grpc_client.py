@@ -52,9 +52,15 @@ FN_END = GRPC + ".(*clientStream).finish"
 # The end of a call with an attempt: finish()'s CALL of it (bpf_src/grpc_client.bpf.c END).
 FN_ATTEMPT_FINISH = GRPC + ".(*csAttempt).finish"
 # Where finish() is called while cs.attempt may still be nil (the first attempt could not
-# be made): withRetry from v1.47, newClientStreamWithParams / newClientStream before.
-FN_FIRST_ATTEMPT = (GRPC + ".(*clientStream).withRetry", GRPC + ".newClientStreamWithParams",
-                    GRPC + ".newClientStream")
+# be made): withRetry from v1.49, newClientStreamWithParams / newClientStream before.
+FN_WITH_RETRY = GRPC + ".(*clientStream).withRetry"
+FN_NEW_CLIENT_STREAM_WITH_PARAMS = GRPC + ".newClientStreamWithParams"
+FN_FIRST_ATTEMPT = (FN_WITH_RETRY, FN_NEW_CLIENT_STREAM_WITH_PARAMS, GRPC + ".newClientStream")
+# Where a call starts, once (bpf_src/grpc_client.bpf.c START): newClientStreamWithParams'
+# CALL of newAttemptLocked (<= v1.48), else its CALL of withRetry, whose loop makes the
+# first attempt (and again a retry's, when the first op failed: so not newAttemptLocked).
+START_CALLS = ((FN_NEW_CLIENT_STREAM_WITH_PARAMS, FN_START),
+               (FN_NEW_CLIENT_STREAM_WITH_PARAMS, FN_WITH_RETRY))
 FN_STATUS_ERROR = STATUS + ".(*Error).Error"
 FN_TCPADDR_NETWORK = "net.(*TCPAddr).Network"
 # >= 1.50: failed stream creation returns without finish(); its last attempt ends where
@@ -80,6 +86,7 @@ FUNCTIONS = (FN_START, FN_END, FN_ATTEMPT_FINISH, *FN_FIRST_ATTEMPT, FN_STATUS_E
              *FN_NEW_CLIENT_STREAM_CLOSURES, FN_WRAP_ERROR,
              *(fn for fn, _ in FN_NEW_TRANSPORT))
 CALLS = ((FN_END, FN_ATTEMPT_FINISH), *((fn, FN_END) for fn in FN_FIRST_ATTEMPT),
+         *START_CALLS,
          *((fn, FN_END_OF_CLIENT_STREAM) for fn in FN_NEW_CLIENT_STREAM_CLOSURES))
 FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
@@ -216,8 +223,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     cleanup = [p for fn in FN_NEW_CLIENT_STREAM_CLOSURES
                for p in call_points(plan, "grpc_client_fail_cleanup", fn,
                                     FN_END_OF_CLIENT_STREAM)]
-    points = [entry_point(plan, "grpc_client_start", FN_START),
-              *_end_points(cfg, f, notes, bool(cleanup))]
+    points = [*_start_points(cfg, plan, notes), *_end_points(cfg, f, notes, bool(cleanup))]
     if cleanup:
         points += cleanup
     elif FN_SHOULD_RETRY in plan.functions:
@@ -237,6 +243,19 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
     key = proc.pid.to_bytes(4, "little")
     return PathSetup([ConfigEntry(CONFIG_MAP, key, layout.to_bytes(cfg))], points, notes,
                      variant)
+
+
+def _start_points(cfg: Any, plan: Any, notes: list[str]) -> list[AttachPoint]:
+    """Where calls start (bpf_src/grpc_client.bpf.c START): the first of START_CALLS found,
+    once per call; else newAttemptLocked's entry, which reads cs.attempt to skip retries."""
+    for caller, callee in START_CALLS:
+        first = call_points(plan, "grpc_client_start", caller, callee)
+        if first:
+            cfg.start_first = 1
+            return first
+    notes.append("newClientStreamWithParams' CALL of newAttemptLocked or withRetry not found: "
+                 "calls start at newAttemptLocked's entry (each attempt traps, reads cs.attempt)")
+    return [entry_point(plan, "grpc_client_start", FN_START)]
 
 
 def _end_points(cfg: Any, f: PlanFields, notes: list[str], cleanup: bool) -> list[AttachPoint]:
