@@ -471,20 +471,26 @@ static __always_inline void fail_call(const struct g_key *gk, __u64 errtab, __u6
 	emit_end(cfg, gk->tgid, cs, 0, errtab, errdata, start, node, 0); /* no stream: read above */
 }
 
+/* A FAIL point's registers: err in RBX:RCX. At shouldRetry's RETs RAX is its bool: (true,
+ * nil) is a transparent retry, (false, nil) a retry after backoff (the retry policy
+ * matched); only a non-nil error ends the call, and it is the call's status. */
+static __always_inline int fail_at(struct pt_regs *ctx, int should_retry)
+{
+	struct g_key gk = {};
+
+	if ((should_retry && (GO_ARG1(ctx) & 0xff)) || !GO_ARG2(ctx))
+		return 0; /* another attempt follows */
+	gk.tgid = bpf_get_current_pid_tgid() >> 32;
+	gk.g = GO_GOROUTINE(ctx);
+	fail_call(&gk, GO_ARG2(ctx), GO_ARG3(ctx), should_retry);
+	return 0;
+}
+
 /* At each RET of (*csAttempt).shouldRetry(err) (bool, error): RAX = retry, RBX:RCX = err. */
 SEC("uprobe")
 int grpc_client_fail(struct pt_regs *ctx)
 {
-	struct g_key gk = {};
-
-	/* (true, nil): a transparent retry; (false, nil): a retry after backoff (the retry
-	 * policy matched); only a non-nil error ends the call, and it is the call's status. */
-	if ((GO_ARG1(ctx) & 0xff) || !GO_ARG2(ctx))
-		return 0; /* another attempt follows */
-	gk.tgid = bpf_get_current_pid_tgid() >> 32;
-	gk.g = GO_GOROUTINE(ctx);
-	fail_call(&gk, GO_ARG2(ctx), GO_ARG3(ctx), 1);
-	return 0;
+	return fail_at(ctx, 1);
 }
 
 /* v1.78+: at the CALL of endOfClientStream(cc, err, opts...) in newClientStream's deferred
@@ -494,14 +500,7 @@ int grpc_client_fail(struct pt_regs *ctx)
 SEC("uprobe")
 int grpc_client_fail_cleanup(struct pt_regs *ctx)
 {
-	struct g_key gk = {};
-
-	if (!GO_ARG2(ctx))
-		return 0;
-	gk.tgid = bpf_get_current_pid_tgid() >> 32;
-	gk.g = GO_GOROUTINE(ctx);
-	fail_call(&gk, GO_ARG2(ctx), GO_ARG3(ctx), 0);
-	return 0;
+	return fail_at(ctx, 0);
 }
 
 /* At each RET of the transport's constructor (newHTTP2Client, or NewHTTP2Client from
