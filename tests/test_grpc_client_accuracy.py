@@ -135,26 +135,38 @@ def test_probe_hits_per_rpc(kind: str, tmp_path: Path) -> None:
     assert runs["grpc_client_end"] == 0, "no call ended before its first attempt"
 
 
+SHOULD_RETRY_PIN = "v1.72.2"  # grpc-go v1.50..v1.77: stream-less failures end at shouldRetry
+
+
+@pytest.mark.parametrize("pin", [NEWEST, SHOULD_RETRY_PIN])
 @pytest.mark.parametrize("kind", ["unary", "bidi"])
-def test_probe_hits_per_failing_rpc(kind: str, tmp_path: Path) -> None:
+def test_probe_hits_per_failing_rpc(kind: str, pin: str, tmp_path: Path) -> None:
     """Calls ending in a server error, or failing on the client (no server, deadline already
-    past, cancelled, deadline): 2 client hits each too (grpc-go >= 1.78: newClientStream's
-    cleanup ends the calls that never got a stream, and no probe runs for the others)."""
+    past, cancelled, deadline): 2 client hits each too from grpc-go v1.78 (newClientStream's
+    cleanup ends the calls that never got a stream, and no probe runs for the others).
+    Before, shouldRetry's RETs end those, and every call ending in an error with a stream
+    passes them too: one more (ignored) hit each, exactly."""
     args = ["-servers", "2", "-goroutines", "4", "-rpcs", "50", "-mix", f"{kind}=1",
             "-errors", "0.4", "-client-failures", "0.3", "-nested", "0"]
-    spans, truth, runs, _ = run_traced(_binary(NEWEST), args, tmp_path, stats=True)
+    spans, truth, runs, _ = run_traced(_binary(pin), args, tmp_path, stats=True)
     _assert_exact(spans, truth, f"failing {kind}")
     failures = collections.Counter(r["failure"] for r in truth if r["failure"])
     assert {"unavailable", "deadline_past"} <= set(failures), failures
     assert sum(1 for r in truth if r["code"] != 0) > 0.4 * len(truth)
     client = {k: v for k, v in runs.items()
               if k.startswith("grpc_client_") and k != "grpc_client_conn"}
-    print(f"\nprobe hits per failing {kind} RPC (grpc {NEWEST}): "
+    print(f"\nprobe hits per failing {kind} RPC (grpc {pin}): "
           f"{sum(client.values()) / len(truth):.2f} {client} {dict(failures)}")
+    stream_less = failures["unavailable"] + failures["deadline_past"]
+    if pin == SHOULD_RETRY_PIN:
+        with_stream = sum(1 for r in truth if r["code"] != 0
+                          and r["failure"] not in ("unavailable", "deadline_past"))
+        assert sum(client.values()) == 2 * len(truth) + with_stream, client
+        assert client["grpc_client_fail_cleanup"] == 0, client
+        return
     assert sum(client.values()) == 2 * len(truth), client
     assert client["grpc_client_fail"] == client["grpc_client_end"] == 0, client
-    assert client["grpc_client_fail_cleanup"] >= failures["unavailable"] + failures[
-        "deadline_past"], client
+    assert client["grpc_client_fail_cleanup"] >= stream_less, client
 
 
 def test_without_call_sites_calls_end_at_finish_entry(tmp_path: Path) -> None:
