@@ -40,6 +40,7 @@ from .planning import (
 if TYPE_CHECKING:
     from libbpf_loader import HeaderLayout
 
+    from ..goelf import AttachPlan
     from ..records import Columns, DecodeContext
 
 GRPC = "google.golang.org/grpc"
@@ -245,7 +246,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                      variant)
 
 
-def _start_points(cfg: Any, plan: Any, notes: list[str]) -> list[AttachPoint]:
+def _start_points(cfg: Any, plan: AttachPlan, notes: list[str]) -> list[AttachPoint]:
     """Where calls start (bpf_src/grpc_client.bpf.c START): the first of START_CALLS found,
     once per call; else newAttemptLocked's entry, which reads cs.attempt to skip retries."""
     for caller, callee in START_CALLS:
