@@ -318,11 +318,30 @@ int grpc_client_start(struct pt_regs *ctx)
 	return 0;
 }
 
+/* Take the start `v` that find_start found for call `key` (in `slot`, or the LRU tier):
+ * 0 with *start and *node, or 1 when a racing end of the call took it first (counted). */
+static __always_inline int take_found(const struct inflight_key *key, struct inflight_val *v,
+				      struct start_slot *slot, __u64 *start, __u64 *node)
+{
+	struct g_key starter = { .tgid = key->tgid, .g = v->g };
+
+	*start = v->start_ns;
+	*node = v->ctx_node;
+	/* Two ends racing for one call: one take wins. Mark the call ended first, so a racer
+	 * that misses the in-flight entry already finds it here. */
+	recent_mark(key);
+	if (take_start(key, slot)) {
+		stat_inc(STAT_DUP_END);
+		return 1;
+	}
+	g_done(&starter, key->cs);
+	return 0;
+}
+
 /* Take the start of call `key` for its end: 1 when this end must not be emitted (the call's
  * end was already emitted), else 0 with *start and *node (0, 0: no start seen, counted). */
 static __always_inline int take_call(const struct inflight_key *key, __u64 *start, __u64 *node)
 {
-	struct g_key starter = {};
 	struct start_slot *slot;
 	struct inflight_val *v = find_start(key, &slot);
 
@@ -334,19 +353,7 @@ static __always_inline int take_call(const struct inflight_key *key, __u64 *star
 		stat_inc(STAT_UNMATCHED_END);
 		return 0;
 	}
-	*start = v->start_ns;
-	*node = v->ctx_node;
-	starter.tgid = key->tgid;
-	starter.g = v->g;
-	/* Two ends racing for one call: one take wins. Mark the call ended first, so a racer
-	 * that misses the in-flight entry already finds it here. */
-	recent_mark(key);
-	if (take_start(key, slot)) {
-		stat_inc(STAT_DUP_END);
-		return 1;
-	}
-	g_done(&starter, key->cs);
-	return 0;
+	return take_found(key, v, slot, start, node);
 }
 
 /* Entry of (*clientStream).finish(err) (RAX = cs, err = RBX itab + RCX data), or, with
@@ -450,14 +457,8 @@ static __always_inline void fail_call(const struct g_key *gk, __u64 errtab, __u6
 		return;
 	if (stream)
 		return; /* has a stream: finish() ends it */
-	start = v->start_ns;
-	node = v->ctx_node;
-	recent_mark(&key); /* before the take: see take_call */
-	if (take_start(&key, slot)) {
-		stat_inc(STAT_DUP_END);
+	if (take_found(&key, v, slot, &start, &node))
 		return;
-	}
-	g_done(gk, cs);
 	/* "max retries exhausted: ...: %w": a *fmt.wrapError around the error shouldRetry was
 	 * given, whose code is the call's (what status.Code unwraps to). One level: grpc-go
 	 * wraps once. */

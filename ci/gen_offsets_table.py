@@ -140,33 +140,18 @@ def extract(binary: Path) -> tuple[str, dict[str, str], dict[str, dict[str, obje
 
 
 def missing_call_sites(binary: Path) -> list[str]:
-    """The call sites the gRPC client's probes need (bpf_src/grpc_client.bpf.c START, END)
-    that this build lacks: the start's, finish()'s CALL of the attempt's finish, and a
-    place that ends calls without an attempt. Each version and toolchain the table covers
-    is checked here, since the tests build only a few of them."""
+    """The gRPC client's call sites (pyhttp2probe/probes/grpc_client.py call_site_gaps) this
+    build lacks. Each version and toolchain the table covers is checked here, since the
+    tests build only a few of them."""
     sys.path.insert(0, str(ROOT))
     from pyhttp2probe.goelf import build_plan
-    from pyhttp2probe.goelf.catalog import call_key
     from pyhttp2probe.probes import catalogue
     from pyhttp2probe.probes import grpc_client as gc
 
     plan = build_plan(binary, catalogue(), use_cache=False)
     if gc.FN_END not in plan.functions:
         return []  # an x/net-only build
-    def sites(pairs: list[tuple[str, str]]) -> int:
-        return sum(len(plan.calls.get(call_key(a, b), ())) for a, b in pairs)
-    out = []
-    if not sites(list(gc.START_CALLS)):
-        out.append(f"{binary.name}: no CALL of {' or '.join(b for _, b in gc.START_CALLS)} "
-                   f"in {gc.FN_NEW_CLIENT_STREAM_WITH_PARAMS}")
-    if sites([(gc.FN_END, gc.FN_ATTEMPT_FINISH)]) < 1:
-        out.append(f"{binary.name}: no CALL of {gc.FN_ATTEMPT_FINISH} in {gc.FN_END}")
-    if not (sites([(fn, gc.FN_END) for fn in gc.FN_FIRST_ATTEMPT])
-            or sites([(fn, gc.FN_END_OF_CLIENT_STREAM)
-                      for fn in gc.FN_NEW_CLIENT_STREAM_CLOSURES])):
-        out.append(f"{binary.name}: no CALL of finish() before a first attempt, nor of "
-                   f"{gc.FN_END_OF_CLIENT_STREAM} in newClientStream's cleanup")
-    return out
+    return [f"{binary.name}: {gap}" for gap in gc.call_site_gaps(plan)]
 
 
 def main() -> int:

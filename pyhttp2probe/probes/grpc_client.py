@@ -221,9 +221,7 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
         else:
             notes.append("clientStream.ctx or http2Client.localAddr absent: client spans "
                          "are not joined to traces")
-    cleanup = [p for fn in FN_NEW_CLIENT_STREAM_CLOSURES
-               for p in call_points(plan, "grpc_client_fail_cleanup", fn,
-                                    FN_END_OF_CLIENT_STREAM)]
+    cleanup = _cleanup_sites(plan)
     points = [*_start_points(cfg, plan, notes), *_end_points(cfg, f, notes, bool(cleanup))]
     if cleanup:
         points += cleanup
@@ -246,27 +244,66 @@ def setup(proc: ProcessImage, layout: HeaderLayout) -> PathSetup:
                      variant)
 
 
-def _start_points(cfg: Any, plan: AttachPlan, notes: list[str]) -> list[AttachPoint]:
-    """Where calls start (bpf_src/grpc_client.bpf.c START): the first of START_CALLS found,
-    once per call; else newAttemptLocked's entry, which reads cs.attempt to skip retries."""
+def _start_sites(plan: AttachPlan) -> list[AttachPoint]:
+    """The start's call sites (bpf_src/grpc_client.bpf.c START): the first of START_CALLS
+    found, once per call; [] when none is."""
     for caller, callee in START_CALLS:
         first = call_points(plan, "grpc_client_start", caller, callee)
         if first:
-            cfg.start_first = 1
             return first
+    return []
+
+
+def _cleanup_sites(plan: AttachPlan) -> list[AttachPoint]:
+    """v1.78+: newClientStream's cleanup CALL of endOfClientStream (FAIL); [] before."""
+    return [p for fn in FN_NEW_CLIENT_STREAM_CLOSURES
+            for p in call_points(plan, "grpc_client_fail_cleanup", fn, FN_END_OF_CLIENT_STREAM)]
+
+
+def _end_sites(plan: AttachPlan, cleanup: bool) -> tuple[list[AttachPoint], list[AttachPoint]]:
+    """The end's call sites (bpf_src/grpc_client.bpf.c END): finish()'s CALL of the
+    attempt's finish, and finish()'s CALLs where a call may have no attempt (none needed
+    when newClientStream's cleanup ends those: `cleanup`)."""
+    at_attempt = call_points(plan, "grpc_client_end_attempt", FN_END, FN_ATTEMPT_FINISH)
+    no_attempt = [] if cleanup else [p for fn in FN_FIRST_ATTEMPT
+                                     for p in call_points(plan, "grpc_client_end", fn, FN_END)]
+    return at_attempt, no_attempt
+
+
+def call_site_gaps(plan: AttachPlan) -> list[str]:
+    """Which of the client's call-site probes this binary lacks (setup then falls back to
+    entry probes, and says so); ci/gen_offsets_table.py checks every covered build."""
+    gaps = []
+    if not _start_sites(plan):
+        gaps.append(f"no CALL of {' or '.join(b for _, b in START_CALLS)} in "
+                    f"{FN_NEW_CLIENT_STREAM_WITH_PARAMS}")
+    cleanup = bool(_cleanup_sites(plan))
+    at_attempt, no_attempt = _end_sites(plan, cleanup)
+    if not at_attempt:
+        gaps.append(f"no CALL of {FN_ATTEMPT_FINISH} in {FN_END}")
+    if not (no_attempt or cleanup):
+        gaps.append(f"no CALL of finish() before a first attempt, nor of "
+                    f"{FN_END_OF_CLIENT_STREAM} in newClientStream's cleanup")
+    return gaps
+
+
+def _start_points(cfg: Any, plan: AttachPlan, notes: list[str]) -> list[AttachPoint]:
+    """Where calls start: the start's call sites (no read of cs.attempt); else
+    newAttemptLocked's entry, which reads cs.attempt to skip retries."""
+    first = _start_sites(plan)
+    if first:
+        cfg.start_first = 1
+        return first
     notes.append("newClientStreamWithParams' CALL of newAttemptLocked or withRetry not found: "
                  "calls start at newAttemptLocked's entry (each attempt traps, reads cs.attempt)")
     return [entry_point(plan, "grpc_client_start", FN_START)]
 
 
 def _end_points(cfg: Any, f: PlanFields, notes: list[str], cleanup: bool) -> list[AttachPoint]:
-    """Where calls end (bpf_src/grpc_client.bpf.c END): finish()'s CALL of the attempt's
-    finish, plus finish()'s CALLs where a call may have no attempt (unless newClientStream's
-    cleanup ends those: `cleanup`); else finish()'s entry."""
+    """Where calls end: the end's call sites when all are found (and csAttempt.cs has an
+    offset); else finish()'s entry."""
     plan = f.plan
-    at_attempt = call_points(plan, "grpc_client_end_attempt", FN_END, FN_ATTEMPT_FINISH)
-    no_attempt = [] if cleanup else [p for fn in FN_FIRST_ATTEMPT
-                                     for p in call_points(plan, "grpc_client_end", fn, FN_END)]
+    at_attempt, no_attempt = _end_sites(plan, cleanup)
     if at_attempt and (no_attempt or cleanup) and f.has(f"{GRPC}.csAttempt.cs"):
         cfg.end_at_attempt = 1
         cfg.attempt_cs = f[f"{GRPC}.csAttempt.cs"]
