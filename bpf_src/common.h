@@ -57,29 +57,83 @@ static __always_inline __u32 slot_of(__u64 key, __u32 bits)
 	return (__u32)((key * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
 }
 
-/* The calling process's config in `map` under `key`, or NULL, counted as STAT_NO_CONFIG
- * (a probe hit in a process that was not configured, or no longer is). */
-static __always_inline void *config_lookup(void *map, const void *key)
+/* ---- Per-process config, in two tiers ----
+ * Why: every hit looks its process's config up first, and a hash lookup costs ~50 ns of a
+ * ~500 ns hit here (hashing, then cold buckets); an ARRAY slot is a few inlined instructions.
+ * So each object's configs live in a slot table (1 << CONFIG_SLOT_BITS slots, by hash of the
+ * key: the tgid, or tgid << 8 | flavor) whose slot holds (key, config), and a process whose
+ * slot another live process holds goes in the object's hash map, as before.
+ * A probe never sees a torn config: the agent (pyhttp2probe/config_table.py) writes a slot in
+ * two steps, the config under key 0 first, then the same bytes with the key, so whoever reads
+ * the key reads the config whole; it frees a slot by writing key 0, and reuses a freed slot
+ * only after a grace period (a probe of the process that left may still be running). Key 0
+ * is never a process's (tgid 0 is the idle task). 1024 slots for the processes one node
+ * traces: two that share a slot cost the second one the hash lookup, nothing more. */
+#ifndef CONFIG_SLOT_BITS /* tests build tiny tables; the agent reads the size from the map */
+#define CONFIG_SLOT_BITS 10
+#endif
+
+#define CONFIG_MAPS(name, key_type, cfg_type, n)                       \
+	struct {                                                       \
+		__uint(type, BPF_MAP_TYPE_HASH);                       \
+		__uint(max_entries, n);                                \
+		__type(key, key_type);                                 \
+		__type(value, cfg_type);                               \
+	} name SEC(".maps");                                           \
+	struct name##_slot {                                           \
+		__u64 key;                                             \
+		cfg_type cfg;                                          \
+	};                                                             \
+	struct {                                                       \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                      \
+		__uint(max_entries, 1 << CONFIG_SLOT_BITS);            \
+		__type(key, __u32);                                    \
+		__type(value, struct name##_slot);                     \
+	} name##_slots SEC(".maps")
+
+/* The config under `key` (`hkey`: the same key as the hash map holds it), or NULL. */
+static __always_inline void *config_find(void *slots, void *hash, __u64 key, const void *hkey)
 {
-	void *cfg = bpf_map_lookup_elem(map, key);
+	__u32 idx = slot_of(key, CONFIG_SLOT_BITS);
+	__u64 *s = bpf_map_lookup_elem(slots, &idx);
+
+	if (s && *s == key)
+		return s + 1; /* the config follows its key */
+	return bpf_map_lookup_elem(hash, hkey);
+}
+
+/* The calling process's config, or NULL, counted as STAT_NO_CONFIG (a probe hit in a
+ * process that was not configured, or no longer is). */
+static __always_inline void *config_lookup(void *slots, void *hash, __u64 key, const void *hkey)
+{
+	void *cfg = config_find(slots, hash, key, hkey);
 
 	if (!cfg)
 		stat_inc(STAT_NO_CONFIG);
 	return cfg;
 }
 
-/* Config keyed by tgid (grpc_client, grpc_server). */
-static __always_inline void *config_of_tgid(void *map, __u32 tgid)
-{
-	return config_lookup(map, &tgid);
-}
+/* Config keyed by tgid (grpc_client, grpc_server): the maps CONFIG_MAPS(name, ...) made. */
+#define CONFIG_OF_TGID(name, tgid)                                                  \
+	({                                                                           \
+		__u32 __tgid = (tgid);                                               \
+		config_lookup(&name##_slots, &name, (__u64)__tgid, &__tgid);         \
+	})
+
+/* Process `tgid`'s config in `name`, or NULL, not counted (asked about another process, or
+ * on a path whose own probes count it). */
+#define CONFIG_FIND(name, tgid)                                                     \
+	({                                                                           \
+		__u32 __tgid = (tgid);                                               \
+		config_find(&name##_slots, &name, (__u64)__tgid, &__tgid);           \
+	})
 
 /* Config keyed by tgid << 8 | flavor (http2: one process may link both flavors). */
-static __always_inline void *config_of_flavor(void *map, __u32 tgid, __u8 flavor)
+static __always_inline void *config_of_flavor(void *slots, void *hash, __u32 tgid, __u8 flavor)
 {
 	__u64 key = ((__u64)tgid << 8) | flavor;
 
-	return config_lookup(map, &key);
+	return config_lookup(slots, hash, key, &key);
 }
 
 /* Record a start in an in-flight map. An entry already under `key` is stale (its request

@@ -1,5 +1,6 @@
 /* Per-process config types: the offsets Python writes from a process's attach plan into
- * each object's tgid-keyed config map, so one loaded object serves many binaries.
+ * each object's tgid-keyed config maps (common.h CONFIG_MAPS: a slot table first, a hash
+ * map for the rest), so one loaded object serves many binaries.
  *
  * Like events.h, Python reads this very text into cffi's cdef (after events.h), so keep it
  * cdef-friendly: fixed-width __uNN types only, no macros inside structs except plain

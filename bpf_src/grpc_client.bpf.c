@@ -165,7 +165,7 @@ static __always_inline void g_note(const struct g_key *gk, __u64 cs)
 		goto lru;
 	if (cur && !g_slot_is(s, cur, h, gk)) {
 		owner = s->tgid;
-		if (bpf_map_lookup_elem(&grpc_client_config, &owner))
+		if (CONFIG_FIND(grpc_client_config, owner))
 			goto lru; /* another live goroutine's */
 	}
 	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
@@ -289,7 +289,7 @@ int grpc_client_start(struct pt_regs *ctx)
 	struct g_key gk = {};
 	__u64 cs = GO_ARG1(ctx), attempt;
 
-	cfg = config_of_tgid(&grpc_client_config, tgid);
+	cfg = CONFIG_OF_TGID(grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
 	if (!cfg->start_first) {
@@ -310,7 +310,8 @@ int grpc_client_start(struct pt_regs *ctx)
 		val.ctx_node = request_ctx_of(tgid, c);
 	}
 	val.g = GO_GOROUTINE(ctx);
-	slot_start(&inflight_slots, &inflight, &grpc_client_config, &key, &val);
+	slot_start(&inflight_slots, &inflight, &grpc_client_config_slots, &grpc_client_config,
+		   &key, &val);
 	recent_forget(&key);
 	gk.tgid = tgid;
 	gk.g = val.g;
@@ -368,7 +369,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	__u32 flags = 0;
 	__u8 finished;
 
-	cfg = config_of_tgid(&grpc_client_config, tgid);
+	cfg = CONFIG_OF_TGID(grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
 	if (read_cs_state(cfg, cs, &finished, &attempt)) {
@@ -401,7 +402,7 @@ int grpc_client_end_attempt(struct pt_regs *ctx)
 	__u64 attempt = GO_ARG1(ctx), cs = 0, stream = 0, start = 0, node = 0, win[8] = {};
 	__u32 c, s;
 
-	cfg = config_of_tgid(&grpc_client_config, tgid);
+	cfg = CONFIG_OF_TGID(grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
 	c = cfg->attempt_cs - cfg->aw_lo;
@@ -441,7 +442,7 @@ static __always_inline void fail_call(const struct g_key *gk, __u64 errtab, __u6
 	__u8 finished = 1;
 
 	/* Not counted as STAT_NO_CONFIG: this process's start and end probes count it. */
-	cfg = bpf_map_lookup_elem(&grpc_client_config, &gk->tgid);
+	cfg = CONFIG_FIND(grpc_client_config, gk->tgid);
 	if (!cfg)
 		return;
 	cs = g_call(gk);
@@ -511,7 +512,7 @@ SEC("uprobe")
 int grpc_client_conn(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_client_config *cfg = bpf_map_lookup_elem(&grpc_client_config, &tgid);
+	struct grpc_client_config *cfg = CONFIG_FIND(grpc_client_config, tgid);
 	__u64 rax = GO_ARG1(ctx), rbx = GO_ARG2(ctx), ct;
 	struct conn_src src;
 

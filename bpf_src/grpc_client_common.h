@@ -14,12 +14,7 @@
 /* Per-process offsets, keyed by tgid: one loaded object serves many processes. 1024 traced
  * processes per agent is far beyond a node's Go gRPC programs; a lookup costs ~50 ns next
  * to a ~9.5 µs uprobe trap here. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct grpc_client_config);
-} grpc_client_config SEC(".maps");
+CONFIG_MAPS(grpc_client_config, __u32, struct grpc_client_config, 1024);
 
 /* One record per finished call. Peak here is ~64k RPC/s x 336 B = ~21 MB/s; Python drains
  * every 100 ms (~2 MB), and 16 MiB leaves ~0.75 s of headroom for GC or GIL stalls. */

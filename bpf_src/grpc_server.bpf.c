@@ -60,12 +60,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Per-process offsets, keyed by tgid (see grpc_client_common.h for the sizing). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct grpc_server_config);
-} grpc_server_config SEC(".maps");
+CONFIG_MAPS(grpc_server_config, __u32, struct grpc_server_config, 1024);
 
 /* In-flight RPCs: start time by (tgid, transport, stream id). 64k covers 64k concurrent
  * RPCs (grpc-go's default MaxConcurrentStreams is unbounded, but a node rarely holds more);
@@ -191,7 +186,7 @@ SEC("uprobe")
 int grpc_server_operate_headers(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
+	struct grpc_server_config *cfg = CONFIG_OF_TGID(grpc_server_config, tgid);
 	__u64 now = bpf_ktime_get_ns();
 	struct stream_key key = {};
 	struct tp_val tp = {};
@@ -226,8 +221,8 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 	{
 		__u64 val[3] = { now, 0, 0 };
 
-		slot_start(&grpc_server_slots, &grpc_server_inflight, &grpc_server_config, &key,
-			   val);
+		slot_start(&grpc_server_slots, &grpc_server_inflight, &grpc_server_config_slots,
+			   &grpc_server_config, &key, val);
 	}
 	return 0;
 }
@@ -274,7 +269,7 @@ static __always_inline int read_status(struct grpc_server_config *cfg, __u64 st,
 static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
+	struct grpc_server_config *cfg = CONFIG_OF_TGID(grpc_server_config, tgid);
 	__u64 t = GO_ARG1(ctx), s = GO_ARG2(ctx), st = GO_ARG3(ctx), addr, start_ns = 0, node = 0;
 	__u64 *start;
 	struct start_slot *slot;
@@ -407,7 +402,7 @@ SEC("uprobe")
 int grpc_server_conn(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = bpf_map_lookup_elem(&grpc_server_config, &tgid);
+	struct grpc_server_config *cfg = CONFIG_FIND(grpc_server_config, tgid);
 	struct conn_src src;
 	__u64 t = GO_ARG2(ctx);
 
@@ -484,7 +479,7 @@ SEC("uprobe")
 int grpc_server_early_abort(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct grpc_server_config *cfg = config_of_tgid(&grpc_server_config, tgid);
+	struct grpc_server_config *cfg = CONFIG_OF_TGID(grpc_server_config, tgid);
 	__u64 eas = GO_ARG2(ctx);
 	struct grpc_server_reject_event *ev;
 	__u32 code = 2; /* codes.Unknown until read */

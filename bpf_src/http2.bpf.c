@@ -54,12 +54,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Per-(process, flavor) offsets: 1024 processes x 2 flavors. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2048);
-	__type(key, __u64);
-	__type(value, struct http2_config);
-} http2_config SEC(".maps");
+CONFIG_MAPS(http2_config, __u64, struct http2_config, 2048);
 
 /* Server in-flight: start time and the stream's context (its h2_ctx_live key, see
  * srv_common.h). 64k concurrent requests per node (default MaxConcurrentStreams is 250 per
@@ -390,7 +385,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	struct http2_config *cfg;
 	__u64 tab;
 
-	cfg = config_of_flavor(&http2_config, tgid, flavor);
+	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -416,7 +411,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	} else {
 		st.ctx = 0;
 	}
-	slot_start(&http2_server_slots, &http2_server_inflight, NULL, &key, &st);
+	slot_start(&http2_server_slots, &http2_server_inflight, NULL, NULL, &key, &st);
 	return 0;
 }
 
@@ -546,7 +541,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
 
-	cfg = config_of_flavor(&http2_config, tgid, flavor);
+	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -593,7 +588,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	__u32 rws_sid = 0;
 	__u8 sent = 0;
 
-	cfg = config_of_flavor(&http2_config, tgid, flavor);
+	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -650,7 +645,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	struct stream_key key = {};
 	struct http2_config *cfg;
 
-	cfg = config_of_flavor(&http2_config, tgid, flavor);
+	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;
@@ -712,7 +707,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
 
-	cfg = config_of_flavor(&http2_config, tgid, flavor);
+	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
 	key.tgid = tgid;

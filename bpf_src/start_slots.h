@@ -71,11 +71,12 @@ static __always_inline int slot_holds(const struct start_slot *s, __u64 tag, con
 	return s->tag == tag && s->key[0] == key[0] && s->key[1] == key[1];
 }
 
-/* Note a start: `key` (16 bytes) -> `val` (24 bytes). `cfg_map` is the object's config map
- * keyed by tgid: a slot whose owner has no config left is free to take (NULL, for an object
- * whose config has another key: only the sweeper frees such slots). */
-static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, const void *key,
-				       const void *val)
+/* Note a start: `key` (16 bytes) -> `val` (24 bytes). `cfg_slots` and `cfg_map` are the
+ * object's config maps keyed by tgid (common.h CONFIG_MAPS): a slot whose owner has no
+ * config left is free to take (NULL, for an object whose config has another key: only the
+ * sweeper frees such slots). */
+static __always_inline void slot_start(void *slots, void *lru, void *cfg_slots, void *cfg_map,
+				       const void *key, const void *val)
 {
 	const __u64 *k = key, *v = val;
 	__u64 tag = slot_tag(k), cur;
@@ -94,7 +95,8 @@ static __always_inline void slot_start(void *slots, void *lru, void *cfg_map, co
 	}
 	if (cur != 0) {
 		owner = (__u32)s->key[0];
-		if (cur == SLOT_BUSY || !cfg_map || bpf_map_lookup_elem(cfg_map, &owner))
+		if (cur == SLOT_BUSY || !cfg_map ||
+		    config_find(cfg_slots, cfg_map, owner, &owner))
 			goto lru; /* held by a live process's request (or no tgid-keyed config) */
 	}
 	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)

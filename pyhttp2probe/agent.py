@@ -39,6 +39,7 @@ from prometheus_client.registry import CollectorRegistry
 from libbpf_loader import BpfError, BpfObject, RingBuffer
 
 from .assets import bpf_dir as default_bpf_dir
+from .config_table import ConfigTable
 from .decode import Decoder, count_labels
 from .goelf import AttachPlan, GoBinaryError, NotGoBinaryError, UnsupportedGoVersionError
 from .literals import Literals
@@ -150,6 +151,7 @@ class Agent:
         self._stop = threading.Event()
         self._closed = False
         self._objects: dict[str, BpfObject] = {}
+        self._config_tables: dict[tuple[str, str], ConfigTable] = {}  # (path, map)
         self._targets: dict[int, Target] = {}
         self._files: dict[FileId, FileLinks] = {}
         self._plans: dict[FileId, AttachPlan] = {}
@@ -282,7 +284,7 @@ class Agent:
             # configs first: a probe firing before its process's config is ignored (counted)
             for name, s in setups.items():
                 for c in s.configs:
-                    self._objects[name].map(c.map).update(c.key, c.value)
+                    self.config_table(name, c.map).write(c.key, c.value)
                     written.append((name, c))
             self._link(pid, fid, {n: s.points for n, s in setups.items()})
         except (BpfError, OSError) as exc:
@@ -439,10 +441,22 @@ class Agent:
         shared, fl.shared = fl.shared or [], None
         return shared
 
+    def config_table(self, path: str, map_name: str) -> ConfigTable:
+        """Where path `path` keeps the configs of its map `map_name` (config_table.py): the
+        map's slot table `<map_name>_slots` first, when its object has one."""
+        table = self._config_tables.get((path, map_name))
+        if table is None:
+            obj = self._objects[path]
+            slots = f"{map_name}_slots"
+            table = ConfigTable(obj.map(map_name),
+                                obj.map(slots) if slots in obj.map_names() else None)
+            self._config_tables[(path, map_name)] = table
+        return table
+
     def _delete_configs(self, configs: Iterable[tuple[str, ConfigEntry]]) -> None:
         for name, c in configs:
             with contextlib.suppress(BpfError, OSError):
-                self._objects[name].map(c.map).delete(c.key)
+                self.config_table(name, c.map).delete(c.key)
 
     def _count_targets(self) -> None:
         by_name = Counter(t.service_name for t in self._targets.values())

@@ -29,6 +29,8 @@ def _decode(layout, records: list[bytes]) -> list[Span]:  # type: ignore[no-unty
 
 
 def test_config_structs_python_sees_are_the_ones_the_bpf_objects_were_built_with() -> None:
+    """Each config map holds the struct Python writes, and its slot table (config_table.py)
+    a u64 key followed by that struct."""
     from libbpf_loader import BpfObject
 
     layout = load_layout()
@@ -37,6 +39,7 @@ def test_config_structs_python_sees_are_the_ones_the_bpf_objects_were_built_with
         try:
             name = CONFIG_MAPS[path.name]
             assert obj.map(name).value_size == layout.sizeof(name), path.name
+            assert obj.map(f"{name}_slots").value_size == 8 + layout.sizeof(name), path.name
         finally:
             obj.close()
 

@@ -31,8 +31,9 @@ def test_the_learned_ok_status_is_the_variables_value(flags: tuple[str, ...],
         wl.go()
         wl.wait_done(120)
         agent.drain()
-        raw = agent._objects["grpc_server"].map("grpc_server_config").lookup(
+        raw = agent.config_table("grpc_server", "grpc_server_config").read(
             wl.pid.to_bytes(4, "little"))
+        assert raw is not None
         cfg = np.frombuffer(raw, agent.layout.dtype("grpc_server_config"))[0]
         with open(f"/proc/{wl.pid}/mem", "rb") as mem:
             mem.seek(int(cfg["status_ok_var"]))

@@ -4,7 +4,7 @@
  * points the real paths use and measure what the uprobe traps cost by themselves.
  *
  * The maps the agent writes or reads for a path are declared with the real names and value
- * types (config maps, the `events` ring, the `stats` counters), so the real paths' setup()
+ * types (config maps and their slot tables, the `events` ring, the `stats` counters), so the real paths' setup()
  * runs unchanged; nothing reads them. bench_cost checks that every program of the real
  * objects has its empty twin here.
  */
@@ -14,26 +14,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct grpc_client_config);
-} grpc_client_config SEC(".maps");
+CONFIG_MAPS(grpc_client_config, __u32, struct grpc_client_config, 1024);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct grpc_server_config);
-} grpc_server_config SEC(".maps");
+CONFIG_MAPS(grpc_server_config, __u32, struct grpc_server_config, 1024);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2048);
-	__type(key, __u64);
-	__type(value, struct http2_config);
-} http2_config SEC(".maps");
+CONFIG_MAPS(http2_config, __u64, struct http2_config, 2048);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -30,7 +30,7 @@ int oldkey_start(struct pt_regs *ctx)
 	__u32 id = 0;
 	__u64 now;
 
-	cfg = config_of_tgid(&grpc_client_config, tgid);
+	cfg = CONFIG_OF_TGID(grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
 	if (go_read_u32(GO_ARG1(ctx) + cfg->ct_next_id, &id)) {
@@ -51,7 +51,7 @@ int oldkey_end(struct pt_regs *ctx)
 	__u64 cs = GO_ARG1(ctx), *start, t = 0, attempt, stream;
 	__u8 finished;
 
-	cfg = config_of_tgid(&grpc_client_config, tgid);
+	cfg = CONFIG_OF_TGID(grpc_client_config, tgid);
 	if (!cfg)
 		return 0;
 	if (read_cs_state(cfg, cs, &finished, &attempt) || finished)
