@@ -37,4 +37,4 @@ def oldkey_path() -> ProbePath:
         name="grpc_client_oldkey", object=str(obj),
         functions=(*base.functions, FN_NEWSTREAM), fields=(*base.fields, NEXT_ID),
         setup=_setup, records=base.records, anchors=base.anchors,
-        in_flight_maps=("oldkey_inflight",))
+        in_flight_maps=("oldkey_inflight",), stages=base.stages)

@@ -23,12 +23,17 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-static __always_inline void stat_inc(__u32 idx)
+static __always_inline void stat_add(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
-		__sync_fetch_and_add(v, 1);
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	stat_add(idx, 1);
 }
 
 /* Key of per-goroutine state: it pairs the entry and the RETs of one synchronous call
@@ -205,20 +210,31 @@ static __always_inline void *reserve_zeroed(void *rb, __u64 size)
 #define RB_WAKE_DIV 8
 
 static __u64 rb_woken_step; /* producer position / step of the last forced wakeup */
+static __u64 rb_step;       /* the ring's size / RB_WAKE_DIV, read once */
+
+/* The flags for the record going into ring `rb` now (reserved, or about to be output): no
+ * wakeup, unless the ring is filling (above). One query in the common case: the size is read
+ * once, the producer position only past a step. */
+static __always_inline __u64 rb_flags(void *rb)
+{
+	__u64 avail = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA), step = rb_step, now, was;
+
+	if (!step) {
+		step = bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / RB_WAKE_DIV;
+		rb_step = step;
+	}
+	if (step && avail >= step) {
+		now = bpf_ringbuf_query(rb, BPF_RB_PROD_POS) / step;
+		was = rb_woken_step;
+		if (now != was && __sync_val_compare_and_swap(&rb_woken_step, was, now) == was)
+			return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
+}
 
 static __always_inline void submit_batched(void *rb, void *rec)
 {
-	__u64 step = bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / RB_WAKE_DIV;
-	__u64 prod = bpf_ringbuf_query(rb, BPF_RB_PROD_POS), now, was;
-	__u64 flags = BPF_RB_NO_WAKEUP;
-
-	if (step && prod - bpf_ringbuf_query(rb, BPF_RB_CONS_POS) >= step) {
-		now = prod / step;
-		was = rb_woken_step;
-		if (now != was && __sync_val_compare_and_swap(&rb_woken_step, was, now) == was)
-			flags = BPF_RB_FORCE_WAKEUP;
-	}
-	bpf_ringbuf_submit(rec, flags);
+	bpf_ringbuf_submit(rec, rb_flags(rb));
 }
 
 #endif /* PYHTTP2PROBE_COMMON_H */

@@ -41,8 +41,12 @@ from libbpf_loader.maps import Map  # noqa: E402
 from libbpf_loader.object import BpfObject, Program, bpf_stats_enabled  # noqa: E402
 from libbpf_loader.ringbuf import Batch, RecordRingBuffer, RingBuffer  # noqa: E402
 
+# The first word of a packed ring record (bpf_src/stage.h): RingBuffer unpacks it.
+PACKED_MAGIC: int = _lib.LBL_PACKED
+
 __all__ = [
     "LIBBPF_VERSION",
+    "PACKED_MAGIC",
     "AttachError",
     "Batch",
     "BpfError",

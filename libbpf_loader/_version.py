@@ -1,3 +1,3 @@
 """Version of the C shim: bump it whenever _cffi_src changes, so a stale build fails loudly."""
 
-SHIM_VERSION = "4"
+SHIM_VERSION = "5"

@@ -228,6 +228,15 @@ class Program:
             raise error_from_errno(BpfError, ret, f"run of syscall program {self.name!r}")
         return retval[0]
 
+    def run_on_cpu(self, cpu: int, ctx: bytes = bytes(8)) -> int:
+        """Run a raw_tp program once on CPU `cpu` (BPF_F_TEST_RUN_ON_CPU: the kernel runs it
+        there by IPI, so it sees that CPU's per-CPU map values); returns its return value."""
+        retval = ffi.new("uint32_t *")
+        ret = lib.lbl_prog_run_on_cpu(self.fd, cpu, ctx, len(ctx), retval)
+        if ret < 0:
+            raise error_from_errno(BpfError, ret, f"run of program {self.name!r} on CPU {cpu}")
+        return retval[0]
+
     def __repr__(self) -> str:
         return f"<Program {self.name!r}>"
 

@@ -137,7 +137,8 @@ class RingBuffer:
         """Epoll fd that becomes readable when records are pending (selectors/asyncio)."""
         return lib.ring_buffer__epoll_fd(self._live())
 
-    def poll(self, timeout_ms: int = 100) -> int:
+    def poll(self, timeout_ms: int = 100, before_drain: Callable[[], object] | None = None,
+             ) -> int:
         """Wait up to `timeout_ms` for a wakeup, then drain EVERY ring, deliver; returns
         records delivered.
 
@@ -145,11 +146,15 @@ class RingBuffer:
         it times out: records a producer submitted with BPF_RB_NO_WAKEUP (bpf_src/common.h
         submit_batched) would wait for some later wakeup. So a consume of all rings follows
         every wait: such a record waits at most `timeout_ms`. When a batch filled up
-        (more is pending), the next poll does not wait.
+        (more is pending), the next poll does not wait. `before_drain` runs between the wait
+        and the drain: producers that hold records back (per-CPU stages) push them out
+        there, so they go in this very drain.
         """
         with self._lock:
             rb = self._live()
             ret = lib.ring_buffer__poll(rb, 0 if self._more else timeout_ms)
+            if before_drain is not None:
+                before_drain()
             if ret >= 0:
                 more = lib.ring_buffer__consume(rb)
                 ret = more if more < 0 else ret + more

@@ -47,6 +47,7 @@ from .memory import trimmer
 from .metrics import DEFAULT_BUCKETS, RpcMetrics
 from .probes import (
     SLOT_SWEEP_CHUNK,
+    STAGE_COUNT_AT,
     ConfigEntry,
     PathSetup,
     PathSkipped,
@@ -152,6 +153,7 @@ class Agent:
         self._closed = False
         self._objects: dict[str, BpfObject] = {}
         self._config_tables: dict[tuple[str, str], ConfigTable] = {}  # (path, map)
+        self._stage_errors: set[int] = set()  # CPUs whose stage could not be flushed (logged)
         self._targets: dict[int, Target] = {}
         self._files: dict[FileId, FileLinks] = {}
         self._plans: dict[FileId, AttachPlan] = {}
@@ -540,7 +542,8 @@ class Agent:
                         return
                     # after a pause, drain at once (records are submitted without a wakeup
                     # until a ring is 1/8 full): a record waits one pause, not pause + poll
-                    n = self._rb.poll(0 if pause_until else self.poll_ms)
+                    n = self._rb.poll(0 if pause_until else self.poll_ms,
+                                      before_drain=self._flush_stages)
                     if self.joiner is not None:
                         self._joiner_flush()
                     self._literals.drained()
@@ -550,10 +553,30 @@ class Agent:
             self.error = exc
             self.log.error("drain failed", error=repr(exc))
 
+    def _flush_stages(self) -> None:
+        """Send what the per-CPU record stages hold (bpf_src/stage.h): each CPU whose stage
+        has records runs the stage's flusher, so they go into the drain that follows."""
+        for path in self.paths:
+            obj = self._objects.get(path.name)
+            for stage in path.stages if obj is not None else ():
+                values = obj.map(stage.name).lookup_percpu(0) or []
+                for cpu, raw in enumerate(values):
+                    if not int.from_bytes(raw[STAGE_COUNT_AT:STAGE_COUNT_AT + 4], "little"):
+                        continue
+                    try:
+                        obj.program(stage.flusher).run_on_cpu(cpu)
+                    except BpfError as exc:  # an offline CPU: its records wait for it
+                        if cpu not in self._stage_errors:
+                            self._stage_errors.add(cpu)
+                            self.log.warning("stage not flushed", cpu=cpu, error=str(exc))
+
     def drain(self) -> int:
         """Deliver everything pending now (also runs on close); returns records delivered."""
         with self._drain_lock:
-            n = self._rb.consume() if self._rb is not None and not self._rb.closed else 0
+            n = 0
+            if self._rb is not None and not self._rb.closed:
+                self._flush_stages()
+                n = self._rb.consume()
             if self.joiner is not None:
                 self._joiner_flush()
             self._literals.drained()

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from libbpf_loader import Batch, BpfObject, RingBuffer, ffi_from_header, struct_dtype
+from libbpf_loader import (
+    PACKED_MAGIC,
+    Batch,
+    BpfObject,
+    RingBuffer,
+    ffi_from_header,
+    struct_dtype,
+)
 from libbpf_loader.errors import ClosedError, MapError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,3 +163,21 @@ def test_a_backlog_forces_one_wakeup_per_eighth_of_the_ring(
         finally:
             ep.close()
     assert woken_at == [64 * i for i in range(1, 8)]
+
+
+def test_packed_record_arrives_as_the_records_it_holds(producer: BpfObject) -> None:
+    """A producer that sends several records in one reservation (bpf_src/stage.h) behind a
+    packed header: the batch holds each as its own record, in order; a header claiming more
+    than the record holds is not trusted (the record comes whole, for the reader to
+    reject)."""
+    batches: list[Batch] = []
+    rb = RingBuffer(producer.map("events"), batches.append)
+    producer.program("produce_packed").test_run(PACKET)
+    rb.poll(1000)
+    (batch,) = batches
+    sizes = [len(r) for r in batch]
+    assert sizes == [RECORD] * 5 + [16 + 4 * RECORD]
+    assert batch.uniform_size is None
+    ev = [CT.from_buffer("struct call_event *", bytearray(r)) for r in batch[:5]]
+    assert [(e.tid, e.ktime_ns) for e in ev] == [(0, 0), (1, 1), (2, 2), (3, 3), (100, 4)]
+    assert int.from_bytes(bytes(batch[5])[:4], "little") == PACKED_MAGIC

@@ -13,6 +13,7 @@
 #include <bpf/libbpf.h>
 
 #define LBL_BATCH_FULL (-10000) /* below any errno: "batch full, more pending" */
+#define LBL_PACKED 0x6b636170U  /* "pack": a packed record's first word (bpf_src/stage.h) */
 
 static void _lbl_log(int level, const char *msg);
 static int _lbl_sample(void *ctx, void *data, size_t size);
@@ -123,6 +124,21 @@ int lbl_prog_test_run(int prog_fd, int repeat, const void *data, uint32_t size,
 	return 0;
 }
 
+/* Run a program once on CPU `cpu` (BPF_F_TEST_RUN_ON_CPU: raw_tp programs; the kernel runs
+ * it there by IPI), with `ctx` as its context. */
+int lbl_prog_run_on_cpu(int prog_fd, uint32_t cpu, const void *ctx, uint32_t size,
+			uint32_t *retval)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = ctx, .ctx_size_in = size,
+		    .flags = BPF_F_TEST_RUN_ON_CPU, .cpu = cpu);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+
+	if (err)
+		return -errno;
+	*retval = opts.retval;
+	return 0;
+}
+
 /* Run a SEC("syscall") program once with `ctx` as its context (BPF_PROG_TEST_RUN: such
  * programs take ctx_in only, no data, no repeat). */
 int lbl_prog_run_syscall(int prog_fd, const void *ctx, uint32_t size, uint32_t *retval)
@@ -197,10 +213,9 @@ static int lbl_grow(struct lbl_batch *b, size_t need)
 	return 0;
 }
 
-/* libbpf 1.1 has already moved the consumer past this record: copy it before stopping. */
-static int lbl_batch_sample(void *ctx, void *data, size_t size)
+/* Append one record to the batch; -ENOMEM when it cannot grow. */
+static int lbl_batch_put(struct lbl_batch *b, const void *data, size_t size)
 {
-	struct lbl_batch *b = ctx;
 	size_t off = (b->len + 7) & ~(size_t)7;
 
 	if (lbl_grow(b, off + size)) {
@@ -216,6 +231,33 @@ static int lbl_batch_sample(void *ctx, void *data, size_t size)
 		b->uniform = 0;
 	b->n++;
 	b->len = off + size;
+	return 0;
+}
+
+/* libbpf 1.1 has already moved the consumer past this record: copy it before stopping.
+ * A packed record (LBL_PACKED header: producers that send several records per
+ * reservation) goes in as the records it holds; one whose header does not fit its size
+ * goes in whole, for the reader to count as unknown. */
+static int lbl_batch_sample(void *ctx, void *data, size_t size)
+{
+	struct lbl_batch *b = ctx;
+	const struct lbl_packed_head *h = data;
+	int err;
+
+	if (size >= sizeof(*h) && h->magic == LBL_PACKED && h->item_size &&
+	    h->item_size % 8 == 0 && (size_t)h->count * h->item_size <= size - sizeof(*h)) {
+		const char *item = (const char *)(h + 1);
+
+		for (uint32_t i = 0; i < h->count; i++, item += h->item_size) {
+			err = lbl_batch_put(b, item, h->item_size);
+			if (err)
+				return err;
+		}
+	} else {
+		err = lbl_batch_put(b, data, size);
+		if (err)
+			return err;
+	}
 	return b->len >= b->limit ? LBL_BATCH_FULL : 0;
 }
 

@@ -16,6 +16,15 @@ struct lbl_batch {
 	int oom;            /* set when a copy failed for lack of memory */
 };
 
+/* The header of a packed ring record: `count` records of `item_size` bytes (a multiple of
+ * 8) follow it; the batch gets them as separate records. */
+struct lbl_packed_head {
+	uint32_t magic;     /* LBL_PACKED */
+	uint32_t count;
+	uint32_t item_size;
+	uint32_t _pad;
+};
+
 const char *lbl_build_version(void);
 void lbl_install_print(void);
 void lbl_set_print_level(int level);
@@ -30,6 +39,8 @@ int lbl_prog_stats(int prog_fd, uint64_t *run_cnt, uint64_t *run_time_ns);
 int lbl_enable_stats(void);
 int lbl_prog_test_run(int prog_fd, int repeat, const void *data, uint32_t size,
 		      uint32_t *retval, uint32_t *duration);
+int lbl_prog_run_on_cpu(int prog_fd, uint32_t cpu, const void *ctx, uint32_t size,
+			uint32_t *retval);
 int lbl_prog_run_syscall(int prog_fd, const void *ctx, uint32_t size, uint32_t *retval);
 struct lbl_batch *lbl_batch_new(size_t limit);
 void lbl_batch_reset(struct lbl_batch *batch);

@@ -126,6 +126,20 @@ class SlotTable:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A per-CPU record stage (bpf_src/stage.h STAGE_MAP): a PERCPU_ARRAY whose one value
+    starts with the busy word and the packed header (its record count at byte 12), and the
+    raw_tp program (STAGE_FLUSHER) the agent runs on each CPU whose stage holds records,
+    right before each drain."""
+
+    name: str
+    flusher: str
+
+
+STAGE_COUNT_AT = 12  # bpf_src/stage.h: u64 busy, then rb_packed_head {magic, count, ...}
+
+
+@dataclass(frozen=True)
 class ProbePath:
     """The declaration of one probe path (see the module docstring)."""
 
@@ -144,6 +158,7 @@ class ProbePath:
     # slot tables of in-flight state (bpf_src/start_slots.h), each with the program that
     # frees a detached process's slots
     slot_tables: tuple[SlotTable, ...] = ()
+    stages: tuple[Stage, ...] = ()
     ring_map: str = "events"
     stats_map: str = "stats"
     # package-level Go variables whose addresses the setup uses (from .symtab; absent in a
@@ -177,4 +192,5 @@ def catalogue(paths: tuple[ProbePath, ...] | None = None) -> Catalogue:
 
 
 __all__ = ["AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",
-           "ProbePath", "ProcessImage", "RecordType", "SlotTable", "all_paths", "catalogue"]
+           "ProbePath", "ProcessImage", "RecordType", "SlotTable", "Stage", "all_paths",
+           "catalogue"]

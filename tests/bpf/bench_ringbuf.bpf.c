@@ -48,3 +48,43 @@ int produce(struct __sk_buff *skb)
 	}
 	return 0;
 }
+
+/* A packed record (libbpf_loader unpacks: bpf_src/stage.h's format), then a plain one, then
+ * one whose header claims more items than it holds (delivered whole). */
+#define PACKED_MAGIC 0x6b636170U
+#define PACKED_N 4
+
+struct packed {
+	__u32 magic;
+	__u32 count;
+	__u32 item_size;
+	__u32 _pad;
+	struct call_event rec[PACKED_N];
+};
+
+struct packed pack = {};
+
+SEC("socket")
+int produce_packed(struct __sk_buff *skb)
+{
+	struct call_event *e;
+
+	pack.magic = PACKED_MAGIC;
+	pack.count = PACKED_N;
+	pack.item_size = sizeof(struct call_event);
+	for (int i = 0; i < PACKED_N; i++) {
+		pack.rec[i].tid = i;
+		pack.rec[i].ktime_ns = __sync_fetch_and_add(&seq, 1);
+	}
+	bpf_ringbuf_output(&events, &pack, sizeof(pack), 0);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->tid = 100;
+	e->ktime_ns = __sync_fetch_and_add(&seq, 1);
+	bpf_ringbuf_submit(e, 0);
+	pack.count = PACKED_N + 1; /* more than follow: not unpacked */
+	bpf_ringbuf_output(&events, &pack, sizeof(pack), 0);
+	return 0;
+}
