@@ -56,6 +56,7 @@
 #include "srv_common.h"
 #include "start_slots.h"
 #include "conn_cache.h"
+#include "stage.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -81,6 +82,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
+
+/* Records of traces-off ends wait in a per-CPU stage and go out 8 to a reservation
+ * (stage.h); the agent runs the flusher. */
+STAGE_MAP(server_stage, struct grpc_server_event);
+STAGE_FLUSHER(flush_server_stage, server_stage, server_stage_value, events);
 
 /* operateHeaders(t, frame, ...) (< v1.60) or (t, ctx, frame, ...): the frame's register. */
 static __always_inline __u64 frame_arg(struct pt_regs *ctx, const struct grpc_server_config *cfg)
@@ -277,8 +283,10 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	int joined = 0;
 	struct stream_key key = {}, started = {};
 	struct grpc_server_trace_event *tev = NULL;
+	struct server_stage_value *sg = NULL;
 	struct grpc_server_event *ev;
 	struct conn_facts f;
+	__u32 staged = 0;
 	struct go_window win;
 	__u64 method[2] = {};
 	__u32 code = 0;
@@ -351,7 +359,16 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		tev = reserve_zeroed(&events, sizeof(*tev));
 		ev = tev ? &tev->ev : NULL;
 	} else {
-		ev = reserve_zeroed(&events, sizeof(*ev));
+		sg = stage_claim(&server_stage);
+		if (sg) {
+			staged = sg->head.count;
+			if (staged >= STAGE_N) /* cannot be: a full stage is sent at once */
+				staged = STAGE_N - 1;
+			ev = &sg->rec[staged];
+			__builtin_memset(ev, 0, sizeof(*ev));
+		} else {
+			ev = reserve_zeroed(&events, sizeof(*ev)); /* claimed: sent alone */
+		}
 	}
 	if (!ev)
 		return 0;
@@ -390,7 +407,14 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		trace_end(cfg, t, tev, node, &started);
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	submit_batched(&events, ev);
+	if (!sg) {
+		submit_batched(&events, ev);
+		return 0;
+	}
+	sg->head.count = staged + 1;
+	if (staged + 1 >= STAGE_N)
+		STAGE_SEND(sg, &events);
+	stage_release(&sg->busy);
 	return 0;
 }
 

@@ -28,6 +28,7 @@ from . import (
     ProcessImage,
     RecordType,
     SlotTable,
+    Stage,
 )
 from .planning import (
     ITAB_FUN0_AMD64,
@@ -348,4 +349,5 @@ PATH = ProbePath(
                  "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("grpc_server_inflight", "srv_traceparent"),
     slot_tables=(SlotTable("grpc_server_slots", "grpc_server_sweep"),),
+    stages=(Stage("server_stage", "flush_server_stage"),),
     variables=(VAR_STATUS_OK,))
