@@ -50,6 +50,7 @@
 #include <bpf/bpf_tracing.h>
 #include "srv_common.h"
 #include "start_slots.h"
+#include "stage.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -144,6 +145,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
+
+/* Records of traces-off ends wait in a per-CPU stage and go out 8 to a reservation
+ * (stage.h); the agent runs the flusher. */
+STAGE_MAP(h2_stage, struct http2_event);
+STAGE_FLUSHER(flush_h2_stage, h2_stage, h2_stage_value, events);
 
 /* Where a request type keeps Method, URL and Host (net/http.Request on both sides up to
  * Go 1.26; Go 1.27's internal package has a server and a client request type). */
@@ -443,25 +449,64 @@ static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid, __u64 gen
 	return 1;
 }
 
-/* Reserve a record: the plain one of type `type`, or with traces on the traced one of type
- * `traced_type` (*tev set: the join fields follow the record, events.h). */
+/* Where a record is being written: slot n of this CPU's stage (sg), or the ring (sg NULL). */
+struct h2_out {
+	struct h2_stage_value *sg;
+	__u32 n;
+	__u32 _pad;
+};
+
+/* Reserve a record: the plain one of type `type` (in this CPU's stage when it is free),
+ * or with traces on the traced one of type `traced_type` (*tev set: the join fields follow
+ * the record, events.h). It goes with send_h2, or back with drop_h2. */
 static __always_inline struct http2_event *reserve_h2(const struct http2_config *cfg,
 						      __u32 type, __u32 traced_type,
-						      struct http2_trace_event **tev)
+						      struct http2_trace_event **tev,
+						      struct h2_out *out)
 {
+	struct h2_stage_value *sg;
 	struct http2_event *ev;
 
 	*tev = NULL;
+	out->sg = NULL;
+	out->n = 0;
 	if (cfg->trace) {
 		*tev = reserve_zeroed(&events, sizeof(struct http2_trace_event));
 		ev = *tev ? &(*tev)->ev : NULL;
 		type = traced_type;
+	} else if ((sg = stage_claim(&h2_stage))) {
+		out->n = sg->head.count < STAGE_N ? sg->head.count : STAGE_N - 1;
+		ev = &sg->rec[out->n & (STAGE_N - 1)];
+		__builtin_memset(ev, 0, sizeof(*ev));
+		out->sg = sg;
 	} else {
-		ev = reserve_zeroed(&events, sizeof(struct http2_event));
+		ev = reserve_zeroed(&events, sizeof(struct http2_event)); /* claimed: alone */
 	}
 	if (ev)
 		ev->type = type;
 	return ev;
+}
+
+static __always_inline void send_h2(struct http2_event *ev, struct h2_out *out)
+{
+	struct h2_stage_value *sg = out->sg;
+
+	if (!sg) {
+		submit_batched(&events, ev);
+		return;
+	}
+	sg->head.count = out->n + 1;
+	if (out->n + 1 >= STAGE_N)
+		STAGE_SEND(sg, &events);
+	stage_release(&sg->busy);
+}
+
+static __always_inline void drop_h2(struct http2_event *ev, struct h2_out *out)
+{
+	if (out->sg)
+		stage_release(&out->sg->busy);
+	else
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 }
 
 /* A reserved server record for `key`, ending now; an unknown start is flagged unmatched.
@@ -470,9 +515,11 @@ static __always_inline struct http2_event *server_event(const struct http2_confi
 							const struct stream_key *key,
 							__u8 flavor,
 							const struct h2_server_start *start,
-							struct http2_trace_event **tev)
+							struct http2_trace_event **tev,
+							struct h2_out *out)
 {
-	struct http2_event *ev = reserve_h2(cfg, EV_HTTP2_SERVER, EV_HTTP2_SERVER_TRACED, tev);
+	struct http2_event *ev = reserve_h2(cfg, EV_HTTP2_SERVER, EV_HTTP2_SERVER_TRACED, tev,
+					    out);
 	__u64 start_ns = start->start_ns;
 
 	if (!ev)
@@ -540,6 +587,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
+	struct h2_out out;
 
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
@@ -554,7 +602,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 		stat_inc(STAT_DUP_END); /* a repeat of the end just reported */
 		return 0;
 	}
-	ev = server_event(cfg, &key, flavor, &start, &tev);
+	ev = server_event(cfg, &key, flavor, &start, &tev, &out);
 	if (!ev)
 		return 0;
 	if (status == (__u64)-1) {
@@ -566,7 +614,7 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	read_rws_request(cfg, rws, req, ev);
 	if (ev->flags & SPAN_F_BAD_READ)
 		stat_inc(STAT_BAD_READ);
-	submit_batched(&events, ev);
+	send_h2(ev, &out);
 	return 0;
 }
 
@@ -585,6 +633,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
+	struct h2_out out;
 	__u32 rws_sid = 0;
 	__u8 sent = 0;
 
@@ -598,7 +647,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
 		return 0;
 	}
-	ev = server_event(cfg, &key, flavor, &start, &tev);
+	ev = server_event(cfg, &key, flavor, &start, &tev, &out);
 	if (!ev)
 		return 0;
 	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
@@ -612,7 +661,7 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 	}
 	if (!ev->status)
 		ev->flags |= SPAN_F_NO_RESPONSE;
-	submit_batched(&events, ev);
+	send_h2(ev, &out);
 	return 0;
 }
 
@@ -706,6 +755,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
+	struct h2_out out;
 
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
@@ -734,7 +784,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		}
 		st = bpf_map_lookup_elem(&http2_client_inflight, &key);
 	}
-	ev = reserve_h2(cfg, EV_HTTP2_CLIENT, EV_HTTP2_CLIENT_TRACED, &tev);
+	ev = reserve_h2(cfg, EV_HTTP2_CLIENT, EV_HTTP2_CLIENT_TRACED, &tev, &out);
 	if (!ev) {
 		if (slot)
 			__sync_val_compare_and_swap(&slot->tag, tag, 0);
@@ -763,7 +813,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		if (!slot) {
 			bpf_map_delete_elem(&http2_client_inflight, &key);
 		} else if (__sync_val_compare_and_swap(&slot->tag, tag, 0) != tag) {
-			bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP); /* a racing end took it */
+			drop_h2(ev, &out); /* a racing end took it */
 			stat_inc(STAT_DUP_END);
 			return 0;
 		}
@@ -785,7 +835,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		ev->status = (__u32)status;
 	else
 		ev->flags |= SPAN_F_NO_RESPONSE;
-	submit_batched(&events, ev);
+	send_h2(ev, &out);
 	return 0;
 }
 

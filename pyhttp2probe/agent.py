@@ -667,8 +667,12 @@ class Agent:
             {int(k): v for k, v in count_labels(self._ctx.counts, "grpc_server_rejected").items()})
 
     def run_counts(self) -> dict[str, int]:
-        """run_cnt of every loaded program (needs libbpf_loader.bpf_stats_enabled())."""
-        return {name: cnt for name, (cnt, _) in self.run_stats().items()}
+        """Probe hits: run_cnt of every loaded program the traced processes run (needs
+        libbpf_loader.bpf_stats_enabled()); the programs the agent runs itself (stage
+        flushers, slot sweepers) are left out. run_stats() has them all."""
+        own = {st.flusher for p in self.paths for st in p.stages} | {
+            t.sweeper for p in self.paths for t in p.slot_tables}
+        return {name: cnt for name, (cnt, _) in self.run_stats().items() if name not in own}
 
     def run_stats(self) -> dict[str, tuple[int, int]]:
         """(run_cnt, run_time_ns) of every loaded program, by name (summed over objects

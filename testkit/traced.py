@@ -82,7 +82,7 @@ def traced(wl: Workload, during: Callable[[], Any] | None = None,
         time.sleep(settle_s)
         agent.drain()
         extra["run_stats"] = agent.run_stats()
-        counts = {name: cnt for name, (cnt, _) in extra["run_stats"].items()}
+        counts = agent.run_counts()  # probe hits (run_stats: the agent's own runs too)
         stats = agent.stats()
         extra["in_flight"] = agent.in_flight()
         registry = CollectorRegistry()

@@ -25,6 +25,7 @@ from . import (
     ProcessImage,
     RecordType,
     SlotTable,
+    Stage,
 )
 from .planning import (
     SERVE_HTTP_ENDS,
@@ -345,4 +346,5 @@ PATH = ProbePath(
                     "srv_traceparent"),
     slot_tables=(SlotTable("http2_server_slots", "http2_sweep"),
                  SlotTable("http2_client_slots", "http2_client_sweep"),
-                 SlotTable("h2_ctx_slots", "h2_ctx_sweep", ended_bit=CTX_HTTP_ENDED)))
+                 SlotTable("h2_ctx_slots", "h2_ctx_sweep", ended_bit=CTX_HTTP_ENDED)),
+    stages=(Stage("h2_stage", "flush_h2_stage"),))
