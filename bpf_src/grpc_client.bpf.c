@@ -173,7 +173,7 @@ static __always_inline void g_note(const struct g_key *gk, __u64 cs)
 	s->g = gk->g;
 	s->tgid = gk->tgid;
 	s->cs = cs;
-	__sync_lock_test_and_set(&s->tag, h | ((cur + 1) & G_SEQ_MASK));
+	publish_u64(&s->tag, h | ((cur + 1) & G_SEQ_MASK));
 	return;
 lru:
 	bpf_map_update_elem(&g_cs, gk, &cs, BPF_ANY);

@@ -737,7 +737,7 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	}
 	if (slot) {
 		slot->key = key;
-		__sync_lock_test_and_set(&slot->tag, tag); /* publish: after the key and start */
+		publish_u64(&slot->tag, tag); /* after the key and start */
 		return 0;
 	}
 	inflight_start(&http2_client_inflight, &key, st);

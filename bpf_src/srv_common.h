@@ -266,7 +266,7 @@ static __always_inline void ctx_note(const struct ctx_key *ck, const struct ctx_
 	s->key = *ck;
 	s->cs = *cs;
 	seq = ((cur >> CTX_SEQ_SHIFT) + 1) << CTX_SEQ_SHIFT;
-	__sync_lock_test_and_set(&s->tag, h | (seq & CTX_SEQ_MASK) | CTX_VALID); /* publish */
+	publish_u64(&s->tag, h | (seq & CTX_SEQ_MASK) | CTX_VALID);
 	return;
 lru:
 	bpf_map_update_elem(&h2_ctx_live, ck, cs, BPF_ANY);

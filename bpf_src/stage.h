@@ -66,8 +66,7 @@ static __always_inline void *stage_claim(void *map)
 
 static __always_inline void stage_release(__u64 *busy)
 {
-	asm volatile("" ::: "memory"); /* every write to the stage before (x86: in order) */
-	*busy = 0;
+	publish_u64(busy, 0); /* after every write to the stage (common.h) */
 }
 
 /* Send what stage `sg` holds as one packed record into `rb`, and empty it. */

@@ -106,7 +106,7 @@ static __always_inline void slot_start(void *slots, void *lru, void *cfg_slots, 
 	s->val[0] = v[0];
 	s->val[1] = v[1];
 	s->val[2] = v[2];
-	__sync_lock_test_and_set(&s->tag, tag); /* publish: after the key and value */
+	publish_u64(&s->tag, tag); /* after the key and value */
 	return;
 lru:
 	inflight_start(lru, key, val);
