@@ -320,6 +320,11 @@ def run() -> str:
         ec, et = empty_p.get(name, (0, 0))
         lines.append(f"| `{name}` | {oc:,} | {ot / oc if oc else 0:,.0f} | "
                      f"{et / ec if ec else 0:,.0f} |")
+    flushers = sorted({st.flusher for p in all_paths() for st in p.stages} & set(ours_p))
+    if flushers:
+        lines += ["", f"{', '.join(f'`{f}`' for f in flushers)}: the agent's own runs (once "
+                  "per poll, on a CPU whose record stage holds records: bpf_src/stage.h), not "
+                  "traps in the traced program; their runs column is per poll, not per RPC."]
     lines += _before_after_lines(ba, med["none"])
     lines += [
         "",
