@@ -75,7 +75,7 @@ struct inflight_key {
 struct inflight_val {
 	__u64 start_ns;
 	__u64 ctx_node;  /* traces on: the server request context of the call (trace_ctx.h) */
-	__u64 g;         /* the goroutine that started it: its end frees that one's g_slots slot */
+	__u64 g;         /* the goroutine that started it */
 };
 
 /* Calls between start and finish. 65,536 is far more than the concurrently open calls of
@@ -106,10 +106,13 @@ struct {
  * on every start, so its first tier is an ARRAY of slots (an LRU update costs ~0.2 us of a
  * ~0.8 us start here); the LRU map g_cs takes a goroutine whose slot another holds.
  * Every write of a slot claims it by compare-and-swap (tag -> SLOT_BUSY), writes, then
- * publishes a tag whose low 16 bits count the slot's writes: a reader or a releaser that
- * saw one tag never mistakes a rewrite for what it saw (no ABA). A call's end frees its
- * starter's slot if that still names this call (the slot then serves the next goroutine);
- * a slot whose owner is no longer traced is free to take. */
+ * publishes a tag whose low 16 bits count the slot's writes: a reader that saw one tag
+ * never mistakes a rewrite for what it saw (no ABA). A slot is never freed by the call's
+ * end (that cost ~30-80 ns of every end: one more cold line): a start takes over a slot
+ * another goroutine holds once that goroutine's call is no longer in flight (its start in
+ * neither tier: no FAIL can come for it), or once its process is no longer traced; only a
+ * goroutine whose slot holds a call in flight goes to the LRU map. Go recycles goroutines,
+ * so the slots in use stay about the goroutines that start calls at once. */
 struct g_slot {
 	__u64 tag;  /* 0 free, SLOT_BUSY being written, else (key hash, high 48) | seq (16) */
 	__u64 g;
@@ -151,6 +154,14 @@ static __always_inline int g_slot_is(const struct g_slot *s, __u64 tag, __u64 h,
 	       s->tgid == gk->tgid;
 }
 
+/* Whether call `cs` of process `tgid` is in flight: its start in either tier. */
+static __always_inline int call_in_flight(__u32 tgid, __u64 cs)
+{
+	struct inflight_key k = { .tgid = tgid, .cs = cs };
+
+	return slot_get(&inflight_slots, &k) || bpf_map_lookup_elem(&inflight, &k);
+}
+
 /* At a start: goroutine gk started call cs. */
 static __always_inline void g_note(const struct g_key *gk, __u64 cs)
 {
@@ -163,10 +174,13 @@ static __always_inline void g_note(const struct g_key *gk, __u64 cs)
 	cur = s->tag;
 	if (cur == SLOT_BUSY)
 		goto lru;
+	/* Another goroutine's: taken over unless its call is in flight in a traced process.
+	 * Read between the tag and the compare-and-swap below: a rewrite meanwhile changes
+	 * the tag, and the swap fails. */
 	if (cur && !g_slot_is(s, cur, h, gk)) {
 		owner = s->tgid;
-		if (CONFIG_FIND(grpc_client_config, owner))
-			goto lru; /* another live goroutine's */
+		if (CONFIG_FIND(grpc_client_config, owner) && call_in_flight(owner, s->cs))
+			goto lru;
 	}
 	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
 		goto lru;
@@ -193,19 +207,6 @@ static __always_inline __u64 g_call(const struct g_key *gk)
 	}
 	csp = bpf_map_lookup_elem(&g_cs, gk);
 	return csp ? *csp : 0;
-}
-
-/* At an end: free the slot of the goroutine that started call cs, if it still names it. */
-static __always_inline void g_done(const struct g_key *gk, __u64 cs)
-{
-	__u64 h = g_hash(gk), tag;
-	struct g_slot *s = g_slot_of(h);
-
-	if (!s)
-		return;
-	tag = s->tag;
-	if (g_slot_is(s, tag, h, gk) && s->cs == cs)
-		__sync_val_compare_and_swap(&s->tag, tag, 0);
 }
 
 /* Calls whose end was just emitted. A second finish() can enter after the first one's
@@ -324,8 +325,6 @@ int grpc_client_start(struct pt_regs *ctx)
 static __always_inline int take_found(const struct inflight_key *key, struct inflight_val *v,
 				      struct start_slot *slot, __u64 *start, __u64 *node)
 {
-	struct g_key starter = { .tgid = key->tgid, .g = v->g };
-
 	*start = v->start_ns;
 	*node = v->ctx_node;
 	/* Two ends racing for one call: one take wins. Mark the call ended first, so a racer
@@ -335,7 +334,6 @@ static __always_inline int take_found(const struct inflight_key *key, struct inf
 		stat_inc(STAT_DUP_END);
 		return 1;
 	}
-	g_done(&starter, key->cs);
 	return 0;
 }
 
