@@ -209,9 +209,7 @@ static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32
 		__u32 n = 0;
 
 		if (sg) {
-			n = sg->head.count;
-			if (n >= STAGE_N) /* cannot be: a full stage is sent at once */
-				n = STAGE_N - 1;
+			n = stage_next(sg->head.count);
 			lev = &sg->rec[n];
 		} else {
 			lev = reserve_zeroed(&events, sizeof(*lev)); /* claimed: sent alone */
@@ -239,10 +237,7 @@ static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32
 			submit_batched(&events, lev);
 			return;
 		}
-		sg->head.count = n + 1;
-		if (n + 1 >= STAGE_N)
-			STAGE_SEND(sg, &events);
-		stage_release(&sg->busy);
+		STAGE_COMMIT(sg, n, &events);
 		return;
 	}
 	if (cfg->trace) {

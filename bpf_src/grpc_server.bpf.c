@@ -361,9 +361,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 	} else {
 		sg = stage_claim(&server_stage);
 		if (sg) {
-			staged = sg->head.count;
-			if (staged >= STAGE_N) /* cannot be: a full stage is sent at once */
-				staged = STAGE_N - 1;
+			staged = stage_next(sg->head.count);
 			ev = &sg->rec[staged];
 			__builtin_memset(ev, 0, sizeof(*ev));
 		} else {
@@ -411,10 +409,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		submit_batched(&events, ev);
 		return 0;
 	}
-	sg->head.count = staged + 1;
-	if (staged + 1 >= STAGE_N)
-		STAGE_SEND(sg, &events);
-	stage_release(&sg->busy);
+	STAGE_COMMIT(sg, staged, &events);
 	return 0;
 }
 

@@ -475,8 +475,8 @@ static __always_inline struct http2_event *reserve_h2(const struct http2_config 
 		ev = *tev ? &(*tev)->ev : NULL;
 		type = traced_type;
 	} else if ((sg = stage_claim(&h2_stage))) {
-		out->n = sg->head.count < STAGE_N ? sg->head.count : STAGE_N - 1;
-		ev = &sg->rec[out->n & (STAGE_N - 1)];
+		out->n = stage_next(sg->head.count);
+		ev = &sg->rec[out->n];
 		__builtin_memset(ev, 0, sizeof(*ev));
 		out->sg = sg;
 	} else {
@@ -495,10 +495,7 @@ static __always_inline void send_h2(struct http2_event *ev, struct h2_out *out)
 		submit_batched(&events, ev);
 		return;
 	}
-	sg->head.count = out->n + 1;
-	if (out->n + 1 >= STAGE_N)
-		STAGE_SEND(sg, &events);
-	stage_release(&sg->busy);
+	STAGE_COMMIT(sg, out->n, &events);
 }
 
 static __always_inline void drop_h2(struct http2_event *ev, struct h2_out *out)

@@ -86,6 +86,23 @@ static __always_inline void stage_release(__u64 *busy)
 		(sg)->head.count = 0;                                                   \
 	} while (0)
 
+/* The record slot the next end writes into: the first free one (a full stage is sent at
+ * once, so there always is one; the bound is for the verifier). */
+static __always_inline __u32 stage_next(__u32 count)
+{
+	return count < STAGE_N ? count : STAGE_N - 1;
+}
+
+/* Record `n` of stage `sg` is written: count it, send the stage into `rb` when it is full,
+ * give the stage back. */
+#define STAGE_COMMIT(sg, n, rb)                            \
+	do {                                               \
+		(sg)->head.count = (n) + 1;                \
+		if ((n) + 1 >= STAGE_N)                    \
+			STAGE_SEND(sg, rb);                \
+		stage_release(&(sg)->busy);                \
+	} while (0)
+
 /* The flush program of stage `map` (type `value`) into ring `rb`: the agent test-runs it
  * on a CPU to send what waits there. Returns the records sent (0 when the stage was
  * claimed by a program this run interrupted: the next poll sends them). */
