@@ -57,7 +57,8 @@ struct grpc_client_config {
 	__u32 cs_window;
 	__u32 cs_window_on;
 	/* the stream's id, method (the call's, a string header) and, when sw_ct_on, ct in one
-	 * window of GO_WINDOW bytes at stream + sw_lo (offsets from sw_lo); sw_on 0: chains */
+	 * window at stream + sw_lo (offsets from sw_lo; read up to its last field, within
+	 * GO_WINDOW bytes); sw_on 0: chains */
 	__u32 sw_on;
 	__u32 sw_lo;
 	__u32 sw_id;
@@ -79,8 +80,8 @@ struct grpc_client_config {
 	 * grpc_client_end_attempt), so grpc_client_end ends only calls without one */
 	__u32 end_at_attempt;
 	__u32 attempt_cs;               /* csAttempt.cs (*clientStream) */
-	/* attempt_cs and attempt_stream in one read of 64 bytes at attempt + aw_lo (1), or two
-	 * reads (0) */
+	/* attempt_cs and attempt_stream in one read at attempt + aw_lo (up to the later one,
+	 * within 64 bytes) (1), or two reads (0) */
 	__u32 aw_lo;
 	__u32 aw_on;
 	/* 1: grpc_client_start runs once per call (a CALL before its first attempt), so it
@@ -123,8 +124,9 @@ struct grpc_server_config {
 	struct go_chain stream_ctx;     /* *ServerStream (or *Stream) -> ctx data word */
 	struct go_chain t_remote_addr;  /* *http2Server -> remoteAddr (net.Addr iface) */
 	__u64 tcpaddr_itab;             /* learned: as in grpc_client_config */
-	/* the stream's id and method (a string header) in one window of GO_WINDOW bytes at
-	 * s + sw_lo (offsets from sw_lo); sw_on 0: the chains above */
+	/* the stream's id and method (a string header) in one window at s + sw_lo (offsets
+	 * from sw_lo; read up to its last field, within GO_WINDOW bytes); sw_on 0: the chains
+	 * above */
 	__u32 sw_on;
 	__u32 sw_lo;
 	__u32 sw_id;
@@ -181,7 +183,8 @@ struct http2_config {
 	__u32 header_map;               /* HDR_MAP_* of http2.bpf.c: how Go lays maps out */
 	__u64 gen;                      /* random per attach: as in grpc_client_config */
 	/* server end: responseWriterState's stream, conn, status (and req when a pointer) in
-	 * one window of GO_WINDOW bytes at rws + rws_lo (offsets from rws_lo); 0: field reads */
+	 * one window at rws + rws_lo (offsets from rws_lo; read up to its last field, within
+	 * GO_WINDOW bytes); 0: field reads */
 	__u32 rws_window_on;
 	__u32 rws_lo;
 	__u32 rws_w_stream;
@@ -189,8 +192,8 @@ struct http2_config {
 	__u32 rws_w_status;
 	__u32 rws_w_req;
 	__u32 stream_id;                /* stream.id (uint32) */
-	/* client: clientStream's cc and ID in one window of GO_WINDOW bytes at cs + cs_key_lo
-	 * (offsets from cs_key_lo); 0: two reads */
+	/* client: clientStream's cc and ID in one window at cs + cs_key_lo (offsets from
+	 * cs_key_lo; read up to its last field, within GO_WINDOW bytes); 0: two reads */
 	__u32 cs_key_win_on;
 	__u32 cs_key_lo;
 	__u32 cs_w_cc;

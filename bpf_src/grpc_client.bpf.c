@@ -397,7 +397,8 @@ int grpc_client_end_attempt(struct pt_regs *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct grpc_client_config *cfg;
 	struct inflight_key key = {};
-	__u64 attempt = GO_ARG1(ctx), cs = 0, stream = 0, start = 0, node = 0, win[8] = {};
+	__u64 attempt = GO_ARG1(ctx), cs = 0, stream = 0, start = 0, node = 0;
+	struct go_window win;
 	__u32 c, s;
 
 	cfg = CONFIG_OF_TGID(grpc_client_config, tgid);
@@ -406,9 +407,9 @@ int grpc_client_end_attempt(struct pt_regs *ctx)
 	c = cfg->attempt_cs - cfg->aw_lo;
 	s = cfg->attempt_stream - cfg->aw_lo;
 	if (cfg->aw_on &&
-	    bpf_probe_read_user(win, sizeof(win), (const void *)(attempt + cfg->aw_lo)) == 0) {
-		cs = win[(c >> 3) & 7];
-		stream = win[(s >> 3) & 7];
+	    go_window_read(attempt + cfg->aw_lo, &win, go_max_u32(c, s) + 8) == 0) {
+		cs = go_window_u64(&win, c);
+		stream = go_window_u64(&win, s);
 	} else if (go_read_u64(attempt + cfg->attempt_cs, &cs) ||
 		   go_read_u64(attempt + cfg->attempt_stream, &stream)) {
 		stat_inc(STAT_BAD_READ);

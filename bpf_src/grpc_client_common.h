@@ -158,7 +158,10 @@ static __always_inline void read_stream(const struct grpc_client_config *cfg, __
 	struct go_window win;
 
 	cs->stream = stream;
-	if (cs->stream && cfg->sw_on && go_window_read(cs->stream + cfg->sw_lo, &win) == 0) {
+	if (cs->stream && cfg->sw_on &&
+	    go_window_read(cs->stream + cfg->sw_lo, &win,
+			   go_max_u32(go_max_u32(cfg->sw_id + 4, cfg->sw_method + 16),
+				      cfg->sw_ct_on ? cfg->sw_ct + 8 : 0)) == 0) {
 		cs->in_window = 1;
 		cs->sid = go_window_u32(&win, cfg->sw_id);
 		cs->method[0] = go_window_u64(&win, cfg->sw_method);

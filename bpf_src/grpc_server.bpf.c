@@ -316,7 +316,9 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 		}
 	} else {
 		conn_r = conn_of(cfg, tgid, t, &f);
-		if (cfg->sw_on && go_window_read(s + cfg->sw_lo, &win) == 0) {
+		if (cfg->sw_on &&
+		    go_window_read(s + cfg->sw_lo, &win,
+				   go_max_u32(cfg->sw_id + 4, cfg->sw_method + 16)) == 0) {
 			in_window = 1;
 			key.stream_id = go_window_u32(&win, cfg->sw_id);
 			method[0] = go_window_u64(&win, cfg->sw_method);

@@ -560,7 +560,11 @@ static __always_inline int read_rws(const struct http2_config *cfg, __u64 rws,
 	struct go_window win;
 	__u64 stream;
 
-	if (cfg->rws_window_on && go_window_read(rws + cfg->rws_lo, &win) == 0) {
+	if (cfg->rws_window_on &&
+	    go_window_read(rws + cfg->rws_lo, &win,
+			   go_max_u32(go_max_u32(cfg->rws_w_conn, cfg->rws_w_stream),
+				      go_max_u32(cfg->rws_w_status,
+						 cfg->rws_req_inline ? 0 : cfg->rws_w_req)) + 8) == 0) {
 		key->conn = go_window_u64(&win, cfg->rws_w_conn);
 		stream = go_window_u64(&win, cfg->rws_w_stream);
 		*status = go_window_u64(&win, cfg->rws_w_status);
@@ -672,7 +676,8 @@ static __always_inline int read_cs_key(const struct http2_config *cfg, __u64 cs,
 	struct go_window win;
 
 	if (cfg->cs_key_win_on) {
-		if (go_window_read(cs + cfg->cs_key_lo, &win))
+		if (go_window_read(cs + cfg->cs_key_lo, &win,
+				   go_max_u32(cfg->cs_w_cc + 8, cfg->cs_w_id + 4)))
 			return -1;
 		key->conn = go_window_u64(&win, cfg->cs_w_cc);
 		key->stream_id = go_window_u32(&win, cfg->cs_w_id);
