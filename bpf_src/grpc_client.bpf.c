@@ -75,7 +75,7 @@ struct inflight_key {
 struct inflight_val {
 	__u64 start_ns;
 	__u64 ctx_node;  /* traces on: the server request context of the call (trace_ctx.h) */
-	__u64 g;         /* the goroutine that started it */
+	__u64 _pad;      /* a start slot's value is 3 words (start_slots.h) */
 };
 
 /* Calls between start and finish. 65,536 is far more than the concurrently open calls of
@@ -310,12 +310,11 @@ int grpc_client_start(struct pt_regs *ctx)
 		go_read_u64(cs + cfg->cs_ctx + 8, &c); /* the iface's data word */
 		val.ctx_node = request_ctx_of(tgid, c);
 	}
-	val.g = GO_GOROUTINE(ctx);
 	slot_start(&inflight_slots, &inflight, &grpc_client_config_slots, &grpc_client_config,
 		   &key, &val);
 	recent_forget(&key);
 	gk.tgid = tgid;
-	gk.g = val.g;
+	gk.g = GO_GOROUTINE(ctx);
 	g_note(&gk, cs);
 	return 0;
 }

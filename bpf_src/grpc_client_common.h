@@ -227,7 +227,6 @@ static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32
 		lev->end_ns = end;
 		lev->stream_id = st.sid;
 		lev->status_code = code;
-		lev->flags = 0;
 		lev->method_addr = st.method[0];
 		lev->method_len = st.method[1];
 		__builtin_memset(lev->peer_ip, 0, sizeof(lev->peer_ip));

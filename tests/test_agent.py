@@ -73,6 +73,16 @@ def _assert_one_to_one(spans: list[Span], client: list[dict[str, Any]],
     assert not lost, f"{what}: server truth without a span: {[server[i] for i in lost[:3]]}"
 
 
+def _go_and_drain(agent: Agent, runs: list[tuple[Workload, Path, Path]]) -> dict[str, int]:
+    """Let every attached workload go, wait for all, drain: the agent's counters."""
+    for wl, _, _ in runs:
+        wl.go()
+    for wl, _, _ in runs:
+        wl.wait_done(120)
+    agent.drain()
+    return agent.stats()
+
+
 def test_one_agent_traces_four_processes_each_one_to_one_with_its_own_truth() -> None:
     new, old = _grpcwork(NEWEST), _grpcwork(OLDEST)
     with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
@@ -88,12 +98,7 @@ def test_one_agent_traces_four_processes_each_one_to_one_with_its_own_truth() ->
             assert _bpf_fds("prog_id") == programs_one == programs_loaded
             agent.attach(runs[0][0].pid)  # idempotent
             assert len(agent.targets) == 4
-            for wl, _, _ in runs:
-                wl.go()
-            for wl, _, _ in runs:
-                wl.wait_done(120)
-            agent.drain()
-            stats = agent.stats()
+            stats = _go_and_drain(agent, runs)
         spans = list(agent.spans(timeout=0.2))
         for wl, _, _ in runs:
             wl.finish()

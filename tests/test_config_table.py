@@ -20,11 +20,10 @@ from pyhttp2probe.probes import ProbePath, all_paths
 from pyhttp2probe.records import load_layout
 from testkit.bpfbuild import BPF_SRC, build_object
 from testkit.workload import read_truth
-from tests.test_agent import NEWEST, _assert_one_to_one, _grpcwork, _start
+from tests.test_agent import NEWEST, _assert_one_to_one, _go_and_drain, _grpcwork, _start
+from tests.test_grpc_client_layout import CONFIG_MAPS
 
 BPF = Path(__file__).resolve().parent.parent / "pyhttp2probe" / "bpf"
-CONFIG_MAPS = {"grpc_client": "grpc_client_config", "grpc_server": "grpc_server_config",
-               "http2": "http2_config"}
 
 
 def _two_slot_paths() -> tuple[ProbePath, ...]:
@@ -46,12 +45,7 @@ def test_processes_sharing_a_two_slot_config_table_are_each_traced_exactly() -> 
             tiers = {name: [agent.config_table(name, m).in_slot(wl.pid.to_bytes(4, "little"))
                             for wl, _, _ in runs]
                      for name, m in CONFIG_MAPS.items() if name != "http2"}
-            for wl, _, _ in runs:
-                wl.go()
-            for wl, _, _ in runs:
-                wl.wait_done(120)
-            agent.drain()
-            stats = agent.stats()
+            stats = _go_and_drain(agent, runs)
         spans = list(agent.spans(timeout=0.2))
         for wl, ct, st in runs:
             mine = [s for s in spans if s.pid == wl.pid]
