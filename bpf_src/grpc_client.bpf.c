@@ -91,6 +91,7 @@ struct {
 /* Their first tier (start_slots.h): the LRU above takes a call only when its slot is held. */
 START_SLOTS(inflight_slots);
 START_SLOTS_SWEEPER(grpc_client_sweep, inflight_slots);
+START_SLOTS_SWEEPER(hot_grpc_client_sweep, hot_inflight_slots);
 
 /* goroutine -> the clientStream it last started, second tier (g_slots below): read only by
  * the FAIL probe. Sized like inflight; stale entries are harmless (checked). */
@@ -159,7 +160,7 @@ static __always_inline int call_in_flight(__u32 tgid, __u64 cs)
 {
 	struct inflight_key k = { .tgid = tgid, .cs = cs };
 
-	return slot_get(&inflight_slots, &k) || bpf_map_lookup_elem(&inflight, &k);
+	return slot_get(SLOTS(inflight_slots), &k) || bpf_map_lookup_elem(&inflight, &k);
 }
 
 /* At a start: goroutine gk started call cs. */
@@ -264,7 +265,7 @@ static __always_inline void recent_forget(const struct inflight_key *k)
 static __always_inline struct inflight_val *find_start(const struct inflight_key *key,
 							struct start_slot **slot)
 {
-	*slot = slot_get(&inflight_slots, key);
+	*slot = slot_get(SLOTS(inflight_slots), key);
 	if (*slot)
 		return (struct inflight_val *)(*slot)->val;
 	if (recent_has(key))
@@ -310,8 +311,8 @@ int grpc_client_start(struct pt_regs *ctx)
 		go_read_u64(cs + cfg->cs_ctx + 8, &c); /* the iface's data word */
 		val.ctx_node = request_ctx_of(tgid, c);
 	}
-	slot_start(&inflight_slots, &inflight, &grpc_client_config_slots, &grpc_client_config,
-		   &key, &val);
+	slot_start(SLOTS(inflight_slots), &inflight, &grpc_client_config_slots,
+		   &grpc_client_config, &key, &val);
 	recent_forget(&key);
 	gk.tgid = tgid;
 	gk.g = GO_GOROUTINE(ctx);

@@ -76,6 +76,7 @@ struct {
 /* Their first tier (start_slots.h): the LRU above takes an RPC only when its slot is held. */
 START_SLOTS(grpc_server_slots);
 START_SLOTS_SWEEPER(grpc_server_sweep, grpc_server_slots);
+START_SLOTS_SWEEPER(hot_grpc_server_sweep, hot_grpc_server_slots);
 
 /* One record per finished RPC; ~300 B each, 8 MiB holds ~27k: half a second at peak. */
 struct {
@@ -227,8 +228,8 @@ int grpc_server_operate_headers(struct pt_regs *ctx)
 	{
 		__u64 val[3] = { now, 0, 0 };
 
-		slot_start(&grpc_server_slots, &grpc_server_inflight, &grpc_server_config_slots,
-			   &grpc_server_config, &key, val);
+		slot_start(SLOTS(grpc_server_slots), &grpc_server_inflight,
+			   &grpc_server_config_slots, &grpc_server_config, &key, val);
 	}
 	return 0;
 }
@@ -332,7 +333,7 @@ static __always_inline int finish(struct pt_regs *ctx, int via_serve_http)
 			return 0;
 		}
 		/* Its slot, else the repeat filter, else the LRU tier (start_slots.h). */
-		slot = slot_get(&grpc_server_slots, &key);
+		slot = slot_get(SLOTS(grpc_server_slots), &key);
 		if (slot) {
 			start = slot->val;
 		} else if (end_repeats(ctx, &key, cfg->gen)) {
@@ -522,7 +523,7 @@ int grpc_server_early_abort(struct pt_regs *ctx)
 		struct stream_key key = { .tgid = tgid, .stream_id = ev->stream_id };
 
 		if (go_read_u64(ev->loopy + cfg->loopy_framer, &key.conn) == 0) {
-			slot_drop(&grpc_server_slots, &grpc_server_inflight, &key);
+			slot_drop(SLOTS(grpc_server_slots), &grpc_server_inflight, &key);
 			if (cfg->trace)
 				bpf_map_delete_elem(&srv_traceparent, &key);
 		}

@@ -78,6 +78,7 @@ struct {
  * sweeper alone. */
 START_SLOTS(http2_server_slots);
 START_SLOTS_SWEEPER(http2_sweep, http2_server_slots);
+START_SLOTS_SWEEPER(hot_http2_sweep, hot_http2_server_slots);
 
 /* Client in-flight: start time and the request fields copied at start (~230 B each). */
 struct h2_client_start {
@@ -417,7 +418,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	} else {
 		st.ctx = 0;
 	}
-	slot_start(&http2_server_slots, &http2_server_inflight, NULL, NULL, &key, &st);
+	slot_start(SLOTS(http2_server_slots), &http2_server_inflight, NULL, NULL, &key, &st);
 	return 0;
 }
 
@@ -427,7 +428,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid, __u64 gen,
 				      const struct stream_key *key, struct h2_server_start *out)
 {
-	struct start_slot *slot = slot_get(&http2_server_slots, key);
+	struct start_slot *slot = slot_get(SLOTS(http2_server_slots), key);
 	struct h2_server_start *start;
 
 	if (slot) {

@@ -98,6 +98,7 @@ def test_grpc_server_spans_match_server_truth_one_to_one(version: str, ldflags: 
     assert (starts + ends) / n <= 2.05
     assert run.extra["in_flight"]["grpc_server.grpc_server_inflight"] == 0
     assert run.extra["in_flight"]["grpc_server.grpc_server_slots"] == 0
+    assert run.extra["in_flight"]["grpc_server.hot_grpc_server_slots"] == 0
 
 
 def _check_servehttp(run: TracedRun, spans: list[Span]) -> None:
@@ -121,4 +122,4 @@ def _check_servehttp(run: TracedRun, spans: list[Span]) -> None:
     assert rc["grpc_server_write_status"] == 0
     left = run.extra["in_flight"]
     assert left["http2.http2_server_inflight"] == left["http2.h2_ctx_live"] == 0, left
-    assert left["http2.http2_server_slots"] == 0, left
+    assert left["http2.http2_server_slots"] == left["http2.hot_http2_server_slots"] == 0, left

@@ -73,6 +73,7 @@ def test_accepted_rpcs_keep_one_span_and_two_hits(run: TracedRun) -> None:
     assert run.stats["grpc_server.unmatched_end"] == 0, run.stats
     assert run.extra["in_flight"]["grpc_server.grpc_server_inflight"] == 0, run.extra
     assert run.extra["in_flight"]["grpc_server.grpc_server_slots"] == 0, run.extra
+    assert run.extra["in_flight"]["grpc_server.hot_grpc_server_slots"] == 0, run.extra
 
 
 def test_client_spans_carry_the_rejection_codes(run: TracedRun) -> None:

@@ -56,6 +56,7 @@ def test_panicking_handler_ends_as_one_flagged_span(toolchain: str, ldflags: str
     assert not [s for s in healthy if "error" in s.flags]
     assert run.extra["in_flight"]["http2.http2_server_inflight"] == 0, run.extra["in_flight"]
     assert run.extra["in_flight"]["http2.http2_server_slots"] == 0, run.extra["in_flight"]
+    assert run.extra["in_flight"]["http2.hot_http2_server_slots"] == 0, run.extra["in_flight"]
     assert run.extra["in_flight"]["http2.h2_ctx_live"] == 0, run.extra["in_flight"]
 
     rc = run.run_counts

@@ -380,5 +380,6 @@ PATH = ProbePath(
                         lit_label_key, ids),
              RecordType("EV_GRPC_CLIENT_TRACED", "grpc_client_trace_event", traced_to_spans)),
     anchors=ANCHORS, in_flight_maps=("inflight",),
-    slot_tables=(SlotTable("inflight_slots", "grpc_client_sweep"),),
+    slot_tables=(SlotTable("hot_inflight_slots", "hot_grpc_client_sweep"),
+                 SlotTable("inflight_slots", "grpc_client_sweep")),
     stages=(Stage("client_stage", "flush_client_stage"),))

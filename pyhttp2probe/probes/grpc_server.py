@@ -348,6 +348,7 @@ PATH = ProbePath(
     shared_maps={"h2_ctx_live": "http2", "h2_ctx_ended": "http2", "h2_ctx_slots": "http2",
                  "srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("grpc_server_inflight", "srv_traceparent"),
-    slot_tables=(SlotTable("grpc_server_slots", "grpc_server_sweep"),),
+    slot_tables=(SlotTable("hot_grpc_server_slots", "hot_grpc_server_sweep"),
+                 SlotTable("grpc_server_slots", "grpc_server_sweep")),
     stages=(Stage("server_stage", "flush_server_stage"),),
     variables=(VAR_STATUS_OK,))

@@ -344,7 +344,8 @@ PATH = ProbePath(
     shared_maps={"srv_conn_ctx": "grpc_client"},  # traces: bpf_src/trace_ctx.h
     in_flight_maps=("http2_server_inflight", "http2_client_inflight", "h2_ctx_live",
                     "srv_traceparent"),
-    slot_tables=(SlotTable("http2_server_slots", "http2_sweep"),
+    slot_tables=(SlotTable("hot_http2_server_slots", "hot_http2_sweep"),
+                 SlotTable("http2_server_slots", "http2_sweep"),
                  SlotTable("http2_client_slots", "http2_client_sweep"),
                  SlotTable("h2_ctx_slots", "h2_ctx_sweep", ended_bit=CTX_HTTP_ENDED)),
     stages=(Stage("h2_stage", "flush_h2_stage"),))
