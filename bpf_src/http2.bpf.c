@@ -105,10 +105,15 @@ struct {
  * claims its slot, fills it in place and publishes its tag; its end copies the request's
  * fields into the record and gives the slot back by compare-and-swap. The LRU map above
  * takes a request only when its slot is held: an LRU update and a lookup + delete cost
- * ~0.4 us of every client request here. 4k slots x 256 B: the client requests in flight
- * on a node (a few hundred) collide a few percent of the time. */
+ * ~0.4 us of every client request here. Two tables, as start_slots.h's: 128 slots x 256 B
+ * (32 KiB, stays warm: a start in the 1 MiB table alone paid ~50 ns more of cache and TLB
+ * misses, same-run ablation), then 4k slots, where the client requests in flight on a node
+ * (a few hundred) collide a few percent of the time. */
 #ifndef H2C_SLOT_BITS /* tests/test_slot_tables.py builds with tiny tables */
 #define H2C_SLOT_BITS 12
+#endif
+#ifndef H2C_HOT_BITS
+#define H2C_HOT_BITS 7
 #endif
 
 struct h2c_slot {
@@ -119,18 +124,63 @@ struct h2c_slot {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << H2C_HOT_BITS);
+	__type(key, __u32);
+	__type(value, struct h2c_slot);
+} hot_http2_client_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1 << H2C_SLOT_BITS);
 	__type(key, __u32);
 	__type(value, struct h2c_slot);
 } http2_client_slots SEC(".maps");
 
+START_SLOTS_SWEEPER(hot_http2_client_sweep, hot_http2_client_slots);
 START_SLOTS_SWEEPER(http2_client_sweep, http2_client_slots);
 
-static __always_inline struct h2c_slot *h2c_slot_at(__u64 tag)
+static __always_inline struct h2c_slot *h2c_slot_at(void *slots, __u64 tag, __u32 bits)
 {
-	__u32 idx = slot_of(tag, H2C_SLOT_BITS);
+	__u32 idx = slot_of(tag, bits);
 
-	return bpf_map_lookup_elem(&http2_client_slots, &idx);
+	return bpf_map_lookup_elem(slots, &idx);
+}
+
+static __always_inline int h2c_holds(const struct h2c_slot *s, __u64 tag,
+				     const struct stream_key *key)
+{
+	return s->tag == tag && s->key.conn == key->conn && s->key.stream_id == key->stream_id &&
+	       s->key.tgid == key->tgid;
+}
+
+/* Claim slot s for a start of `key` when it is free, or holds a stale start of this very
+ * key (a stream that never ended, its id reused: STAT_START_REUSED); NULL: another's. */
+static __always_inline struct h2c_slot *h2c_claim(struct h2c_slot *s, __u64 tag,
+						  const struct stream_key *key)
+{
+	__u64 cur;
+
+	if (!s)
+		return NULL;
+	cur = s->tag;
+	if (cur != 0 && !h2c_holds(s, tag, key))
+		return NULL;
+	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
+		return NULL;
+	if (cur)
+		stat_inc(STAT_START_REUSED);
+	return s;
+}
+
+/* The slot holding the start of `key`, in the small table or the large one, else NULL. */
+static __always_inline struct h2c_slot *h2c_find(__u64 tag, const struct stream_key *key)
+{
+	struct h2c_slot *s = h2c_slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS);
+
+	if (s && h2c_holds(s, tag, key))
+		return s;
+	s = h2c_slot_at(&http2_client_slots, tag, H2C_SLOT_BITS);
+	return s && h2c_holds(s, tag, key) ? s : NULL;
 }
 
 /* Scratch for building a client start (too big for the 512 B BPF stack with the rest). */
@@ -697,7 +747,7 @@ static __always_inline int read_cs_key(const struct http2_config *cfg, __u64 cs,
 static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, flags = 0;
-	__u64 cs = GO_ARG1(ctx), tag, cur;
+	__u64 cs = GO_ARG1(ctx), tag;
 	struct h2_client_start *st = NULL;
 	struct h2c_slot *slot;
 	struct stream_key key = {};
@@ -711,23 +761,15 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	/* Its slot when free, or holding a stale start of this very key (a stream that never
-	 * ended, its id reused: STAT_START_REUSED): filled in place while SLOT_BUSY. */
+	/* Its slot in the first table that takes it (h2c_claim), filled in place while
+	 * SLOT_BUSY; else the scratch, for the LRU tier. */
 	tag = slot_tag((const __u64 *)&key);
-	slot = h2c_slot_at(tag);
-	if (slot) {
-		cur = slot->tag;
-		if ((cur == 0 || (cur == tag && slot->key.conn == key.conn &&
-				  slot->key.stream_id == key.stream_id && slot->key.tgid == tgid)) &&
-		    __sync_val_compare_and_swap(&slot->tag, cur, SLOT_BUSY) == cur) {
-			if (cur)
-				stat_inc(STAT_START_REUSED);
-			st = &slot->st;
-		} else {
-			slot = NULL;
-		}
-	}
-	if (!st)
+	slot = h2c_claim(h2c_slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS), tag, &key);
+	if (!slot)
+		slot = h2c_claim(h2c_slot_at(&http2_client_slots, tag, H2C_SLOT_BITS), tag, &key);
+	if (slot)
+		st = &slot->st;
+	else
 		st = bpf_map_lookup_elem(&http2_scratch, &zero);
 	if (!st) /* no scratch: cannot happen (a per-CPU array of one) */
 		return 0;
@@ -780,13 +822,10 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	}
 	/* its slot, else the LRU tier (no repeat filter: this end runs once, take_start) */
 	tag = slot_tag((const __u64 *)&key);
-	slot = h2c_slot_at(tag);
-	if (slot && slot->tag == tag && slot->key.conn == key.conn &&
-	    slot->key.stream_id == key.stream_id && slot->key.tgid == tgid)
+	slot = h2c_find(tag, &key);
+	if (slot)
 		st = &slot->st; /* stays put until this end gives the slot back */
 	else
-		slot = NULL;
-	if (!st)
 		st = bpf_map_lookup_elem(&http2_client_inflight, &key);
 	ev = reserve_h2(cfg, EV_HTTP2_CLIENT, EV_HTTP2_CLIENT_TRACED, &tev, &out);
 	if (!ev) {

@@ -27,7 +27,8 @@ from tests.test_grpc_server_accuracy import _check_servehttp
 from tests.test_http2_accuracy import STACK_FLAVOR, check_h2work
 
 TINY = ("HOT_SLOT_BITS=1", "START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2",
-        "CTX_SLOT_BITS=2", "H2C_SLOT_BITS=2")
+        "CTX_SLOT_BITS=2", "H2C_HOT_BITS=1",
+        "H2C_SLOT_BITS=2")
 
 
 def _tiny_paths(names: tuple[str, ...] = ("grpc_client", "grpc_server", "http2"),
@@ -98,6 +99,7 @@ def test_http2_spans_exact_with_four_slot_tables(tmp_path: Path) -> None:
         run = traced(wl, paths=_tiny_paths(("grpc_server", "http2")))
     check_h2work(run, read_truth(ct), read_truth(st), STACK_FLAVOR)
     left = run.extra["in_flight"]
-    assert not [k for k in ("http2.http2_client_slots", "http2.http2_client_inflight",
+    assert not [k for k in ("http2.hot_http2_client_slots", "http2.http2_client_slots",
+                            "http2.http2_client_inflight", "http2.hot_http2_server_slots",
                             "http2.http2_server_slots", "http2.http2_server_inflight")
                 if left[k]], left

@@ -346,6 +346,7 @@ PATH = ProbePath(
                     "srv_traceparent"),
     slot_tables=(SlotTable("hot_http2_server_slots", "hot_http2_sweep"),
                  SlotTable("http2_server_slots", "http2_sweep"),
+                 SlotTable("hot_http2_client_slots", "hot_http2_client_sweep"),
                  SlotTable("http2_client_slots", "http2_client_sweep"),
                  SlotTable("h2_ctx_slots", "h2_ctx_sweep", ended_bit=CTX_HTTP_ENDED)),
     stages=(Stage("h2_stage", "flush_h2_stage"),))
