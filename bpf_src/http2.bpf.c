@@ -795,6 +795,21 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	return 0;
 }
 
+/* Copy a text of `len` bytes from a start to a record, in 32-byte chunks up to its length:
+ * past it both are zero (the start cleared its slot, reserve_h2 the record), so the record
+ * is as if the whole field had been copied. The start's slot is a cold line or two by its
+ * end: the whole 208 bytes cost ~0.1 us here (same-run ablation), a host and path ~1 line. */
+#define TEXT_CHUNK 32
+#define COPY_TEXT(dst, src, len)                                                     \
+	do {                                                                         \
+		for (int i_ = 0; i_ < (int)sizeof(dst) / TEXT_CHUNK; i_++) {         \
+			if (i_ * TEXT_CHUNK >= (len))                                \
+				break;                                               \
+			__builtin_memcpy(&(dst)[i_ * TEXT_CHUNK], &(src)[i_ * TEXT_CHUNK], \
+					 TEXT_CHUNK);                                \
+		}                                                                    \
+	} while (0)
+
 static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -849,9 +864,10 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		ev->method_addr = st->method_addr;
 		ev->host_len = st->host_len;
 		ev->path_len = st->path_len;
-		__builtin_memcpy(ev->method, st->method, sizeof(ev->method));
-		__builtin_memcpy(ev->host, st->host, sizeof(ev->host));
-		__builtin_memcpy(ev->path, st->path, sizeof(ev->path));
+		if (!st->method_addr)
+			__builtin_memcpy(ev->method, st->method, sizeof(ev->method));
+		COPY_TEXT(ev->host, st->host, st->host_len);
+		COPY_TEXT(ev->path, st->path, st->path_len);
 		if (!slot) {
 			bpf_map_delete_elem(&http2_client_inflight, &key);
 		} else if (__sync_val_compare_and_swap(&slot->tag, tag, 0) != tag) {
