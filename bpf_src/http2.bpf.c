@@ -42,8 +42,11 @@
  * Every probe sits just past the function's stack-growth check (Python places it), so it
  * fires once per call. Measured (tests, bench): run_cnt of each start == its end == the
  * number of requests, i.e. exactly 2 hits per request on each side.
- * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id). Entries are deleted
- * by their end; a start overwrites a stale entry (same reasoning as grpc_server.bpf.c).
+ * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id). Server entries
+ * are keyed by it; client entries by the *clientStream, which start and end both have in a
+ * register (one read fewer at the end: the identity is read at the start, where it is
+ * final, and reported from there). Entries are deleted by their end; a start overwrites a
+ * stale entry (same reasoning as grpc_server.bpf.c).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -80,9 +83,13 @@ START_SLOTS(http2_server_slots);
 START_SLOTS_SWEEPER(http2_sweep, http2_server_slots);
 START_SLOTS_SWEEPER(hot_http2_sweep, hot_http2_server_slots);
 
-/* Client in-flight: start time and the request fields copied at start (~230 B each). */
+/* Client in-flight, keyed by (tgid, 0, *clientStream) (h2_client_key): start time, the
+ * stream's identity and the request fields copied at start (~250 B each). */
 struct h2_client_start {
 	__u64 start_ns;
+	__u64 conn;      /* its identity, (*ClientConn, stream id): read here, not at its end */
+	__u32 stream_id;
+	__u32 _pad;
 	__u64 ctx_node;  /* traces on: the server request context it was made under */
 	__u16 method_len;
 	__u16 host_len;
@@ -725,8 +732,8 @@ static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, 
 
 /* ---- client ---------------------------------------------------------------------- */
 
-/* A client stream's key: its ClientConn and stream id (one window read when the layout
- * allows). -1 when unreadable. */
+/* A client stream's identity: its ClientConn and stream id (one window read when the
+ * layout allows). -1 when unreadable. */
 static __always_inline int read_cs_key(const struct http2_config *cfg, __u64 cs,
 				       struct stream_key *key)
 {
@@ -744,20 +751,27 @@ static __always_inline int read_cs_key(const struct http2_config *cfg, __u64 cs,
 	       go_read_u32(cs + cfg->cs_id, &key->stream_id) ? -1 : 0;
 }
 
+/* A client request's in-flight key: its *clientStream, a fresh object per request that its
+ * start and end both get in a register, so the end reads nothing to find its start (the
+ * identity it reports comes from the start). */
+static __always_inline struct stream_key h2_client_key(__u32 tgid, __u64 cs)
+{
+	return (struct stream_key){ .tgid = tgid, .conn = cs };
+}
+
 static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, flags = 0;
 	__u64 cs = GO_ARG1(ctx), tag;
 	struct h2_client_start *st = NULL;
 	struct h2c_slot *slot;
-	struct stream_key key = {};
+	struct stream_key key = h2_client_key(tgid, cs), id = {};
 	struct http2_config *cfg;
 
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
-	key.tgid = tgid;
-	if (read_cs_key(cfg, cs, &key)) {
+	if (read_cs_key(cfg, cs, &id)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
@@ -775,6 +789,8 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 		return 0;
 	__builtin_memset(st, 0, sizeof(*st));
 	st->start_ns = bpf_ktime_get_ns();
+	st->conn = id.conn;
+	st->stream_id = id.stream_id;
 	read_request(cfg, client_req(cfg), GO_ARG2(ctx), &st->method_addr, st->method,
 		     &st->method_len, st->host, &st->host_len, st->path, &st->path_len, &flags);
 	st->flags = flags;
@@ -817,7 +833,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	__u8 done = 0;
 	struct h2_client_start *st = NULL;
 	struct h2c_slot *slot;
-	struct stream_key key = {};
+	struct stream_key key = h2_client_key(tgid, cs), id = {};
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
@@ -826,15 +842,6 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
-	key.tgid = tgid;
-	if (read_cs_key(cfg, cs, &key)) {
-		stat_inc(STAT_BAD_READ);
-		return 0;
-	}
-	if (key.stream_id == 0) {
-		stat_inc(STAT_H2_NO_STREAM); /* ended before a stream existed: no start, no span */
-		return 0;
-	}
 	/* its slot, else the LRU tier (no repeat filter: this end runs once, take_start) */
 	tag = slot_tag((const __u64 *)&key);
 	slot = h2c_find(tag, &key);
@@ -842,6 +849,21 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		st = &slot->st; /* stays put until this end gives the slot back */
 	else
 		st = bpf_map_lookup_elem(&http2_client_inflight, &key);
+	if (st) {
+		id.conn = st->conn;
+		id.stream_id = st->stream_id;
+	} else {
+		/* No start: a request that ended before its stream existed (no id yet: no span,
+		 * counted), else an unmatched end, reported under the stream's identity. */
+		if (read_cs_key(cfg, cs, &id)) {
+			stat_inc(STAT_BAD_READ);
+			return 0;
+		}
+		if (id.stream_id == 0) {
+			stat_inc(STAT_H2_NO_STREAM);
+			return 0;
+		}
+	}
 	ev = reserve_h2(cfg, EV_HTTP2_CLIENT, EV_HTTP2_CLIENT_TRACED, &tev, &out);
 	if (!ev) {
 		if (slot)
@@ -852,8 +874,8 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	}
 	ev->tgid = tgid;
 	ev->flavor = flavor;
-	ev->conn = key.conn;
-	ev->stream_id = key.stream_id;
+	ev->conn = id.conn;
+	ev->stream_id = id.stream_id;
 	ev->end_ns = bpf_ktime_get_ns();
 	if (st) {
 		ev->start_ns = st->start_ns;
