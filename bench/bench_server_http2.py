@@ -181,8 +181,15 @@ def run() -> str:
                         got["done"], len(spans), hits, base, with_, ns))
 
     h2work = build(GoBuild(src="h2work"))
-    base, with_, got, r = _rounds(lambda t: _h2work(h2work, t),
-                                  lambda d: float(d.get("rps", 0)))
+    traced_runs: list[Any] = []
+
+    def h2work_once(t: bool) -> tuple[dict[str, Any], Any]:
+        out = _h2work(h2work, t)
+        if t:
+            traced_runs.append(out[1])
+        return out
+
+    base, with_, got, r = _rounds(h2work_once, lambda d: float(d.get("rps", 0)))
     spans = r.of_kind("http_client") + r.of_kind("http_server")
     overlap = _overlapping_share(r.of_kind("http_server"))
     hits, ns = _counted(r, lambda k: True)
@@ -207,7 +214,25 @@ def run() -> str:
             "HTTP/2 server requests were in flight while another request on the same "
             "connection was too; state keyed by the connection alone (as one peer keys "
             "net/http's server) would have overwritten or mixed each of them.\n")
-    return head + "\n".join(r.markdown() for r in rows) + "\n" + tail
+    return head + "\n".join(r.markdown() for r in rows) + "\n" + tail + _per_program(traced_runs)
+
+
+def _per_program(runs: list[Any]) -> str:
+    """Each HTTP/2 program's kernel ns per run in the traced h2work rounds (issue 12's
+    goal: <= 500 ns per hit on the common path), the median round of each."""
+    names = sorted({k for r in runs for k, (cnt, _) in r.extra["run_stats"].items()
+                    if k.startswith("http2_") and cnt})
+    lines = [f"\nHTTP/2 BPF time per hit in h2work (`{' '.join(map(str, H2WORK_ARGS))}`), "
+             f"each program's kernel run_time_ns / run_cnt in the {len(runs)} traced rounds "
+             "(median; the rounds' values after it):\n",
+             "| program | runs per round | ns per run | rounds |", "|---|---:|---:|---|"]
+    for name in names:
+        per = [(c, ns / c) for c, ns in (r.extra["run_stats"].get(name, (0, 0)) for r in runs)
+               if c]
+        lines.append(f"| `{name}` | {int(statistics.median(c for c, _ in per)):,} | "
+                     f"{statistics.median(v for _, v in per):,.0f} | "
+                     f"{', '.join(f'{v:,.0f}' for _, v in per)} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -45,12 +45,54 @@ struct {
 	__type(value, struct key16);
 } slots SEC(".maps");
 
+__u64 sink;
+
+/* Start-slot tables (bpf_src/start_slots.h): 48-byte slots, each hit at a new random place,
+ * as request starts land: the large table's working set is all of it. */
+struct slot48 {
+	__u64 w[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct slot48);
+} slots_16k SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, struct slot48);
+} slots_512 SEC(".maps");
+
+__u64 slot_seq;
+
+static __always_inline int random_slots(void *map, __u32 bits)
+{
+	__u64 seq = slot_seq, acc = 0;
+	struct slot48 *s;
+
+	for (int i = 0; i < REPS; i++) {
+		__u32 idx = (__u32)(((seq + i) * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
+
+		s = bpf_map_lookup_elem(map, &idx);
+		if (s) {
+			acc += __sync_val_compare_and_swap(&s->w[0], s->w[0], seq);
+			s->w[1] = acc;
+		}
+	}
+	slot_seq = seq + REPS;
+	sink = acc;
+	return 0;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
-__u64 sink;
 
 SEC("uprobe")
 int p_empty(struct pt_regs *ctx)
@@ -190,4 +232,16 @@ int p_ringbuf_query(struct pt_regs *ctx)
 		acc += bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	sink = acc;
 	return 0;
+}
+
+SEC("uprobe")
+int p_slot_16k(struct pt_regs *ctx)
+{
+	return random_slots(&slots_16k, 14);
+}
+
+SEC("uprobe")
+int p_slot_512(struct pt_regs *ctx)
+{
+	return random_slots(&slots_512, 9);
 }
