@@ -51,6 +51,14 @@ def splice(old: str, sections: list[str]) -> str:
     return "".join(blocks).rstrip("\n") + "\n"
 
 
+def stamped(section: str, when: dt.datetime, command: str) -> str:
+    """A spliced section with its own run line under its heading: the file's header dates
+    its last full run, not the sections replaced since."""
+    heading, _, body = section.partition("\n")
+    return (f"{heading}\n\n_Spliced: {when:%Y-%m-%d %H:%M} UTC by `{command}`, on "
+            f"{machine()}._\n{body}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("only", nargs="*", help="bench module names (default: all)")
@@ -61,11 +69,14 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     names = args.only or sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
     sections = []
+    command = "python3 bench/run.py" + ("" if not args.only else " " + " ".join(args.only))
     for name in names:
         print(f"bench: {name}", file=sys.stderr)
         module = importlib.import_module(f"bench.{name}")
-        sections.append(module.run())
-    command = "python3 bench/run.py" + ("" if not args.only else " " + " ".join(args.only))
+        when = dt.datetime.now(dt.UTC)
+        section = module.run()
+        sections.append(stamped(section, when, command + " --splice") if args.splice
+                        else section)
     head = (f"# Benchmarks\n\nCommand: `{command}` (also `make bench`)\n\n"
             f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.\n\n"
             "The machine is a shared, nested VM: read the ratios measured side by side in one "
