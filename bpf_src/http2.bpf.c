@@ -112,8 +112,8 @@ struct {
  * claims its slot, fills it in place and publishes its tag; its end copies the request's
  * fields into the record and gives the slot back by compare-and-swap. The LRU map above
  * takes a request only when its slot is held: an LRU update and a lookup + delete cost
- * ~0.4 us of every client request here. Two tables, as start_slots.h's: 128 slots x 256 B
- * (32 KiB, stays warm: a start in the 1 MiB table alone paid ~50 ns more of cache and TLB
+ * ~0.4 us of every client request here. Two tables, as start_slots.h's: 128 slots x 280 B
+ * (35 KiB, stays warm: a start in the 1 MiB table alone paid ~50 ns more of cache and TLB
  * misses, same-run ablation), then 4k slots, where the client requests in flight on a node
  * (a few hundred) collide a few percent of the time. */
 #ifndef H2C_SLOT_BITS /* tests/test_slot_tables.py builds with tiny tables */
@@ -161,7 +161,8 @@ static __always_inline int h2c_holds(const struct h2c_slot *s, __u64 tag,
 }
 
 /* Claim slot s for a start of `key` when it is free, or holds a stale start of this very
- * key (a stream that never ended, its id reused: STAT_START_REUSED); NULL: another's. */
+ * key (a request that never ended, its clientStream's address reused: STAT_START_REUSED);
+ * NULL: another's. */
 static __always_inline struct h2c_slot *h2c_claim(struct h2c_slot *s, __u64 tag,
 						  const struct stream_key *key)
 {
