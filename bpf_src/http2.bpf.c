@@ -153,12 +153,9 @@ static __always_inline struct h2c_slot *h2c_slot_at(void *slots, __u64 tag, __u3
 	return bpf_map_lookup_elem(slots, &idx);
 }
 
-static __always_inline int h2c_holds(const struct h2c_slot *s, __u64 tag,
-				     const struct stream_key *key)
-{
-	return s->tag == tag && s->key.conn == key->conn && s->key.stream_id == key->stream_id &&
-	       s->key.tgid == key->tgid;
-}
+/* start_slots.h's slot_find and slot_holds read a slot's tag and key: laid out as theirs. */
+_Static_assert(__builtin_offsetof(struct h2c_slot, key) ==
+	       __builtin_offsetof(struct start_slot, key), "h2c_slot begins as start_slot");
 
 /* Claim slot s for a start of `key` when it is free, or holds a stale start of this very
  * key (a request that never ended, its clientStream's address reused: STAT_START_REUSED);
@@ -171,7 +168,7 @@ static __always_inline struct h2c_slot *h2c_claim(struct h2c_slot *s, __u64 tag,
 	if (!s)
 		return NULL;
 	cur = s->tag;
-	if (cur != 0 && !h2c_holds(s, tag, key))
+	if (cur != 0 && !slot_holds((const struct start_slot *)s, tag, (const __u64 *)key))
 		return NULL;
 	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
 		return NULL;
@@ -181,14 +178,10 @@ static __always_inline struct h2c_slot *h2c_claim(struct h2c_slot *s, __u64 tag,
 }
 
 /* The slot holding the start of `key`, in the small table or the large one, else NULL. */
-static __always_inline struct h2c_slot *h2c_find(__u64 tag, const struct stream_key *key)
+static __always_inline struct h2c_slot *h2c_find(const struct stream_key *key)
 {
-	struct h2c_slot *s = h2c_slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS);
-
-	if (s && h2c_holds(s, tag, key))
-		return s;
-	s = h2c_slot_at(&http2_client_slots, tag, H2C_SLOT_BITS);
-	return s && h2c_holds(s, tag, key) ? s : NULL;
+	return slot_find(&hot_http2_client_slots, H2C_HOT_BITS, &http2_client_slots,
+			 H2C_SLOT_BITS, key);
 }
 
 /* Scratch for building a client start (too big for the 512 B BPF stack with the rest). */
@@ -845,7 +838,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 		return 0;
 	/* its slot, else the LRU tier (no repeat filter: this end runs once, take_start) */
 	tag = slot_tag((const __u64 *)&key);
-	slot = h2c_find(tag, &key);
+	slot = h2c_find(&key);
 	if (slot)
 		st = &slot->st; /* stays put until this end gives the slot back */
 	else

@@ -142,17 +142,26 @@ static __always_inline void slot_start(void *hot, void *slots, void *lru, void *
 	inflight_start(lru, key, val);
 }
 
+/* The slot holding `key` in table `hot` (1 << hot_bits slots), else in `slots` (1 << bits),
+ * else NULL. Any slot type that begins as struct start_slot does (tag, then the 16-byte
+ * key): http2.bpf.c's client slots, whose value is the whole request. */
+static __always_inline void *slot_find(void *hot, __u32 hot_bits, void *slots, __u32 bits,
+				       const void *key)
+{
+	__u64 tag = slot_tag(key);
+	struct start_slot *s = slot_at(hot, tag, hot_bits);
+
+	if (s && slot_holds(s, tag, key))
+		return s;
+	s = slot_at(slots, tag, bits);
+	return s && slot_holds(s, tag, key) ? s : NULL;
+}
+
 /* The slot holding the start of `key` (its value: ->val), in either table of the pair, or
  * NULL: then look for it in the LRU tier, after the repeat filter (above). */
 static __always_inline struct start_slot *slot_get(void *hot, void *slots, const void *key)
 {
-	__u64 tag = slot_tag(key);
-	struct start_slot *s = slot_at(hot, tag, HOT_SLOT_BITS);
-
-	if (s && slot_holds(s, tag, key))
-		return s;
-	s = slot_at(slots, tag, START_SLOT_BITS);
-	return s && slot_holds(s, tag, key) ? s : NULL;
+	return slot_find(hot, HOT_SLOT_BITS, slots, START_SLOT_BITS, key);
 }
 
 /* Take the start slot_get found: 0 when this end took it, -1 when a racing end of the same
