@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.bench_agent_cpu import BEFORE_REF, _before_tree
+from bench.bench_cost import _child_run
+from libbpf_loader import bpf_stats_enabled
 from testkit.bpfbuild import ROOT
 from testkit.gobuild import GoBuild, build
 from testkit.traced import SERVEHTTP_MOD, ghz_binary, read_ports, traced
@@ -220,10 +223,6 @@ def _per_program(binary: Path) -> str:
     only, in a process of its own): this tree against the code before issue 12
     (BEFORE_REF, as in bench_agent_cpu), alternating, STAT_RUNS runs of h2work each, each
     program's median run."""
-    from bench.bench_agent_cpu import BEFORE_REF, _before_tree
-    from bench.bench_cost import _child_run
-    from libbpf_loader import bpf_stats_enabled
-
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"before": _before_tree(Path(tmp)), "after": ROOT}
         runs: dict[str, list[dict[str, tuple[int, int]]]] = {k: [] for k in trees}

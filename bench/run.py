@@ -51,12 +51,12 @@ def splice(old: str, sections: list[str]) -> str:
     return "".join(blocks).rstrip("\n") + "\n"
 
 
-def stamped(section: str, when: dt.datetime, command: str) -> str:
+def stamped(section: str, when: dt.datetime, command: str, where: str) -> str:
     """A spliced section with its own run line under its heading: the file's header dates
     its last full run, not the sections replaced since."""
     heading, _, body = section.partition("\n")
     return (f"{heading}\n\n_Spliced: {when:%Y-%m-%d %H:%M} UTC by `{command}`, on "
-            f"{machine()}._\n{body}")
+            f"{where}._\n{body}")
 
 
 def main() -> int:
@@ -70,15 +70,16 @@ def main() -> int:
     names = args.only or sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
     sections = []
     command = "python3 bench/run.py" + ("" if not args.only else " " + " ".join(args.only))
+    where = machine()
     for name in names:
         print(f"bench: {name}", file=sys.stderr)
         module = importlib.import_module(f"bench.{name}")
         when = dt.datetime.now(dt.UTC)
         section = module.run()
-        sections.append(stamped(section, when, command + " --splice") if args.splice
+        sections.append(stamped(section, when, command + " --splice", where) if args.splice
                         else section)
     head = (f"# Benchmarks\n\nCommand: `{command}` (also `make bench`)\n\n"
-            f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.\n\n"
+            f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {where}.\n\n"
             "The machine is a shared, nested VM: read the ratios measured side by side in one "
             "run, not lone absolute times.\n")
     out = Path(args.out)
