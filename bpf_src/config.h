@@ -191,7 +191,7 @@ struct http2_config {
 	__u32 rws_w_conn;
 	__u32 rws_w_status;
 	__u32 rws_w_req;
-	__u32 stream_id;                /* stream.id (uint32) */
+	__u32 stream_id;                /* stream.id (uint32): + *stream, the in-flight key */
 	/* client: clientStream's cc and ID in one window at cs + cs_key_lo (offsets from
 	 * cs_key_lo; read up to its last field, within GO_WINDOW bytes); 0: two reads */
 	__u32 cs_key_win_on;

@@ -19,8 +19,8 @@
  *          Read before handlerDone returns rws to its sync.Pool — reading it at the
  *          runHandler RET instead would race with the pool's next user.
  *   PANIC  a handler that panics skips handlerDone: its request ends where runHandler's
- *          recover has the stream reset written (handlerPanicRST.writeFrame, see
- *          http2_server_panic), on that error path only.
+ *          recover asks for the stream reset (its call of writeFrameFromHandler, a
+ *          call-site probe: see http2_server_panic), on that error path only.
  *   JOIN   runHandler also records the stream's context for gRPC's ServeHTTP end
  *          (srv_common.h), and handlerDone moves it to the ended map.
  *   HTTP/1.1 never reaches these functions: it produces no HTTP/2 span by construction.
@@ -42,10 +42,12 @@
  * Every probe sits just past the function's stack-growth check (Python places it), so it
  * fires once per call. Measured (tests, bench): run_cnt of each start == its end == the
  * number of requests, i.e. exactly 2 hits per request on each side.
- * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id). Server entries
- * are keyed by it; client entries by the *clientStream, which start and end both have in a
- * register (one read fewer at the end: the identity is read at the start, where it is
- * final, and reported from there). Entries are deleted by their end; a start overwrites a
+ * Identity: (tgid, conn pointer (*serverConn / *ClientConn), stream id), read at the start,
+ * where it is final, and reported from there. In-flight entries are keyed by an object of
+ * the request's own that its ends reach without reading the stream: the server's by its
+ * *stream (handlerDone reads it with the status, the panic's call has it as an argument),
+ * the client's by its *clientStream (an argument of both). A read fewer per end (same-run
+ * A/B: the server end ~60-80 ns). Entries are deleted by their end; a start overwrites a
  * stale entry (same reasoning as grpc_server.bpf.c).
  */
 #include "vmlinux.h"
@@ -60,13 +62,17 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Per-(process, flavor) offsets: 1024 processes x 2 flavors. */
 CONFIG_MAPS(http2_config, __u64, struct http2_config, 2048);
 
-/* Server in-flight: start time and the stream's context (its h2_ctx_live key, see
- * srv_common.h). 64k concurrent requests per node (default MaxConcurrentStreams is 250 per
- * connection); eviction shows as an unmatched end. */
+/* Server in-flight, keyed by (tgid, 0, the stream's address) (h2_server_key): start time,
+ * the stream's context (its h2_ctx_live key, see srv_common.h), the responseWriter and the
+ * stream id, read here where it is final so that no end reads the stream. 64k concurrent
+ * requests per node (default MaxConcurrentStreams is 250 per connection); eviction shows as
+ * an unmatched end. */
 struct h2_server_start {
 	__u64 start_ns;
 	__u64 ctx;
 	__u64 rw;      /* the *responseWriter: read by the panic end, which gets no rw */
+	__u32 stream_id;
+	__u32 _pad;
 };
 
 struct {
@@ -76,10 +82,33 @@ struct {
 	__type(value, struct h2_server_start);
 } http2_server_inflight SEC(".maps");
 
-/* Their first tier (start_slots.h): the LRU above takes a request only when its slot is held.
- * The config is keyed by tgid and flavor, so a detached process's slots are freed by the
- * sweeper alone. */
-START_SLOTS(http2_server_slots);
+/* Their first tier (start_slots.h's protocol, with the start in the slot, 56 B): the LRU
+ * above takes a request only when its slot is held. Two tables as START_SLOTS's: 512 slots
+ * (28 KiB, stays warm), then 16k. The config is keyed by tgid and flavor, so a detached
+ * process's slots are freed by the sweepers alone. */
+struct h2s_slot {
+	__u64 tag;                 /* start_slots.h: 0 free, SLOT_BUSY, else slot_tag(key) */
+	struct stream_key key;     /* tgid first: START_SLOTS_SWEEPER frees these too */
+	struct h2_server_start st;
+};
+
+_Static_assert(__builtin_offsetof(struct h2s_slot, key) ==
+	       __builtin_offsetof(struct start_slot, key), "h2s_slot begins as start_slot");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << HOT_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct h2s_slot);
+} hot_http2_server_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << START_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct h2s_slot);
+} http2_server_slots SEC(".maps");
+
 START_SLOTS_SWEEPER(http2_sweep, http2_server_slots);
 START_SLOTS_SWEEPER(hot_http2_sweep, hot_http2_server_slots);
 
@@ -146,7 +175,8 @@ struct {
 START_SLOTS_SWEEPER(hot_http2_client_sweep, hot_http2_client_slots);
 START_SLOTS_SWEEPER(http2_client_sweep, http2_client_slots);
 
-static __always_inline struct h2c_slot *h2c_slot_at(void *slots, __u64 tag, __u32 bits)
+/* Slot `tag` of a table of 1 << bits slots (h2s_slot or h2c_slot). */
+static __always_inline void *h2_slot_at(void *slots, __u64 tag, __u32 bits)
 {
 	__u32 idx = slot_of(tag, bits);
 
@@ -156,26 +186,6 @@ static __always_inline struct h2c_slot *h2c_slot_at(void *slots, __u64 tag, __u3
 /* start_slots.h's slot_find and slot_holds read a slot's tag and key: laid out as theirs. */
 _Static_assert(__builtin_offsetof(struct h2c_slot, key) ==
 	       __builtin_offsetof(struct start_slot, key), "h2c_slot begins as start_slot");
-
-/* Claim slot s for a start of `key` when it is free, or holds a stale start of this very
- * key (a request that never ended, its clientStream's address reused: STAT_START_REUSED);
- * NULL: another's. */
-static __always_inline struct h2c_slot *h2c_claim(struct h2c_slot *s, __u64 tag,
-						  const struct stream_key *key)
-{
-	__u64 cur;
-
-	if (!s)
-		return NULL;
-	cur = s->tag;
-	if (cur != 0 && !slot_holds((const struct start_slot *)s, tag, (const __u64 *)key))
-		return NULL;
-	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
-		return NULL;
-	if (cur)
-		stat_inc(STAT_START_REUSED);
-	return s;
-}
 
 /* The slot holding the start of `key`, in the small table or the large one, else NULL. */
 static __always_inline struct h2c_slot *h2c_find(const struct stream_key *key)
@@ -433,78 +443,112 @@ static __always_inline void read_h2_traceparent(const struct http2_config *cfg, 
 
 /* ---- server ---------------------------------------------------------------------- */
 
+/* A server request's in-flight key: its stream's address (that of the stream's id field,
+ * where Python's chains lead), which its start, its end (responseWriterState.stream, read
+ * with the status) and a panic's reset (an argument) all have: no end reads the stream. The
+ * identity a record reports, (conn, stream id), comes from the start. */
+static __always_inline struct stream_key h2_server_key(__u32 tgid, __u64 stream_id_addr)
+{
+	return (struct stream_key){ .tgid = tgid, .conn = stream_id_addr };
+}
+
+/* Note a start: in its slot of the first table that takes it, filled in place while
+ * SLOT_BUSY, else in the LRU tier. */
+static __always_inline void h2s_start(const struct stream_key *key,
+				      const struct h2_server_start *st)
+{
+	__u64 tag = slot_tag((const __u64 *)key);
+	struct h2s_slot *slot = h2_slot_at(&hot_http2_server_slots, tag, HOT_SLOT_BITS);
+
+	if (!slot_take(slot, tag, key)) {
+		slot = h2_slot_at(&http2_server_slots, tag, START_SLOT_BITS);
+		if (!slot_take(slot, tag, key)) {
+			inflight_start(&http2_server_inflight, key, st);
+			return;
+		}
+	}
+	slot->key = *key;
+	slot->st = *st;
+	publish_u64(&slot->tag, tag); /* after the key and start */
+}
+
 static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct h2_server_start st = { .start_ns = bpf_ktime_get_ns(), .rw = GO_ARG2(ctx) };
 	struct ctx_key ck = { .tgid = tgid };
 	struct ctx_stream cs = {};
-	struct stream_key key = {};
+	struct stream_key id = {}, key;
 	struct http2_config *cfg;
-	__u64 tab;
+	__u64 tab, sid_addr;
 
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
-	key.tgid = tgid;
-	key.conn = GO_ARG1(ctx);
-	if (go_chain_u32(GO_ARG2(ctx), &cfg->rw_stream_id, &key.stream_id)) {
+	if (go_chain_addr(GO_ARG2(ctx), &cfg->rw_stream_id, &sid_addr) ||
+	    go_read_u32(sid_addr, &st.stream_id)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
+	key = h2_server_key(tgid, sid_addr);
+	id.tgid = tgid;
+	id.conn = GO_ARG1(ctx);
+	id.stream_id = st.stream_id;
 	/* The stream's context, for a gRPC call served by ServeHTTP inside this request. */
 	if (cfg->req_ctx_valid && go_read_iface(GO_ARG3(ctx) + cfg->req_ctx, &tab, &st.ctx) == 0 &&
 	    st.ctx && go_read_u64(st.ctx + GO_CTX_PARENT_DATA, &cs.parent) == 0) {
 		ck.ctx = st.ctx;
-		cs.stream = key;
+		cs.stream = id;
 		cs.start_ns = st.start_ns;
 		ctx_note(&ck, &cs, st.start_ns);
 		if (cfg->trace) { /* its parent is the connection's: trace_ctx.h */
 			struct tp_val tp = {};
 
-			conn_ctx_note(tgid, cs.parent, key.conn);
+			conn_ctx_note(tgid, cs.parent, id.conn);
 			read_h2_traceparent(cfg, GO_ARG3(ctx), tp.tp);
-			tp_remember(&key, &tp);
+			tp_remember(&id, &tp);
 		}
 	} else {
 		st.ctx = 0;
 	}
-	slot_start(SLOTS(http2_server_slots), &http2_server_inflight, NULL, NULL, &key, &st);
+	h2s_start(&key, &st);
 	return 0;
 }
 
-/* Take a request's start out of flight (its context entry retired): 1 and *out; 0 when
- * there is none; -1 for a racing end of the same request or, for an end that may fire
- * twice (`repeats`: the panic's value method after its pointer wrapper), a repeat of the
- * end just reported (the goroutine's repeat filter, asked before the LRU tier:
- * start_slots.h). handlerDone and cleanupWriteRequest run once per request (probes past
- * the stack check; the tests count run_cnt == requests), so they skip the filter: its
- * goroutine-indexed table is a cold line, ~0.1 us of the server end (same-run ablation). */
-static __always_inline int take_start(struct pt_regs *ctx, __u32 tgid, __u64 gen,
-				      const struct stream_key *key, struct h2_server_start *out,
-				      int repeats)
+/* Take the start of `key` out of flight: 1 and *out; 0 when there is none; -1 when a racing
+ * end of the same request took it. Each end runs once per request (entry probes past the
+ * stack check, a panic's at its one call site; the tests count run_cnt == requests), so no
+ * repeat filter is asked (srv_common.h end_repeats). */
+static __always_inline int take_start(const struct stream_key *key, struct h2_server_start *out)
 {
-	struct start_slot *slot = slot_get(SLOTS(http2_server_slots), key);
+	struct h2s_slot *slot = slot_find(&hot_http2_server_slots, HOT_SLOT_BITS,
+					   &http2_server_slots, START_SLOT_BITS, key);
 	struct h2_server_start *start;
 
 	if (slot) {
-		__builtin_memcpy(out, slot->val, sizeof(*out));
-		if (slot_release(slot, key))
-			return -1;
-		if (repeats)
-			end_repeats(ctx, key, gen);
-		ctx_retire(tgid, out->ctx, key);
-		return 1;
+		*out = slot->st;
+		return slot_release((struct start_slot *)slot, key) ? -1 : 1;
 	}
-	if (repeats && end_repeats(ctx, key, gen))
-		return -1;
 	start = bpf_map_lookup_elem(&http2_server_inflight, key);
 	if (!start)
 		return 0;
 	*out = *start;
-	ctx_retire(tgid, start->ctx, key);
-	bpf_map_delete_elem(&http2_server_inflight, key);
-	return 1;
+	return bpf_map_delete_elem(&http2_server_inflight, key) ? -1 : 1;
+}
+
+/* An end's identity (tgid, conn, stream id) from its start (found > 0: its context entry
+ * retired), else read from the stream: -1 when unreadable. */
+static __always_inline int end_identity(__u32 tgid, int found, __u64 conn, __u64 sid_addr,
+					const struct h2_server_start *start,
+					struct stream_key *id)
+{
+	id->tgid = tgid;
+	id->conn = conn;
+	if (!found)
+		return go_read_u32(sid_addr, &id->stream_id) ? -1 : 0;
+	id->stream_id = start->stream_id;
+	ctx_retire(tgid, start->ctx, id);
+	return 0;
 }
 
 /* Where a record is being written: slot n of this CPU's stage (sg), or the ring (sg NULL). */
@@ -609,28 +653,31 @@ static __always_inline void read_rws_request(const struct http2_config *cfg, __u
 		     ev->host, &ev->host_len, ev->path, &ev->path_len, &ev->flags);
 }
 
-/* What handlerDone reads of its responseWriterState: the request's key (conn, stream id),
- * the status written and the request pointer (0 when inline or not read). One window of the
- * state and one read of the stream's id when the layout allows, else a read per field. */
-static __always_inline int read_rws(const struct http2_config *cfg, __u64 rws,
-				    struct stream_key *key, __u64 *status, __u64 *req)
+/* What handlerDone reads of its responseWriterState: the connection, the address of its
+ * stream's id (the in-flight key), the status written and the request pointer (0 when
+ * inline or not read). One window of the state when the layout allows, else a read per
+ * field. */
+static __always_inline int read_rws(const struct http2_config *cfg, __u64 rws, __u64 *conn,
+				    __u64 *sid_addr, __u64 *status, __u64 *req)
 {
 	struct go_window win;
-	__u64 stream;
 
 	if (cfg->rws_window_on &&
 	    go_window_read(rws + cfg->rws_lo, &win,
 			   go_max_u32(go_max_u32(cfg->rws_w_conn, cfg->rws_w_stream),
 				      go_max_u32(cfg->rws_w_status,
 						 cfg->rws_req_inline ? 0 : cfg->rws_w_req)) + 8) == 0) {
-		key->conn = go_window_u64(&win, cfg->rws_w_conn);
-		stream = go_window_u64(&win, cfg->rws_w_stream);
+		*conn = go_window_u64(&win, cfg->rws_w_conn);
+		*sid_addr = go_window_u64(&win, cfg->rws_w_stream);
 		*status = go_window_u64(&win, cfg->rws_w_status);
 		*req = cfg->rws_req_inline ? 0 : go_window_u64(&win, cfg->rws_w_req);
-		return go_read_u32(stream + cfg->stream_id, &key->stream_id) ? -1 : 0;
+		if (!*sid_addr)
+			return -1;
+		*sid_addr += cfg->stream_id;
+		return 0;
 	}
-	if (go_read_u64(rws + cfg->rws_conn, &key->conn) ||
-	    go_chain_u32(rws, &cfg->rws_stream_id, &key->stream_id))
+	if (go_read_u64(rws + cfg->rws_conn, conn) ||
+	    go_chain_addr(rws, &cfg->rws_stream_id, sid_addr))
 		return -1;
 	if (go_read_u64(rws + cfg->rws_status, status))
 		*status = (__u64)-1; /* unread: flagged by the caller */
@@ -641,27 +688,33 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct h2_server_start start = {};
-	__u64 rws = 0, status = 0, req = 0;
-	struct stream_key key = {};
+	__u64 rws = 0, conn = 0, sid_addr = 0, status = 0, req = 0;
+	struct stream_key key, id;
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
 	struct h2_out out;
+	int found;
 
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
 	if (!cfg)
 		return 0;
-	key.tgid = tgid;
 	if (go_read_u64(GO_ARG1(ctx) + cfg->w_rws, &rws) ||
-	    read_rws(cfg, rws, &key, &status, &req)) {
+	    read_rws(cfg, rws, &conn, &sid_addr, &status, &req)) {
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	if (take_start(ctx, tgid, cfg->gen, &key, &start, 0) < 0) {
+	key = h2_server_key(tgid, sid_addr);
+	found = take_start(&key, &start);
+	if (found < 0) {
 		stat_inc(STAT_DUP_END); /* a racing end took it */
 		return 0;
 	}
-	ev = server_event(cfg, &key, flavor, &start, &tev, &out);
+	if (end_identity(tgid, found, conn, sid_addr, &start, &id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	ev = server_event(cfg, &id, flavor, &start, &tev, &out);
 	if (!ev)
 		return 0;
 	if (status == (__u64)-1) {
@@ -677,42 +730,46 @@ static __always_inline int http2_server_handler_done(struct pt_regs *ctx, __u8 f
 	return 0;
 }
 
-/* A handler panicked: runHandler's deferred recover resets the stream with a
- * handlerPanicRST frame instead of calling handlerDone. Its writeFrame runs on the serve
- * goroutine with (stream id, sc as the writeContext): the request ends there, flagged.
- * Only the rw recorded at start leads to the request's fields; it is read only when its
- * rws still names this (conn, stream) — the writer is not pooled on this path, but no
- * longer referenced either. */
-static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor, __u32 sid)
+/* A handler panicked: runHandler's deferred recover has the stream reset (handlerPanicRST)
+ * instead of calling handlerDone. The request ends at that one call,
+ * sc.writeFrameFromHandler(FrameWriteRequest{write, stream, done}): sc in RAX, the
+ * request's writer pair in RBX, RCX, its *stream in RDI (a call-site probe: it runs on that
+ * path only, on the handler goroutine), flagged. Only the rw recorded at start leads to the
+ * request's fields; it is read only when its rws still names this stream — the writer is
+ * not pooled on this path, but no longer referenced either. */
+static __always_inline int http2_server_panic(struct pt_regs *ctx, __u8 flavor)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct h2_server_start start = {};
-	__u64 rws = 0, conn = 0, status = 0;
-	struct stream_key key = {};
+	__u64 rws = 0, status = 0, sid_addr, named = 0;
+	struct stream_key key, id;
 	struct http2_config *cfg;
 	struct http2_event *ev;
 	struct http2_trace_event *tev;
 	struct h2_out out;
-	__u32 rws_sid = 0;
 	__u8 sent = 0;
+	int found;
 
 	cfg = config_of_flavor(&http2_config_slots, &http2_config, tgid, flavor);
-	if (!cfg)
+	if (!cfg || !GO_ARG4(ctx))
 		return 0;
-	key.tgid = tgid;
-	key.conn = GO_ARG3(ctx); /* writeContext's data word: the *serverConn */
-	key.stream_id = sid;
-	if (take_start(ctx, tgid, cfg->gen, &key, &start, 1) < 0) {
-		stat_inc(STAT_DUP_END); /* the value method after its pointer wrapper */
+	sid_addr = GO_ARG4(ctx) + cfg->stream_id;
+	key = h2_server_key(tgid, sid_addr);
+	found = take_start(&key, &start);
+	if (found < 0) {
+		stat_inc(STAT_DUP_END); /* a racing end took it */
 		return 0;
 	}
-	ev = server_event(cfg, &key, flavor, &start, &tev, &out);
+	if (end_identity(tgid, found, GO_ARG1(ctx), sid_addr, &start, &id)) {
+		stat_inc(STAT_BAD_READ);
+		return 0;
+	}
+	ev = server_event(cfg, &id, flavor, &start, &tev, &out);
 	if (!ev)
 		return 0;
 	ev->flags |= SPAN_F_ERROR | SPAN_F_PANIC;
 	if (start.rw && go_read_u64(start.rw + cfg->w_rws, &rws) == 0 &&
-	    go_read_u64(rws + cfg->rws_conn, &conn) == 0 && conn == key.conn &&
-	    go_chain_u32(rws, &cfg->rws_stream_id, &rws_sid) == 0 && rws_sid == sid) {
+	    go_chain_addr(rws, &cfg->rws_stream_id, &named) == 0 && named == sid_addr) {
 		if (cfg->rws_sent_header && go_read_u8(rws + cfg->rws_sent_header, &sent) == 0 &&
 		    sent && go_read_u64(rws + cfg->rws_status, &status) == 0)
 			ev->status = (__u32)status; /* sent before the panic: the client saw it */
@@ -769,12 +826,15 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 		stat_inc(STAT_BAD_READ);
 		return 0;
 	}
-	/* Its slot in the first table that takes it (h2c_claim), filled in place while
+	/* Its slot in the first table that takes it (slot_take), filled in place while
 	 * SLOT_BUSY; else the scratch, for the LRU tier. */
 	tag = slot_tag((const __u64 *)&key);
-	slot = h2c_claim(h2c_slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS), tag, &key);
-	if (!slot)
-		slot = h2c_claim(h2c_slot_at(&http2_client_slots, tag, H2C_SLOT_BITS), tag, &key);
+	slot = h2_slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS);
+	if (!slot_take(slot, tag, &key)) {
+		slot = h2_slot_at(&http2_client_slots, tag, H2C_SLOT_BITS);
+		if (!slot_take(slot, tag, &key))
+			slot = NULL;
+	}
 	if (slot)
 		st = &slot->st;
 	else
@@ -921,13 +981,7 @@ static __always_inline int http2_client_cleanup(struct pt_regs *ctx, __u8 flavor
 	SEC("uprobe") int http2_server_end_##SUFFIX(struct pt_regs *ctx)                  \
 	{ return http2_server_handler_done(ctx, FLAVOR); }                                \
 	SEC("uprobe") int http2_server_panic_##SUFFIX(struct pt_regs *ctx)                \
-	{ return http2_server_panic(ctx, FLAVOR, (__u32)GO_ARG1(ctx)); }                  \
-	SEC("uprobe") int http2_server_panic_ptr_##SUFFIX(struct pt_regs *ctx)            \
-	{                                                                                 \
-		__u32 sid = 0;                                                            \
-		go_read_u32(GO_ARG1(ctx), &sid);                                          \
-		return http2_server_panic(ctx, FLAVOR, sid);                              \
-	}                                                                                 \
+	{ return http2_server_panic(ctx, FLAVOR); }                                       \
 	SEC("uprobe") int http2_client_start_##SUFFIX(struct pt_regs *ctx)                \
 	{ return http2_client_write_headers(ctx, FLAVOR); }                               \
 	SEC("uprobe") int http2_client_end_##SUFFIX(struct pt_regs *ctx)                  \

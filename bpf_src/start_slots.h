@@ -142,9 +142,30 @@ static __always_inline void slot_start(void *hot, void *slots, void *lru, void *
 	inflight_start(lru, key, val);
 }
 
+/* Claim slot `s` (any slot type that begins as struct start_slot does) to be filled in
+ * place, for a start of `key` (tag: slot_tag(key)): when it is free, or holds a stale start
+ * of this very key (STAT_START_REUSED). 1: it is SLOT_BUSY now, the caller's to fill and
+ * publish (publish_u64(tag)); 0: another's. No owner check (slot_claim's): for objects whose
+ * config has another key, whose slots only the sweeper frees. */
+static __always_inline int slot_take(void *s, __u64 tag, const void *key)
+{
+	__u64 *word = s, cur;
+
+	if (!s)
+		return 0;
+	cur = *word;
+	if (cur != 0 && !slot_holds(s, tag, key))
+		return 0;
+	if (__sync_val_compare_and_swap(word, cur, SLOT_BUSY) != cur)
+		return 0;
+	if (cur)
+		stat_inc(STAT_START_REUSED);
+	return 1;
+}
+
 /* The slot holding `key` in table `hot` (1 << hot_bits slots), else in `slots` (1 << bits),
  * else NULL. Any slot type that begins as struct start_slot does (tag, then the 16-byte
- * key): http2.bpf.c's client slots, whose value is the whole request. */
+ * key): http2.bpf.c's, whose values are bigger. */
 static __always_inline void *slot_find(void *hot, __u32 hot_bits, void *slots, __u32 bits,
 				       const void *key)
 {

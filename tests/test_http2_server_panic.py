@@ -1,7 +1,7 @@
 """An HTTP/2 server handler that panics still ends as exactly one server span: net/http
-recovers, skips handlerDone and resets the stream, so the span ends where that reset is
-written, flagged error+panic, with the status the client saw (none before the header, the
-flushed one after it) and the request's method and path. Nothing stays in flight, and a
+recovers, skips handlerDone and resets the stream, so the span ends where its recover asks
+for that reset, flagged error+panic, with the status the client saw (none before the
+header, the flushed one after it) and the request's method and path. Nothing stays in flight, and a
 healthy request still costs exactly 2 hits (the panic probe fires on panics only).
 Go 1.26's bundled HTTP/2 and Go 1.27's net/http/internal/http2, stripped too.
 """
@@ -62,8 +62,6 @@ def test_panicking_handler_ends_as_one_flagged_span(toolchain: str, ldflags: str
     rc = run.run_counts
     assert rc["http2_server_start_bundled"] == len(server)
     assert rc["http2_server_end_bundled"] == len(healthy)
-    panic_hits = rc.get("http2_server_panic_bundled", 0) + rc.get(
-        "http2_server_panic_ptr_bundled", 0)
-    # the reset is written once per panic; the wrapper may also run the value method
-    assert len(flagged) <= panic_hits <= 2 * len(flagged)
-    assert panic_hits - len(flagged) == run.stats["http2.dup_end"]
+    # the reset is asked for once per panic, at the one call site probed
+    assert rc["http2_server_panic_bundled"] == len(flagged)
+    assert run.stats["http2.dup_end"] == 0

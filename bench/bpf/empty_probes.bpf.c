@@ -43,7 +43,6 @@ EMPTY(grpc_server_conn)
 	EMPTY(http2_server_start_##SUFFIX)     \
 	EMPTY(http2_server_end_##SUFFIX)       \
 	EMPTY(http2_server_panic_##SUFFIX)     \
-	EMPTY(http2_server_panic_ptr_##SUFFIX) \
 	EMPTY(http2_client_start_##SUFFIX)     \
 	EMPTY(http2_client_end_##SUFFIX)
 

@@ -30,6 +30,7 @@ from . import (
 from .planning import (
     SERVE_HTTP_ENDS,
     PlanFields,
+    call_points,
     probe_offset,
     read_window,
     set_chain,
@@ -86,15 +87,17 @@ class Flavor:
         return self.fn("clientStream", "cleanupWriteRequest")
 
     @property
-    def server_panic(self) -> tuple[str, str]:
-        """handlerPanicRST.writeFrame: the value method and its pointer wrapper (the one an
-        interface call reaches; it may inline the other)."""
-        return (f"{self.type_prefix}handlerPanicRST.writeFrame",
-                self.fn("handlerPanicRST", "writeFrame"))
+    def server_panic(self) -> tuple[tuple[str, str], ...]:
+        """(caller, callee): runHandler's deferred closure resets a panicking handler's
+        stream with its one call of writeFrameFromHandler. The closure's number depends on
+        how the compiler wraps runHandler's other defer (func1 in Go 1.20 .. 1.27, x/net
+        v0.10 ..), so the first few closures are asked; none other calls it."""
+        callee = self.fn("serverConn", "writeFrameFromHandler")
+        return tuple((f"{self.server_start}.func{i}", callee) for i in range(1, 4))
 
     def functions(self) -> tuple[str, ...]:
         return (self.server_start, self.server_end, self.client_start, self.client_end,
-                *self.server_panic)
+                *dict.fromkeys(fn for pair in self.server_panic for fn in pair))
 
     def fields(self) -> tuple[str, ...]:
         t = self.ty
@@ -123,6 +126,7 @@ FLAVOR_NAMES = {fl.code: fl.name for fl in FLAVORS}
 
 STD_FIELDS = ("net/url.URL.Host", "net/url.URL.Path")
 FUNCTIONS = tuple(fn for fl in FLAVORS for fn in fl.functions())
+CALLS = tuple(pair for fl in FLAVORS for pair in fl.server_panic)
 FIELDS = tuple(dict.fromkeys((*STD_FIELDS, *(f for fl in FLAVORS for f in fl.fields()))))
 _STD_H2 = "net/http/internal/http2"
 # Go 1.27's HTTP/2 request and response types: plain data, read where they are used
@@ -138,18 +142,13 @@ def _suffix(fl: Flavor) -> str:
 
 
 def _panic_points(fl: Flavor, plan: AttachPlan, notes: list[str]) -> list[AttachPoint]:
-    """Where a panicking handler's request ends (error path only: 0 hits otherwise)."""
-    sfx = _suffix(fl)
-    value, ptr = fl.server_panic
-    points = []
-    for name, prog in ((value, f"http2_server_panic_{sfx}"),
-                       (ptr, f"http2_server_panic_ptr_{sfx}")):
-        off = probe_offset(plan, name)
-        if off is not None:
-            points.append(AttachPoint(prog, name, off))
+    """Where a panicking handler's request ends: its stream reset's call site (the panic
+    path only: 0 hits otherwise)."""
+    points = [p for caller, callee in fl.server_panic
+              for p in call_points(plan, f"http2_server_panic_{_suffix(fl)}", caller, callee)]
     if not points:
-        notes.append(f"{fl.name}: {value} not linked: a panicking handler's request "
-                     "leaves no span")
+        notes.append(f"{fl.name}: no call of {fl.server_panic[0][1]} in {fl.server_start}'s "
+                     "closures: a panicking handler's request leaves no span")
     return points
 
 
@@ -167,7 +166,7 @@ def _header_map(go_version: str) -> int:
     return HDR_MAP_HMAP if minor is not None and minor < SWISS_MAPS_SINCE else HDR_MAP_SWISS
 
 
-def _rws_window(cfg: Any, stream: int, sid: int) -> None:
+def _rws_window(cfg: Any, stream: int) -> None:
     """The server end's one read of responseWriterState (bpf_src/http2.bpf.c read_rws):
     stream, conn, status, and req when it is a pointer, if one GO_WINDOW holds them."""
     fields = [(stream, 8), (cfg.rws_conn, 8), (cfg.rws_status, 8)]
@@ -176,7 +175,7 @@ def _rws_window(cfg: Any, stream: int, sid: int) -> None:
     lo = read_window(fields)
     if lo is None:
         return
-    cfg.rws_window_on, cfg.rws_lo, cfg.stream_id = 1, lo, sid
+    cfg.rws_window_on, cfg.rws_lo = 1, lo
     cfg.rws_w_stream, cfg.rws_w_conn = stream - lo, cfg.rws_conn - lo
     cfg.rws_w_status = cfg.rws_status - lo
     if not cfg.rws_req_inline:
@@ -198,11 +197,12 @@ def _flavor_config(fl: Flavor, sides: list[str], f: PlanFields, layout: HeaderLa
         set_chain(cfg, "rw_stream_id", [f[t("responseWriter.rws")], rws_stream], sid)
         set_chain(cfg, "rws_stream_id", [rws_stream], sid)
         cfg.w_rws = f[t("responseWriter.rws")]
+        cfg.stream_id = sid  # the in-flight key: the stream's address + this
         cfg.rws_conn = f[t("responseWriterState.conn")]
         cfg.rws_req = f[t("responseWriterState.req")]
         cfg.rws_status = f[t("responseWriterState.status")]
         cfg.rws_req_inline = 0 if f.is_pointer(t("responseWriterState.req")) else 1
-        _rws_window(cfg, f[t("responseWriterState.stream")], sid)
+        _rws_window(cfg, f[t("responseWriterState.stream")])
         if f.has(t("responseWriterState.sentHeader")):  # a panic's status, if sent
             cfg.rws_sent_header = f[t("responseWriterState.sentHeader")]
         ctx_field = f"{fl.server_request}.{fl.request_ctx}"
@@ -335,7 +335,7 @@ def ids(c: Columns) -> SpanIds:
 
 
 PATH = ProbePath(
-    name="http2", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup,
+    name="http2", object=OBJECT, functions=FUNCTIONS, fields=FIELDS, setup=setup, calls=CALLS,
     records=(RecordType("EV_HTTP2_CLIENT", "http2_event", to_spans, label_key, ids),
              RecordType("EV_HTTP2_SERVER", "http2_event", to_spans, label_key, ids),
              RecordType("EV_HTTP2_CLIENT_TRACED", "http2_trace_event", traced_to_spans),
