@@ -129,6 +129,14 @@ static __always_inline int go_window_read(__u64 addr, struct go_window *win, __u
 	return addr && bpf_probe_read_user(win->w, len, (const void *)addr) == 0 ? 0 : -1;
 }
 
+/* v, at most `max` (a constant), bounded where the verifier sees it: a plain comparison
+ * may reach a helper's argument as arithmetic that drops the bound. */
+static __always_inline __u64 go_clamp(__u64 v, const __u64 max)
+{
+	asm volatile("if %[v] <= %[m] goto +1; %[v] = %[m]" : [v] "+r"(v) : [m] "i"(max));
+	return v;
+}
+
 static __always_inline __u32 go_max_u32(__u32 a, __u32 b)
 {
 	return a > b ? a : b;
