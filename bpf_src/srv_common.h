@@ -1,5 +1,6 @@
 /* Maps and helpers shared by grpc_server.bpf.c and http2.bpf.c (one copy per object): the
- * end-repeat filter and the ServeHTTP join.
+ * end-repeat filter (grpc_server's ends; http2's each run once per request) and the
+ * ServeHTTP join.
  *
  * Both paths start a request on one call and finish it on another, possibly on another
  * goroutine, so the in-flight state is keyed by struct stream_key (common.h) — never by
