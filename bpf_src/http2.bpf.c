@@ -92,22 +92,7 @@ struct h2s_slot {
 	struct h2_server_start st;
 };
 
-_Static_assert(__builtin_offsetof(struct h2s_slot, key) ==
-	       __builtin_offsetof(struct start_slot, key), "h2s_slot begins as start_slot");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << HOT_SLOT_BITS);
-	__type(key, __u32);
-	__type(value, struct h2s_slot);
-} hot_http2_server_slots SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << START_SLOT_BITS);
-	__type(key, __u32);
-	__type(value, struct h2s_slot);
-} http2_server_slots SEC(".maps");
+SLOT_TABLES(http2_server_slots, struct h2s_slot, HOT_SLOT_BITS, START_SLOT_BITS);
 
 START_SLOTS_SWEEPER(http2_sweep, http2_server_slots);
 START_SLOTS_SWEEPER(hot_http2_sweep, hot_http2_server_slots);
@@ -157,34 +142,10 @@ struct h2c_slot {
 	struct h2_client_start st;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << H2C_HOT_BITS);
-	__type(key, __u32);
-	__type(value, struct h2c_slot);
-} hot_http2_client_slots SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << H2C_SLOT_BITS);
-	__type(key, __u32);
-	__type(value, struct h2c_slot);
-} http2_client_slots SEC(".maps");
+SLOT_TABLES(http2_client_slots, struct h2c_slot, H2C_HOT_BITS, H2C_SLOT_BITS);
 
 START_SLOTS_SWEEPER(hot_http2_client_sweep, hot_http2_client_slots);
 START_SLOTS_SWEEPER(http2_client_sweep, http2_client_slots);
-
-/* Slot `tag` of a table of 1 << bits slots (h2s_slot or h2c_slot). */
-static __always_inline void *h2_slot_at(void *slots, __u64 tag, __u32 bits)
-{
-	__u32 idx = slot_of(tag, bits);
-
-	return bpf_map_lookup_elem(slots, &idx);
-}
-
-/* start_slots.h's slot_find and slot_holds read a slot's tag and key: laid out as theirs. */
-_Static_assert(__builtin_offsetof(struct h2c_slot, key) ==
-	       __builtin_offsetof(struct start_slot, key), "h2c_slot begins as start_slot");
 
 /* The slot holding the start of `key`, in the small table or the large one, else NULL. */
 static __always_inline struct h2c_slot *h2c_find(const struct stream_key *key)
@@ -476,10 +437,10 @@ static __always_inline void h2s_start(const struct stream_key *key,
 				      const struct h2_server_start *st)
 {
 	__u64 tag = slot_tag((const __u64 *)key);
-	struct h2s_slot *slot = h2_slot_at(&hot_http2_server_slots, tag, HOT_SLOT_BITS);
+	struct h2s_slot *slot = slot_at(&hot_http2_server_slots, tag, HOT_SLOT_BITS);
 
 	if (!slot_take(slot, tag, key)) {
-		slot = h2_slot_at(&http2_server_slots, tag, START_SLOT_BITS);
+		slot = slot_at(&http2_server_slots, tag, START_SLOT_BITS);
 		if (!slot_take(slot, tag, key)) {
 			inflight_start(&http2_server_inflight, key, st);
 			return;
@@ -847,9 +808,9 @@ static __always_inline int http2_client_write_headers(struct pt_regs *ctx, __u8 
 	/* Its slot in the first table that takes it (slot_take), filled in place while
 	 * SLOT_BUSY; else the scratch, for the LRU tier. */
 	tag = slot_tag((const __u64 *)&key);
-	slot = h2_slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS);
+	slot = slot_at(&hot_http2_client_slots, tag, H2C_HOT_BITS);
 	if (!slot_take(slot, tag, &key)) {
-		slot = h2_slot_at(&http2_client_slots, tag, H2C_SLOT_BITS);
+		slot = slot_at(&http2_client_slots, tag, H2C_SLOT_BITS);
 		if (!slot_take(slot, tag, &key))
 			slot = NULL;
 	}

@@ -55,19 +55,28 @@ struct start_slot {
 #ifndef HOT_SLOT_BITS
 #define HOT_SLOT_BITS 9
 #endif
-#define START_SLOTS(name)                                   \
-	struct {                                            \
-		__uint(type, BPF_MAP_TYPE_ARRAY);           \
-		__uint(max_entries, 1 << HOT_SLOT_BITS);    \
-		__type(key, __u32);                         \
-		__type(value, struct start_slot);           \
-	} hot_##name SEC(".maps");                          \
-	struct {                                            \
-		__uint(type, BPF_MAP_TYPE_ARRAY);           \
-		__uint(max_entries, 1 << START_SLOT_BITS);  \
-		__type(key, __u32);                         \
-		__type(value, struct start_slot);           \
+
+/* A table pair `hot_##name` (1 << hot_bits slots) and `name` (1 << bits) of `slot_type`:
+ * struct start_slot, or a bigger slot that begins as it does (tag, then the 16-byte key:
+ * http2.bpf.c's, whose start sits whole in the slot), which every helper below reads. */
+#define SLOT_TABLES(name, slot_type, hot_bits, bits)                                   \
+	_Static_assert(__builtin_offsetof(slot_type, key) ==                           \
+		       __builtin_offsetof(struct start_slot, key),                     \
+		       #slot_type " begins as struct start_slot");                     \
+	struct {                                                                       \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                      \
+		__uint(max_entries, 1 << (hot_bits));                                  \
+		__type(key, __u32);                                                    \
+		__type(value, slot_type);                                              \
+	} hot_##name SEC(".maps");                                                     \
+	struct {                                                                       \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                      \
+		__uint(max_entries, 1 << (bits));                                      \
+		__type(key, __u32);                                                    \
+		__type(value, slot_type);                                              \
 	} name SEC(".maps")
+
+#define START_SLOTS(name) SLOT_TABLES(name, struct start_slot, HOT_SLOT_BITS, START_SLOT_BITS)
 
 /* Both tables of a pair, in the order starts and ends look at them. */
 #define SLOTS(name) &hot_##name, &name
@@ -79,7 +88,8 @@ static __always_inline __u64 slot_tag(const __u64 *key)
 	return t > SLOT_BUSY ? t : t + 2;
 }
 
-static __always_inline struct start_slot *slot_at(void *slots, __u64 tag, __u32 bits)
+/* Slot `tag` of a table of 1 << bits slots (of any SLOT_TABLES slot type). */
+static __always_inline void *slot_at(void *slots, __u64 tag, __u32 bits)
 {
 	__u32 idx = slot_of(tag, bits);
 
