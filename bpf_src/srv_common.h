@@ -1,6 +1,5 @@
 /* Maps and helpers shared by grpc_server.bpf.c and http2.bpf.c (one copy per object): the
- * end-repeat filter (grpc_server's ends; http2's each run once per request) and the
- * ServeHTTP join.
+ * server traceparents and the ServeHTTP join.
  *
  * Both paths start a request on one call and finish it on another, possibly on another
  * goroutine, so the in-flight state is keyed by struct stream_key (common.h) — never by
@@ -12,49 +11,6 @@
 #include "common.h"
 #include "trace_ctx.h"
 #include "start_slots.h"
-
-/* Some ends repeat for one request: grpc-go calls writeStatus twice on some error paths
- * (the second is a no-op on the wire), and an entry probe placed at a function's very
- * entry fires again when Go's stack-growth check re-runs it (ours sit past that check).
- * A repeat comes from the same goroutine with the same key, so the last key each
- * goroutine ended tells a repeat (dropped, counted as STAT_DUP_END) from a real
- * unmatched end. Starts need no filter: a start with its key in flight overwrites it.
- * One ARRAY slot per hash of (tgid, goroutine), not an LRU hash: this runs on every end,
- * and an LRU lookup plus update cost ~0.6 us here. 16k slots for the goroutines ending
- * requests at once; two that share a slot only lose the repeat filter for a moment. */
-#define LAST_END_BITS 14
-
-struct last_end {
-	__u64 g;                   /* tgid << 32 ^ goroutine: the slot's owner */
-	struct stream_key k;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << LAST_END_BITS);
-	__type(key, __u32);
-	__type(value, struct last_end);
-} g_last_end SEC(".maps");
-
-/* Record `k` as this goroutine's last end; returns 1 when it already was. */
-static __always_inline int end_repeats(struct pt_regs *ctx, const struct stream_key *k,
-				       __u64 gen)
-{
-	/* gen: the process's attach generation (config.h), so a pid reused by a new process
-	 * (its goroutines and connections at the same addresses) is another owner */
-	__u64 g = ((__u64)k->tgid << 32) ^ GO_GOROUTINE(ctx) ^ (gen * 0x9E3779B97F4A7C15ULL);
-	__u32 idx = slot_of(g, LAST_END_BITS);
-	struct last_end *last = bpf_map_lookup_elem(&g_last_end, &idx);
-
-	if (!last)
-		return 0;
-	if (last->g == g && last->k.tgid == k->tgid && last->k.stream_id == k->stream_id &&
-	    last->k.conn == k->conn)
-		return 1;
-	last->g = g;
-	last->k = *k;
-	return 0;
-}
 
 /* Incoming W3C traceparents of server requests in flight (traces on), by the request's
  * in-flight key (struct stream_key, common.h). Kept apart from the in-flight starts so those
