@@ -140,13 +140,37 @@ def assert_grpc_server_exact(run: TracedRun, server: Sequence[dict[str, Any]],
         truth_key=lambda t: (t["method"], t["code"], t["server_port"]),
         span_key=lambda s: (s.full_method, s.status_code, s.server_port),
         compatible=span_wraps_handler)
-    assert not lost, [server[i] for i in lost[:5]]
     extras = [spans[j] for j in extra]
+    assert not lost, (_lost_report([server[i] for i in lost], spans, extras)
+                      + f"\nstats {run.stats}\nin flight {run.extra.get('in_flight')}")
     assert all(s.status_code in NO_HANDLER_CODES for s in extras), extras[:5]
     abandoned = sum(1 for c in client if c["failure"] in ("cancel", "deadline"))
     assert len(extras) <= abandoned
     assert len(pairs) == len(server)
     return spans
+
+
+def _lost_report(lost: Sequence[dict[str, Any]], spans: Sequence[Span],
+                 extras: Sequence[Span]) -> str:
+    """What a failed one-to-one match needs to be diagnosed from a single run (a rare loss
+    may not come back): each lost truth line, the spans of its (method, code, port) within
+    10 ms of its handler with their times relative to it (matched or not), and every span
+    left over."""
+    def rel(t: dict[str, Any], s: Span) -> str:
+        return (f"start {s.start_ns - t['server_start_ns']:+,} ns end "
+                f"{s.end_ns - t['server_end_ns']:+,} ns conn {s.connection:#x} "
+                f"stream {s.stream_id} flags {s.flags}")
+
+    lines = [f"{len(lost)} truth line(s) without a span, {len(extras)} span(s) left over"]
+    for t in lost[:5]:
+        lines.append(f"lost: {t}")
+        near = [s for s in spans
+                if (s.full_method, s.status_code, s.server_port)
+                == (t["method"], t["code"], t["server_port"])
+                and abs(s.start_ns - t["server_start_ns"]) < 10_000_000]
+        lines += [f"  same key nearby: {rel(t, s)}" for s in near[:10]]
+    lines += [f"left over: {s}" for s in extras[:10]]
+    return "\n".join(lines)
 
 
 def match_one_to_one(truth: Sequence[dict[str, Any]], spans: Sequence[Span],
