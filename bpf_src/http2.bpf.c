@@ -475,7 +475,7 @@ static __always_inline int http2_server_run_handler(struct pt_regs *ctx, __u8 fl
 	id.stream_id = st.stream_id;
 	/* The stream's context, for a gRPC call served by ServeHTTP inside this request. */
 	if (cfg->req_ctx_valid && go_read_iface(GO_ARG3(ctx) + cfg->req_ctx, &tab, &st.ctx) == 0 &&
-	    st.ctx && go_read_u64(st.ctx + GO_CTX_PARENT_DATA, &cs.parent) == 0) {
+	    st.ctx && ctx_lineage_note(st.ctx, &cs) == 0) {
 		ck.ctx = st.ctx;
 		cs.stream = id;
 		cs.start_ns = st.start_ns;

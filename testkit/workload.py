@@ -114,6 +114,15 @@ class Workload:
             self._started = True
             self._send("go\n")
 
+    def expect(self, prefix: str, timeout: float = 30.0) -> str:
+        """The next stdout line that starts with `prefix` (a workload's own mid-run
+        handshake), skipping others."""
+        return self._expect(prefix, timeout)
+
+    def send_line(self, line: str = "go") -> None:
+        """One line on the workload's stdin (answers a mid-run handshake)."""
+        self._send(line + "\n")
+
     def wait_done(self, timeout: float = 120.0) -> None:
         """Wait for DONE (needs -hold): every RPC finished, truth files written."""
         self._expect("DONE", timeout)

@@ -1,0 +1,106 @@
+// ctxstale: gRPC calls served by (*grpc.Server).ServeHTTP behind a middleware that stacks a
+// value context and a cancel context on the HTTP/2 stream's context, for
+// tests/test_servehttp_stale_ctx.py. On the requests named by -stale, the middleware
+// prints the addresses the agent's context join walks through,
+//
+//	CTX <request> <cancel ctx> <value ctx> <connection-level ctx>
+//
+// (hex: the cancel context it made, its parent the value context, and the stream
+// context's grandparent, a context of the connection) and waits for a stdin line, so the
+// test can leave behind what a request long over would: an entry keyed by the cancel
+// context's address whose parent is the value context's — recycled addresses, as seen
+// under connection churn. The calls are sequential Health/Check calls on one connection.
+//
+// Handshake: -wait-start prints "READY <pid>" and waits for a line; -hold prints
+// "DONE <calls>" at the end and waits for a line or EOF.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"unsafe"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"pyhttp2probe/harness"
+)
+
+type mwKey struct{}
+
+// addr is a context's data pointer: the address the agent keys contexts by.
+func addr(c context.Context) uintptr { return (*[2]uintptr)(unsafe.Pointer(&c))[1] }
+
+// parentOf reads the data word of the parent interface every context type of package
+// context keeps at offset 0 (what the agent's walk reads).
+func parentOf(p uintptr) uintptr { return *(*uintptr)(unsafe.Pointer(p + 8)) }
+
+func die(err error) {
+	fmt.Fprintln(os.Stderr, "ctxstale:", err)
+	os.Exit(1)
+}
+
+func main() {
+	calls := flag.Int("calls", 10, "sequential Health/Check calls")
+	staleList := flag.String("stale", "", "comma-separated request numbers (from 1) that print CTX and wait")
+	waitStart := flag.Bool("wait-start", false, "print READY <pid>, wait for a stdin line")
+	hold := flag.Bool("hold", false, "print DONE at the end, wait for a stdin line or EOF")
+	flag.Parse()
+	stale := map[int64]bool{}
+	for _, f := range strings.Split(*staleList, ",") {
+		if n, err := strconv.Atoi(f); err == nil {
+			stale[int64(n)] = true
+		}
+	}
+
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	var seen atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := context.WithValue(r.Context(), mwKey{}, "ctxstale")
+		m, cancel := context.WithCancel(v)
+		defer cancel()
+		if n := seen.Add(1); stale[n] {
+			grand := parentOf(parentOf(addr(r.Context())))
+			harness.Announce(fmt.Sprintf("CTX %d %x %x %x", n, addr(m), addr(v), grand))
+			harness.WaitLine()
+		}
+		srv.ServeHTTP(w, r.WithContext(m))
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		die(err)
+	}
+	hs := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+	hs.Protocols.SetUnencryptedHTTP2(true)
+	go hs.Serve(lis)
+
+	if *waitStart {
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
+	}
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		die(err)
+	}
+	client := healthpb.NewHealthClient(cc)
+	for i := 0; i < *calls; i++ {
+		if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+			die(err)
+		}
+	}
+	cc.Close()
+	if *hold {
+		harness.Announce(fmt.Sprintf("DONE %d", *calls))
+		harness.WaitLine()
+	}
+}
