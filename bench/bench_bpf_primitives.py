@@ -128,7 +128,7 @@ def _budget_lines(hit: dict[str, float]) -> list[str]:
 
     fixed = hit["p_empty"] + step("p_hash_lookup") + step("p_pid_tgid") + step("p_ktime")
     read = step("p_read64")
-    fits = [n for n in range(MAX_READS + 1) if fixed + n * read <= BUDGET_NS]
+    fits = [n for n in range(1, MAX_READS + 1) if fixed + n * read <= BUDGET_NS]
     lines = ["", f"What {BUDGET_NS} ns per hit buys here: the least a program costs that "
              "finds its process's config, reads the pid and the clock once and makes n "
              f"user reads (the empty program's {hit['p_empty']:.0f} ns + these steps; "
