@@ -87,7 +87,12 @@ struct grpc_client_config {
 	/* 1: grpc_client_start runs once per call (a CALL before its first attempt), so it
 	 * need not read cs.attempt; 0: at newAttemptLocked's entry, once per attempt */
 	__u32 start_first;
-	__u32 _pad_start;
+	/* 1: the attempt's transport (csAttempt.t's data word, the *http2Client its stream was
+	 * made on) is in the aw_lo window too, at aw_ct from aw_lo: the end takes the
+	 * connection from there instead of reading it from the stream (a cold line) */
+	__u32 aw_ct_on;
+	__u32 aw_ct;
+	__u32 _pad_aw;
 };
 
 /* grpc_server.bpf.c, keyed by tgid. */

@@ -132,7 +132,7 @@ static __always_inline void trace_end(const struct grpc_client_config *cfg,
 /* What an end reads of its call's stream before it writes a record. */
 struct call_stream {
 	__u64 stream;     /* the attempt's transport stream; 0: the call never got one */
-	__u64 ct;         /* its *http2Client */
+	__u64 ct;         /* its *http2Client (known before the read: the attempt's) */
 	__u64 method[2];  /* the method's string header, when read in the stream's window */
 	__u32 sid;
 	__u32 in_window;  /* method[] was read */
@@ -151,28 +151,33 @@ static __always_inline __u64 attempt_stream(const struct grpc_client_config *cfg
 }
 
 /* The stream's id and transport, and (in one window) the call's method header (newStream
- * copies callHdr's). Failed reads go into *flags. */
+ * copies callHdr's). `ct`: the stream's transport when the caller has it already (the
+ * attempt's: one cold line fewer), else 0: read here. Failed reads go into *flags. */
 static __always_inline void read_stream(const struct grpc_client_config *cfg, __u64 stream,
-					struct call_stream *cs, __u32 *flags)
+					__u64 ct, struct call_stream *cs, __u32 *flags)
 {
 	struct go_window win;
+	__u32 ct_end = cfg->sw_ct_on && !ct ? cfg->sw_ct + 8 : 0;
 
 	cs->stream = stream;
+	cs->ct = stream ? ct : 0; /* a call with no stream has no connection to report */
 	if (cs->stream && cfg->sw_on &&
 	    go_window_read(cs->stream + cfg->sw_lo, &win,
 			   go_max_u32(go_max_u32(cfg->sw_id + 4, cfg->sw_method + 16),
-				      cfg->sw_ct_on ? cfg->sw_ct + 8 : 0)) == 0) {
+				      ct_end)) == 0) {
 		cs->in_window = 1;
 		cs->sid = go_window_u32(&win, cfg->sw_id);
 		cs->method[0] = go_window_u64(&win, cfg->sw_method);
 		cs->method[1] = go_window_u64(&win, cfg->sw_method + 8);
-		if (cfg->sw_ct_on)
+		if (cs->ct)
+			;
+		else if (ct_end)
 			cs->ct = go_window_u64(&win, cfg->sw_ct);
 		else if (go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0)
 			*flags |= SPAN_F_BAD_READ;
 	} else if (cs->stream) {
 		if (go_chain_u32(cs->stream, &cfg->stream_id, &cs->sid) < 0 ||
-		    go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0)
+		    (!cs->ct && go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0))
 			*flags |= SPAN_F_BAD_READ;
 	}
 	if (!cs->stream || !cs->ct)
@@ -191,11 +196,12 @@ static __always_inline int method_is_literal(const struct grpc_client_config *cf
 /* Write and submit the record of a finished call: a grpc_client_lit_event when the call has
  * a stream and a literal method and traces are off (the common case), else the full
  * grpc_client_event (copied method; the dial target when no connection), traced or not.
- * `stream`: the call's last attempt's transport stream, 0 when it never got one. `flags`
- * come from the pairing (SPAN_F_UNMATCHED) and the stream's read. */
+ * `stream`: the call's last attempt's transport stream, 0 when it never got one; `ct` its
+ * transport when known (the attempt's), else 0. `flags` come from the pairing
+ * (SPAN_F_UNMATCHED) and the stream's read. */
 static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32 tgid,
-				     __u64 cs, __u64 stream, __u64 errtab, __u64 errdata,
-				     __u64 start, __u64 node, __u32 flags)
+				     __u64 cs, __u64 stream, __u64 ct, __u64 errtab,
+				     __u64 errdata, __u64 start, __u64 node, __u32 flags)
 {
 	struct grpc_client_trace_event *tev = NULL;
 	struct grpc_client_lit_event *lev;
@@ -205,7 +211,7 @@ static __always_inline void emit_end(const struct grpc_client_config *cfg, __u32
 	__u32 code;
 	int trunc = 0;
 
-	read_stream(cfg, stream, &st, &flags);
+	read_stream(cfg, stream, ct, &st, &flags);
 	code = read_code(cfg, errtab, errdata, st.stream, &flags);
 	if (!cfg->trace && st.ct && method_is_literal(cfg, &st)) {
 		struct client_stage_value *sg = stage_claim(&client_stage);

@@ -8,6 +8,7 @@ table and live DWARF can never disagree on how an offset is computed.
 
     python3 ci/gen_offsets_table.py            # build what is missing (2 at a time), write table
     python3 ci/gen_offsets_table.py --jobs 1 --grpc v1.40.0 v1.85.0 --xnet none
+    python3 ci/gen_offsets_table.py --merge --xnet none --go   # a new grpc-go field only
 
 Builds are cached under ~/.cache/pyhttp2probe/offsets_probe; re-running only builds the
 missing versions. Coverage: every grpc-go minor from v1.40 at its latest patch; x/net coarsely
@@ -165,6 +166,9 @@ def main() -> int:
     parser.add_argument("--go", nargs="*", default=list(TOOLCHAINS),
                         help="extra Go toolchains for std offsets (GOTOOLCHAIN values)")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the table's entries for builds not made in this run, so "
+                             "a field added to one module needs only that module's builds")
     parser.add_argument("--out", default=str(TABLE))
     args = parser.parse_args()
     grpcs = args.grpc or grpc_versions()
@@ -192,18 +196,24 @@ def main() -> int:
     sites = [m for b in sorted(binaries) for m in missing_call_sites(b)]
     for m in sites:
         print(f"MISSING CALL SITE {m}", file=sys.stderr)
-    write_table(sorted(binaries), Path(args.out), failures)
+    base = json.loads(Path(args.out).read_text()) if args.merge else None
+    write_table(sorted(binaries), Path(args.out), failures, base)
     return 1 if failures or sites else 0
 
 
-def write_table(binaries: list[Path], out: Path, failures: list[str]) -> None:
-    """Merge every build's fields into the table, keyed by the module owning each field."""
+def write_table(binaries: list[Path], out: Path, failures: list[str],
+                base: dict | None = None) -> None:
+    """Merge every build's fields into the table, keyed by the module owning each field;
+    on top of `base` (a table read before: --merge) when given."""
     sys.path.insert(0, str(ROOT))
     from pyhttp2probe.goelf.offsets import module_of, std_key
     from pyhttp2probe.probes import catalogue
 
-    modules: dict[str, dict[str, dict[str, object]]] = {}
-    std: dict[str, dict[str, object]] = {}
+    modules: dict[str, dict[str, dict[str, object]]] = (
+        json.loads(json.dumps(base["modules"])) if base else {})
+    std: dict[str, dict[str, object]] = json.loads(json.dumps(base["std"])) if base else {}
+    if base:
+        failures = [*base.get("failed_builds", []), *failures]
     conflicts: list[str] = []
     for binary in binaries:
         go_version, mods, fields = extract(binary)

@@ -97,6 +97,21 @@ def test_client_spans_match_ground_truth_one_to_one(pin: str, tmp_path: Path) ->
     st = run.stats
     assert st["grpc_client.ringbuf_full"] == 0 and st["grpc_client.bad_read"] == 0, st
     assert run.unmatched == 0
+    # every version's end took the connection from its one read of the attempt (csAttempt.t
+    # or .transport), not from a read of its own: the spans above prove it is the right one
+    cfg = _client_config(run.target)
+    assert (cfg["aw_on"], cfg["aw_ct_on"]) == (1, 1), pin
+
+
+def _client_config(target: Target | None) -> Any:
+    """The grpc_client_config the agent wrote for the target, decoded."""
+    import numpy as np
+
+    from pyhttp2probe.records import load_layout
+
+    assert target is not None
+    (entry,) = [e for _, e in target.configs if e.map == "grpc_client_config"]
+    return np.frombuffer(entry.value, dtype=load_layout().dtype("grpc_client_config"))[0]
 
 
 def test_pre_stream_failures_are_spans_with_unavailable_and_deadline(tmp_path: Path) -> None:

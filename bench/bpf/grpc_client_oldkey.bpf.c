@@ -57,7 +57,7 @@ int oldkey_end(struct pt_regs *ctx)
 	if (read_cs_state(cfg, cs, &finished, &attempt) || finished)
 		return 0;
 	stream = attempt_stream(cfg, attempt, &flags);
-	read_stream(cfg, stream, &st, &flags); /* the id only: emit_end reads it again */
+	read_stream(cfg, stream, 0, &st, &flags); /* the id only: emit_end reads it again */
 	start = st.sid ? bpf_map_lookup_elem(&oldkey_inflight, &st.sid) : NULL;
 	if (start) {
 		t = *start;
@@ -65,7 +65,7 @@ int oldkey_end(struct pt_regs *ctx)
 	} else {
 		stat_inc(STAT_UNMATCHED_END);
 	}
-	emit_end(cfg, tgid, cs, stream, GO_ARG2(ctx), GO_ARG3(ctx), t, 0,
+	emit_end(cfg, tgid, cs, stream, 0, GO_ARG2(ctx), GO_ARG3(ctx), t, 0,
 		 t ? 0 : SPAN_F_UNMATCHED);
 	return 0;
 }

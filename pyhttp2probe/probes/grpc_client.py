@@ -94,6 +94,7 @@ FIELDS = (
     f"{GRPC}.clientStream.attempt", f"{GRPC}.clientStream.finished",
     f"{GRPC}.clientStream.callHdr", f"{GRPC}.clientStream.cc", f"{GRPC}.ClientConn.target",
     f"{GRPC}.csAttempt.s", f"{GRPC}.csAttempt.transportStream", f"{GRPC}.csAttempt.cs",
+    f"{GRPC}.csAttempt.t", f"{GRPC}.csAttempt.transport",
     f"{TRANSPORT}.CallHdr.Method", f"{TRANSPORT}.Stream.id", f"{TRANSPORT}.Stream.ct",
     f"{TRANSPORT}.Stream.method",
     f"{TRANSPORT}.Stream.status", f"{TRANSPORT}.ClientStream.Stream",
@@ -300,6 +301,35 @@ def _start_points(cfg: Any, plan: AttachPlan, notes: list[str]) -> list[AttachPo
     return [entry_point(plan, "grpc_client_start", FN_START)]
 
 
+def _attempt_transport(f: PlanFields) -> int | None:
+    """Where, in a csAttempt, the *http2Client its stream was made on is (csAttempt.t, named
+    transport from v1.71: a ClientTransport, so its data word), or None when the plan does
+    not have it."""
+    t = next((k for k in (f"{GRPC}.csAttempt.transport", f"{GRPC}.csAttempt.t") if f.has(k)),
+             None)
+    if t is None:
+        return None
+    try:
+        return f[t] + _pointer_word(f, t)
+    except PathSkipped:
+        return None  # another type: the end reads the stream's ct instead
+
+
+def _attempt_window(cfg: Any, f: PlanFields) -> None:
+    """The end's one read of the attempt: cs and the stream, and the transport when it fits
+    too (grpc_client_end_attempt); left off (aw_on 0: a read per field) when they do not."""
+    fields = [(cfg.attempt_cs, 8), (cfg.attempt_stream, 8)]
+    ct = _attempt_transport(f)
+    if ct is not None:
+        lo = read_window([*fields, (ct, 8)], 64)
+        if lo is not None:
+            cfg.aw_lo, cfg.aw_on, cfg.aw_ct_on, cfg.aw_ct = lo, 1, 1, ct - lo
+            return
+    lo = read_window(fields, 64)
+    if lo is not None:
+        cfg.aw_lo, cfg.aw_on = lo, 1
+
+
 def _end_points(cfg: Any, f: PlanFields, notes: list[str], cleanup: bool) -> list[AttachPoint]:
     """Where calls end: the end's call sites when all are found (and csAttempt.cs has an
     offset); else finish()'s entry."""
@@ -308,9 +338,7 @@ def _end_points(cfg: Any, f: PlanFields, notes: list[str], cleanup: bool) -> lis
     if at_attempt and (no_attempt or cleanup) and f.has(f"{GRPC}.csAttempt.cs"):
         cfg.end_at_attempt = 1
         cfg.attempt_cs = f[f"{GRPC}.csAttempt.cs"]
-        lo = read_window([(cfg.attempt_cs, 8), (cfg.attempt_stream, 8)], 64)
-        if lo is not None:
-            cfg.aw_lo, cfg.aw_on = lo, 1
+        _attempt_window(cfg, f)
         return at_attempt + no_attempt
     notes.append("finish()'s calls of the attempt's finish not found: calls end at finish()'s "
                  "entry (a streaming call's context watcher adds a hit)")
