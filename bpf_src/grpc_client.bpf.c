@@ -93,8 +93,9 @@ START_SLOTS(inflight_slots);
 START_SLOTS_SWEEPER(grpc_client_sweep, inflight_slots);
 START_SLOTS_SWEEPER(hot_grpc_client_sweep, hot_inflight_slots);
 
-/* goroutine -> the clientStream it last started, second tier (g_slots below): read only by
- * the FAIL probe. Sized like inflight; stale entries are harmless (checked). */
+/* goroutine -> the clientStream it last started, the last tier (after the tables of g_slots
+ * below): read only by the FAIL probe. Sized like inflight; stale entries are harmless
+ * (checked). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -104,8 +105,12 @@ struct {
 
 /* goroutine -> the clientStream it last started: read only by the FAIL probe, which runs on
  * the starting goroutine (R14 pairs one synchronous call path: DESIGN.md rule 1). Written
- * on every start, so its first tier is an ARRAY of slots (an LRU update costs ~0.2 us of a
- * ~0.8 us start here); the LRU map g_cs takes a goroutine whose slot another holds.
+ * on every start, so its first tiers are ARRAYs of slots (an LRU update costs ~0.2 us of a
+ * ~0.8 us start here): a small table (512 slots, 16 KiB: kmalloc'd, stays warm), then a
+ * large one (16k, 512 KiB: vmalloc'd, a cache and TLB miss at each new random place: the
+ * start ~70 ns more with it alone, a same-run A/B), as start_slots.h's; the LRU map g_cs
+ * takes a goroutine whose slots others hold. A goroutine's note is in the first tier whose
+ * slot is free or its own, so a reader that looks in the same order finds its newest.
  * Every write of a slot claims it by compare-and-swap (tag -> SLOT_BUSY), writes, then
  * publishes a tag whose low 16 bits count the slot's writes: a reader that saw one tag
  * never mistakes a rewrite for what it saw (no ABA). A slot is never freed by the call's
@@ -125,7 +130,17 @@ struct g_slot {
 #ifndef G_SLOT_BITS /* 16k goroutines starting calls at once; more take the LRU map */
 #define G_SLOT_BITS 14
 #endif
+#ifndef G_HOT_BITS
+#define G_HOT_BITS 9
+#endif
 #define G_SEQ_MASK 0xffffULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << G_HOT_BITS);
+	__type(key, __u32);
+	__type(value, struct g_slot);
+} hot_g_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -141,11 +156,12 @@ static __always_inline __u64 g_hash(const struct g_key *gk)
 	return h ? h : G_SEQ_MASK + 1;
 }
 
-static __always_inline struct g_slot *g_slot_of(__u64 h)
+/* Slot h of the small table (hot) or the large one. */
+static __always_inline struct g_slot *g_slot_of(__u64 h, int hot)
 {
-	__u32 idx = slot_of(h, G_SLOT_BITS);
+	__u32 idx = slot_of(h, hot ? G_HOT_BITS : G_SLOT_BITS);
 
-	return bpf_map_lookup_elem(&g_slots, &idx);
+	return bpf_map_lookup_elem(hot ? (void *)&hot_g_slots : (void *)&g_slots, &idx);
 }
 
 static __always_inline int g_slot_is(const struct g_slot *s, __u64 tag, __u64 h,
@@ -163,49 +179,68 @@ static __always_inline int call_in_flight(__u32 tgid, __u64 cs)
 	return slot_get(SLOTS(inflight_slots), &k) || bpf_map_lookup_elem(&inflight, &k);
 }
 
-/* At a start: goroutine gk started call cs. */
-static __always_inline void g_note(const struct g_key *gk, __u64 cs)
+/* Note in slot s (hash h) that goroutine gk started call cs: 1 when it is there now, 0 when
+ * the slot is another's. */
+static __always_inline int g_slot_note(struct g_slot *s, __u64 h, const struct g_key *gk,
+				       __u64 cs)
 {
-	__u64 h = g_hash(gk), cur;
-	struct g_slot *s = g_slot_of(h);
+	__u64 cur;
 	__u32 owner;
 
 	if (!s)
-		goto lru;
+		return 0;
 	cur = s->tag;
 	if (cur == SLOT_BUSY)
-		goto lru;
+		return 0;
 	/* Another goroutine's: taken over unless its call is in flight in a traced process.
 	 * Read between the tag and the compare-and-swap below: a rewrite meanwhile changes
 	 * the tag, and the swap fails. */
 	if (cur && !g_slot_is(s, cur, h, gk)) {
 		owner = s->tgid;
 		if (CONFIG_FIND(grpc_client_config, owner) && call_in_flight(owner, s->cs))
-			goto lru;
+			return 0;
 	}
 	if (__sync_val_compare_and_swap(&s->tag, cur, SLOT_BUSY) != cur)
-		goto lru;
+		return 0;
 	s->g = gk->g;
 	s->tgid = gk->tgid;
 	s->cs = cs;
 	publish_u64(&s->tag, h | ((cur + 1) & G_SEQ_MASK));
-	return;
-lru:
+	return 1;
+}
+
+/* At a start: goroutine gk started call cs. */
+static __always_inline void g_note(const struct g_key *gk, __u64 cs)
+{
+	__u64 h = g_hash(gk);
+
+	if (g_slot_note(g_slot_of(h, 1), h, gk, cs) || g_slot_note(g_slot_of(h, 0), h, gk, cs))
+		return;
 	bpf_map_update_elem(&g_cs, gk, &cs, BPF_ANY);
 }
 
-/* At a FAIL: the call goroutine gk started last, or 0. */
+/* The call slot s (hash h) holds for goroutine gk, or 0. */
+static __always_inline __u64 g_slot_call(const struct g_slot *s, __u64 h, const struct g_key *gk)
+{
+	__u64 tag, cs;
+
+	if (!s)
+		return 0;
+	tag = s->tag;
+	cs = s->cs;
+	return g_slot_is(s, tag, h, gk) && s->tag == tag ? cs : 0;
+}
+
+/* At a FAIL: the call goroutine gk started last, or 0 (the tiers in g_note's order). */
 static __always_inline __u64 g_call(const struct g_key *gk)
 {
-	__u64 h = g_hash(gk), tag, cs, *csp;
-	struct g_slot *s = g_slot_of(h);
+	__u64 h = g_hash(gk), cs, *csp;
 
-	if (s) {
-		tag = s->tag;
-		cs = s->cs;
-		if (g_slot_is(s, tag, h, gk) && s->tag == tag)
-			return cs;
-	}
+	cs = g_slot_call(g_slot_of(h, 1), h, gk);
+	if (!cs)
+		cs = g_slot_call(g_slot_of(h, 0), h, gk);
+	if (cs)
+		return cs;
 	csp = bpf_map_lookup_elem(&g_cs, gk);
 	return csp ? *csp : 0;
 }
@@ -213,11 +248,15 @@ static __always_inline __u64 g_call(const struct g_key *gk)
 /* Calls whose end was just emitted. A second finish() can enter after the first one's
  * probe deleted the in-flight entry but before Go sets cs.finished under cs.mu; finding
  * the call here tells that duplicate from a truly missing start. The window is one
- * finish() call (microseconds), so 8,192 slots (by hash of the clientStream) are ample
- * even at 100k calls/s: a slot another call took since only turns such a duplicate into
- * a counted unmatched end. An ARRAY, not an LRU hash: it is written on every end, where
- * an LRU update costs ~0.3 us here and a slot a few instructions (common.h slot_of). */
-#define RECENT_BITS 13
+ * finish() call (microseconds), so 1,024 slots (by hash of the clientStream) are ample
+ * even at 100k calls/s (~10 ms before a slot is likely rewritten): a slot another call
+ * took since only turns such a duplicate into a counted unmatched end. An ARRAY, not an
+ * LRU hash: it is written on every end, where an LRU update costs ~0.3 us here and a slot
+ * a few instructions (common.h slot_of); and 16 KiB, kmalloc'd and warm, where 8,192
+ * slots (128 KiB, vmalloc'd) cost the end ~30 ns more of cache and TLB misses (A/B). */
+#ifndef RECENT_BITS
+#define RECENT_BITS 10
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

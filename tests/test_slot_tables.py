@@ -1,9 +1,9 @@
 """The gRPC paths' array tables stay exact when they are far too small.
 
 In-flight starts (bpf_src/start_slots.h: a small table, then a large one), goroutine notes
-(grpc_client.bpf.c g_slots) and the connection cache (conn_cache.h) are ARRAY slot tables
-sized for a node, and so are the HTTP/2 requests (server starts, client starts with their
-fields: http2.bpf.c) and their contexts that gRPC-over-ServeHTTP ends join (srv_common.h
+(grpc_client.bpf.c g_slots: the same two) and the connection cache (conn_cache.h) are ARRAY
+slot tables sized for a node, and so are the HTTP/2 requests (server starts, client starts
+with their fields: http2.bpf.c) and their contexts that gRPC-over-ServeHTTP ends join (srv_common.h
 h2_ctx_slots); a slot another request holds sends a request to the next tier, and a slot
 another connection took is a miss read again. Built here with 4 slots each (2 in the
 starts' small tables), against a workload that keeps hundreds of calls in flight on many
@@ -26,9 +26,8 @@ from testkit.workload import read_truth, start_workload
 from tests.test_grpc_server_accuracy import _check_servehttp
 from tests.test_http2_accuracy import STACK_FLAVOR, check_h2work
 
-TINY = ("HOT_SLOT_BITS=1", "START_SLOT_BITS=2", "G_SLOT_BITS=2", "CONN_CACHE_BITS=2",
-        "CTX_SLOT_BITS=2", "H2C_HOT_BITS=1",
-        "H2C_SLOT_BITS=2")
+TINY = ("HOT_SLOT_BITS=1", "START_SLOT_BITS=2", "G_HOT_BITS=1", "G_SLOT_BITS=2",
+        "CONN_CACHE_BITS=2", "CTX_SLOT_BITS=2", "H2C_HOT_BITS=1", "H2C_SLOT_BITS=2")
 
 
 def _tiny_paths(names: tuple[str, ...] = ("grpc_client", "grpc_server", "http2"),
