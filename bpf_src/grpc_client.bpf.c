@@ -245,9 +245,10 @@ static __always_inline __u64 g_call(const struct g_key *gk)
 	return csp ? *csp : 0;
 }
 
-/* Calls whose end was just emitted. A second finish() can enter after the first one's
- * probe deleted the in-flight entry but before Go sets cs.finished under cs.mu; finding
- * the call here tells that duplicate from a truly missing start. The window is one
+/* Calls of the LRU tier whose end was just emitted (a call whose start was in a slot is
+ * marked ended there: start_slots.h slot_end). A second finish() can enter after the first
+ * one's probe deleted the in-flight entry but before Go sets cs.finished under cs.mu;
+ * finding the call here tells that duplicate from a truly missing start. The window is one
  * finish() call (microseconds), so 1,024 slots (by hash of the clientStream) are ample
  * even at 100k calls/s (~10 ms before a slot is likely rewritten): a slot another call
  * took since only turns such a duplicate into a counted unmatched end. An ARRAY, not an
@@ -297,8 +298,9 @@ static __always_inline void recent_forget(const struct inflight_key *k)
 		slot->cs = 0;
 }
 
-/* The start of call `key`: in its slot, else (unless the call just ended: DUP_END) in the
- * LRU tier, else NULL (start_slots.h says why in that order). */
+/* The start of call `key`: in its slot, else (unless the call just ended, in its slot or
+ * the LRU tier: DUP_END) in the LRU tier, else NULL (start_slots.h says why in that
+ * order). */
 #define DUP_END ((struct inflight_val *)1)
 
 static __always_inline struct inflight_val *find_start(const struct inflight_key *key,
@@ -307,16 +309,19 @@ static __always_inline struct inflight_val *find_start(const struct inflight_key
 	*slot = slot_get(SLOTS(inflight_slots), key);
 	if (*slot)
 		return (struct inflight_val *)(*slot)->val;
-	if (recent_has(key))
+	if (slot_ended(SLOTS(inflight_slots), key) || recent_has(key))
 		return DUP_END;
 	return bpf_map_lookup_elem(&inflight, key);
 }
 
-/* Take what find_start found: 0, or -1 when a racing end of the call took it first. */
+/* Take what find_start found, and mark the call ended (in its slot, else in the repeat
+ * filter first: a racer that misses the in-flight entry already finds it there): 0, or -1
+ * when a racing end of the call took it first. */
 static __always_inline int take_start(const struct inflight_key *key, struct start_slot *slot)
 {
 	if (slot)
-		return slot_release(slot, key);
+		return slot_end(slot, key);
+	recent_mark(key);
 	return bpf_map_delete_elem(&inflight, key) ? -1 : 0;
 }
 
@@ -366,9 +371,7 @@ static __always_inline int take_found(const struct inflight_key *key, struct inf
 {
 	*start = v->start_ns;
 	*node = v->ctx_node;
-	/* Two ends racing for one call: one take wins. Mark the call ended first, so a racer
-	 * that misses the in-flight entry already finds it here. */
-	recent_mark(key);
+	/* Two ends racing for one call: one take wins (take_start marks it ended). */
 	if (take_start(key, slot)) {
 		stat_inc(STAT_DUP_END);
 		return 1;

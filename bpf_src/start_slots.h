@@ -12,6 +12,13 @@
  * stores in order, and an end reads the tag before the key). An end that finds its own
  * key releases the slot by cmpxchg(tag -> 0): of two ends racing for one request (a
  * repeated finish) exactly one wins, like the delete that decides it in the LRU tier.
+ * The gRPC client's end releases it by cmpxchg(tag -> tag | SLOT_ENDED) instead
+ * (slot_end): the slot is free for any start, and until one takes it the key stays there,
+ * so a repeat of the end finds it (slot_ended) with no write of its own elsewhere; its
+ * repeat filter (a slot by call, written on every end at a random place: a cold line) is
+ * left to calls of the LRU tier. Not the gRPC server's: its repeat (a second writeStatus)
+ * must be told for a while after the end, and a warm table's slot is soon taken again;
+ * its filter by goroutine stays (grpc_server.bpf.c end_repeats).
  *
  * Why the small table first: every start claims a slot at a new random place, so a large
  * table's working set is all of it (768 KiB, 192 vmalloc'd 4 KiB pages): a cache and TLB
@@ -39,6 +46,7 @@
 #include "common.h"
 
 #define SLOT_BUSY 1ULL
+#define SLOT_ENDED (1ULL << 63)  /* a tag's bit: its request ended (never set in a key's tag) */
 
 struct start_slot {
 	__u64 tag;
@@ -83,7 +91,7 @@ struct start_slot {
 
 static __always_inline __u64 slot_tag(const __u64 *key)
 {
-	__u64 t = (key[0] * 0x9E3779B97F4A7C15ULL) ^ key[1];
+	__u64 t = ((key[0] * 0x9E3779B97F4A7C15ULL) ^ key[1]) & ~SLOT_ENDED;
 
 	return t > SLOT_BUSY ? t : t + 2;
 }
@@ -101,8 +109,9 @@ static __always_inline int slot_holds(const struct start_slot *s, __u64 tag, con
 	return s->tag == tag && s->key[0] == key[0] && s->key[1] == key[1];
 }
 
-/* Put a start in slot `s` when it is free (or its owner is no longer traced) or holds a
- * stale start of this very key: 1 when it is there now, 0 when the slot is another's. */
+/* Put a start in slot `s` when it is free (or ended, or its owner is no longer traced) or
+ * holds a stale start of this very key: 1 when it is there now, 0 when the slot is
+ * another's. */
 static __always_inline int slot_claim(struct start_slot *s, __u64 tag, const __u64 *k,
 				      const __u64 *v, void *cfg_slots, void *cfg_map)
 {
@@ -119,7 +128,7 @@ static __always_inline int slot_claim(struct start_slot *s, __u64 tag, const __u
 		stat_inc(STAT_START_REUSED);
 		return 1;
 	}
-	if (cur != 0) {
+	if (cur != 0 && !(cur & SLOT_ENDED)) {
 		owner = (__u32)s->key[0];
 		if (cur == SLOT_BUSY || !cfg_map ||
 		    config_find(cfg_slots, cfg_map, owner, &owner))
@@ -153,8 +162,8 @@ static __always_inline void slot_start(void *hot, void *slots, void *lru, void *
 }
 
 /* Claim slot `s` (any slot type that begins as struct start_slot does) to be filled in
- * place, for a start of `key` (tag: slot_tag(key)): when it is free, or holds a stale start
- * of this very key (STAT_START_REUSED). 1: it is SLOT_BUSY now, the caller's to fill and
+ * place, for a start of `key` (tag: slot_tag(key)): when it is free (or ended), or holds a
+ * stale start of this very key (STAT_START_REUSED). 1: it is SLOT_BUSY now, the caller's to fill and
  * publish (publish_u64(tag)); 0: another's. No owner check (slot_claim's): for objects whose
  * config has another key, whose slots only the sweeper frees. */
 static __always_inline int slot_take(void *s, __u64 tag, const void *key)
@@ -164,11 +173,11 @@ static __always_inline int slot_take(void *s, __u64 tag, const void *key)
 	if (!s)
 		return 0;
 	cur = *word;
-	if (cur != 0 && !slot_holds(s, tag, key))
+	if (cur != 0 && !(cur & SLOT_ENDED) && !slot_holds(s, tag, key))
 		return 0;
 	if (__sync_val_compare_and_swap(word, cur, SLOT_BUSY) != cur)
 		return 0;
-	if (cur)
+	if (cur && !(cur & SLOT_ENDED))
 		stat_inc(STAT_START_REUSED);
 	return 1;
 }
@@ -202,6 +211,28 @@ static __always_inline int slot_release(struct start_slot *s, const void *key)
 	__u64 tag = slot_tag(key);
 
 	return __sync_val_compare_and_swap(&s->tag, tag, 0) == tag ? 0 : -1;
+}
+
+/* Take the start slot_get found and leave its key marked ended (the slot is free for any
+ * start): 0 when this end took it, -1 when a racing end of the same request took it first. */
+static __always_inline int slot_end(struct start_slot *s, const void *key)
+{
+	__u64 tag = slot_tag(key);
+
+	return __sync_val_compare_and_swap(&s->tag, tag, tag | SLOT_ENDED) == tag ? 0 : -1;
+}
+
+/* Whether a slot of the pair still holds `key` marked ended (slot_end): the end of that
+ * request already ran, and no start took the slot since. */
+static __always_inline int slot_ended(void *hot, void *slots, const void *key)
+{
+	__u64 tag = slot_tag(key); /* where: the live tag; what: the ended one */
+	struct start_slot *s = slot_at(hot, tag, HOT_SLOT_BITS);
+
+	if (s && slot_holds(s, tag | SLOT_ENDED, key))
+		return 1;
+	s = slot_at(slots, tag, START_SLOT_BITS);
+	return s && slot_holds(s, tag | SLOT_ENDED, key);
 }
 
 /* Forget the start of `key`, in whichever tier it is: a request that will have no end. */

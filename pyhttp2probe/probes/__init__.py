@@ -110,6 +110,8 @@ class RecordType:
 
 # Slots one run of a path's slot sweeper frees (SLOT_SWEEP_CHUNK, bpf_src/start_slots.h)
 SLOT_SWEEP_CHUNK = 1024
+# The tag bit of a start slot whose request ended (SLOT_ENDED, bpf_src/start_slots.h)
+SLOT_ENDED = 1 << 63
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,6 @@ def catalogue(paths: tuple[ProbePath, ...] | None = None) -> Catalogue:
         calls=tuple(dict.fromkeys(c for p in paths for c in p.calls)))
 
 
-__all__ = ["AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",
+__all__ = ["SLOT_ENDED", "AttachPoint", "Catalogue", "ConfigEntry", "PathSetup", "PathSkipped",
            "ProbePath", "ProcessImage", "RecordType", "SlotTable", "Stage", "all_paths",
            "catalogue"]

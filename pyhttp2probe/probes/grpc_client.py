@@ -17,6 +17,7 @@ import numpy as np
 
 from ..spans import Span, SpanIds, parse_target, split_method
 from . import (
+    SLOT_ENDED,
     AttachPoint,
     ConfigEntry,
     PathSetup,
@@ -408,6 +409,6 @@ PATH = ProbePath(
                         lit_label_key, ids),
              RecordType("EV_GRPC_CLIENT_TRACED", "grpc_client_trace_event", traced_to_spans)),
     anchors=ANCHORS, in_flight_maps=("inflight",),
-    slot_tables=(SlotTable("hot_inflight_slots", "hot_grpc_client_sweep"),
-                 SlotTable("inflight_slots", "grpc_client_sweep")),
+    slot_tables=(SlotTable("hot_inflight_slots", "hot_grpc_client_sweep", SLOT_ENDED),
+                 SlotTable("inflight_slots", "grpc_client_sweep", SLOT_ENDED)),
     stages=(Stage("client_stage", "flush_client_stage"),))
