@@ -11,6 +11,17 @@
 // context's address whose parent is the value context's — recycled addresses, as seen
 // under connection churn. The calls are sequential Health/Check calls on one connection.
 //
+// -nested: a plain gRPC server instead (tests/test_traces_stale_ctx.py), whose Health/Check
+// of service "outer" calls Check of service "inner" on the same server with a value
+// context made from its own. On the requests named by -stale, before that call, it prints
+// what the trace walk (bpf_src/trace_ctx.h request_ctx_of) passes through,
+//
+//	NEST <request> <handler ctx> <its parent>
+//
+// and waits for a stdin line, so the test can leave behind what a closed connection's
+// context leaves at a recycled address: a noted connection context keyed by the handler
+// context's address.
+//
 // Handshake: -wait-start prints "READY <pid>" and waits for a line; -hold prints
 // "DONE <calls>" at the end and waits for a line or EOF.
 package main
@@ -49,8 +60,31 @@ func die(err error) {
 	os.Exit(1)
 }
 
+// nestHealth: Check("outer") makes a nested Check("inner") with a context made from its own.
+type nestHealth struct {
+	healthpb.UnimplementedHealthServer
+	inner healthpb.HealthClient
+	stale map[int64]bool
+	seen  atomic.Int64
+}
+
+func (h *nestHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if req.Service == "outer" {
+		d := context.WithValue(ctx, mwKey{}, "nested")
+		if n := h.seen.Add(1); h.stale[n] {
+			harness.Announce(fmt.Sprintf("NEST %d %x %x", n, addr(ctx), parentOf(addr(ctx))))
+			harness.WaitLine()
+		}
+		if _, err := h.inner.Check(d, &healthpb.HealthCheckRequest{Service: "inner"}); err != nil {
+			return nil, err
+		}
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
 func main() {
 	calls := flag.Int("calls", 10, "sequential Health/Check calls")
+	nested := flag.Bool("nested", false, "a plain gRPC server whose outer Check calls an inner one")
 	staleList := flag.String("stale", "", "comma-separated request numbers (from 1) that print CTX and wait")
 	waitStart := flag.Bool("wait-start", false, "print READY <pid>, wait for a stdin line")
 	hold := flag.Bool("hold", false, "print DONE at the end, wait for a stdin line or EOF")
@@ -62,8 +96,44 @@ func main() {
 		}
 	}
 
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		die(err)
+	}
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		die(err)
+	}
+	client := healthpb.NewHealthClient(cc)
 	srv := grpc.NewServer()
-	healthpb.RegisterHealthServer(srv, health.NewServer())
+	service := ""
+	if *nested {
+		healthpb.RegisterHealthServer(srv, &nestHealth{inner: client, stale: stale})
+		service = "outer"
+		go srv.Serve(lis)
+	} else {
+		healthpb.RegisterHealthServer(srv, health.NewServer())
+		serveHTTP(srv, lis, stale)
+	}
+
+	if *waitStart {
+		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
+		harness.WaitLine()
+	}
+	for i := 0; i < *calls; i++ {
+		if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service}); err != nil {
+			die(err)
+		}
+	}
+	cc.Close()
+	if *hold {
+		harness.Announce(fmt.Sprintf("DONE %d", *calls))
+		harness.WaitLine()
+	}
+}
+
+// serveHTTP serves srv through (*grpc.Server).ServeHTTP behind the middleware.
+func serveHTTP(srv *grpc.Server, lis net.Listener, stale map[int64]bool) {
 	var seen atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v := context.WithValue(r.Context(), mwKey{}, "ctxstale")
@@ -76,31 +146,7 @@ func main() {
 		}
 		srv.ServeHTTP(w, r.WithContext(m))
 	})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		die(err)
-	}
 	hs := &http.Server{Handler: h, Protocols: new(http.Protocols)}
 	hs.Protocols.SetUnencryptedHTTP2(true)
 	go hs.Serve(lis)
-
-	if *waitStart {
-		harness.Announce(fmt.Sprintf("READY %d", os.Getpid()))
-		harness.WaitLine()
-	}
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		die(err)
-	}
-	client := healthpb.NewHealthClient(cc)
-	for i := 0; i < *calls; i++ {
-		if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
-			die(err)
-		}
-	}
-	cc.Close()
-	if *hold {
-		harness.Announce(fmt.Sprintf("DONE %d", *calls))
-		harness.WaitLine()
-	}
 }
