@@ -163,8 +163,8 @@ static __always_inline void slot_start(void *hot, void *slots, void *lru, void *
 
 /* Claim slot `s` (any slot type that begins as struct start_slot does) to be filled in
  * place, for a start of `key` (tag: slot_tag(key)): when it is free (or ended), or holds a
- * stale start of this very key (STAT_START_REUSED). 1: it is SLOT_BUSY now, the caller's to fill and
- * publish (publish_u64(tag)); 0: another's. No owner check (slot_claim's): for objects whose
+ * stale start of this very key (STAT_START_REUSED). 1: it is SLOT_BUSY now, the caller's
+ * to fill and publish (publish_u64(tag)); 0: another's. No owner check (slot_claim's): for objects whose
  * config has another key, whose slots only the sweeper frees. */
 static __always_inline int slot_take(void *s, __u64 tag, const void *key)
 {
