@@ -169,11 +169,9 @@ static __always_inline void read_stream(const struct grpc_client_config *cfg, __
 		cs->sid = go_window_u32(&win, cfg->sw_id);
 		cs->method[0] = go_window_u64(&win, cfg->sw_method);
 		cs->method[1] = go_window_u64(&win, cfg->sw_method + 8);
-		if (cs->ct)
-			;
-		else if (ct_end)
+		if (!cs->ct && ct_end)
 			cs->ct = go_window_u64(&win, cfg->sw_ct);
-		else if (go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0)
+		else if (!cs->ct && go_chain_u64(cs->stream, &cfg->stream_ct, &cs->ct) < 0)
 			*flags |= SPAN_F_BAD_READ;
 	} else if (cs->stream) {
 		if (go_chain_u32(cs->stream, &cfg->stream_id, &cs->sid) < 0 ||

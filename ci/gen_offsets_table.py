@@ -209,9 +209,8 @@ def write_table(binaries: list[Path], out: Path, failures: list[str],
     from pyhttp2probe.goelf.offsets import module_of, std_key
     from pyhttp2probe.probes import catalogue
 
-    modules: dict[str, dict[str, dict[str, object]]] = (
-        json.loads(json.dumps(base["modules"])) if base else {})
-    std: dict[str, dict[str, object]] = json.loads(json.dumps(base["std"])) if base else {}
+    modules: dict[str, dict[str, dict[str, object]]] = base["modules"] if base else {}
+    std: dict[str, dict[str, object]] = base["std"] if base else {}
     if base:
         failures = [*base.get("failed_builds", []), *failures]
     conflicts: list[str] = []
